@@ -1,0 +1,121 @@
+"""Artifacts in the JetStream Object Store, addressed by the sha256 of their bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import nats.js.errors
+from nats.js import JetStreamContext, api
+from nats.js.object_store import ObjectStore
+
+from ferry.errors import ArtifactNotFound, InvalidInput
+
+ARTIFACTS_BUCKET = "ferry-artifacts"
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    digest: str
+    size: int
+    stored: bool
+    """False when the store already held these bytes and nothing new was written."""
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _check_digest(digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidInput(f"not a sha256 digest: {digest!r}", field="digest")
+    return digest
+
+
+class ArtifactStore:
+    def __init__(self, js: JetStreamContext, *, bucket: str = ARTIFACTS_BUCKET, replicas: int = 1) -> None:
+        self.js = js
+        self.bucket = bucket
+        self.replicas = replicas
+        self._os: ObjectStore | None = None
+
+    async def setup(self) -> None:
+        try:
+            self._os = await self.js.object_store(self.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            self._os = await self.js.create_object_store(
+                self.bucket,
+                config=api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=self.replicas),
+            )
+
+    @property
+    def os(self) -> ObjectStore:
+        if self._os is None:
+            raise RuntimeError("ArtifactStore.setup() was not awaited")
+        return self._os
+
+    async def exists(self, digest: str) -> int | None:
+        """The stored size, or None when absent."""
+        try:
+            info = await self.os.get_info(_check_digest(digest))
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        except nats.js.errors.NotFoundError:
+            return None
+        return int(info.size or 0)
+
+    async def put_file(self, path: Path) -> StoredArtifact:
+        """Store a file under its sha256; a second put of the same bytes stores nothing new."""
+        digest, size = sha256_file(path)
+        if await self.exists(digest) is not None:
+            return StoredArtifact(digest, size, stored=False)
+        with open(path, "rb") as f:
+            await self.os.put(digest, f)  # streams in chunks from a worker thread
+        return StoredArtifact(digest, size, stored=True)
+
+    async def put_bytes(self, data: bytes) -> StoredArtifact:
+        digest = hashlib.sha256(data).hexdigest()
+        if await self.exists(digest) is not None:
+            return StoredArtifact(digest, len(data), stored=False)
+        await self.os.put(digest, io.BytesIO(data))
+        return StoredArtifact(digest, len(data), stored=True)
+
+    async def get_into(self, digest: str, out: BinaryIO) -> int:
+        """Stream the artifact into ``out`` chunk by chunk; verifies the digest on the way."""
+        if await self.exists(digest) is None:
+            raise ArtifactNotFound(f"artifact {digest} not found", field="digest")
+        h = hashlib.sha256()
+
+        class _Tee(io.RawIOBase):
+            def write(self, b: bytes) -> int:  # type: ignore[override]
+                h.update(b)
+                return out.write(b)
+
+        result = await self.os.get(digest, writeinto=_Tee())  # type: ignore[arg-type]
+        if h.hexdigest() != digest:
+            raise ArtifactNotFound(f"artifact {digest} is corrupt in the store", field="digest")
+        return int(result.info.size or 0)
+
+    async def get_file(self, digest: str, path: Path) -> int:
+        """Download to ``path`` (written to a temp name, then renamed)."""
+        tmp = path.with_name(path.name + ".part")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            size = await self.get_into(digest, f)
+        tmp.replace(path)
+        return size
+
+    async def get_bytes(self, digest: str) -> bytes:
+        buf = io.BytesIO()
+        await self.get_into(digest, buf)
+        return buf.getvalue()

@@ -1,0 +1,283 @@
+"""Release events: frozen, explicitly typed on the wire, versioned.
+
+Every event carries the release id, its per-release version (1-based), the UTC
+time and a schema version. The wire ``type`` is a stable string, never a Python
+path, so refactoring never breaks stored history. Changing an event means a new
+``schema_version`` plus an upcaster in ``UPCASTERS``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+HOST_STEPS: tuple[str, ...] = (
+    "upload",
+    "link",
+    "pre_release",
+    "activate",
+    "restart",
+    "health",
+    "post_release",
+)
+"""The per-host steps of a release, in the order they must run."""
+
+TAIL_LIMIT = 4096
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def tail(text: str, limit: int = TAIL_LIMIT) -> str:
+    """The last ``limit`` characters of an output, marked when cut."""
+    if len(text) <= limit:
+        return text
+    return "…" + text[-(limit - 1) :]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- the release plan: a snapshot of configuration taken at request time ---
+class HealthCheck(_Frozen):
+    kind: Literal["none", "command", "http"] = "none"
+    target: str = ""
+    timeout: float = 5.0
+    retries: int = 5
+    interval: float = 1.0
+
+
+class Recipe(_Frozen):
+    """How to build and install a project (no secrets: credentials by name only)."""
+
+    repo_url: str
+    repo_credential: str | None = None
+    build_hooks: tuple[str, ...] = ()
+    hook_timeout: float = 600.0
+    excludes: tuple[str, ...] = ()
+    artifact_format: Literal["zst", "gz", "none"] = "zst"
+    deploy_path: str
+    shared_files: tuple[str, ...] = ()
+    shared_dirs: tuple[str, ...] = ()
+    keep_releases: int = 5
+    pre_release: str | None = None
+    post_release: str | None = None
+    restart: str | None = None
+    health: HealthCheck = HealthCheck()
+
+
+class Plan(_Frozen):
+    recipe: Recipe
+    hosts: tuple[str, ...]
+    concurrency: int = 1
+    max_failures: int = 0
+    require_approval: bool = False
+    rollback_on_failure: bool = True
+
+    @field_validator("hosts")
+    @classmethod
+    def _unique_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(hosts)) != len(hosts):
+            raise ValueError("hosts must be unique")
+        return hosts
+
+
+# --- events -----------------------------------------------------------------
+class Event(_Frozen):
+    TERMINAL: ClassVar[bool] = False
+
+    type: str
+    schema_version: int = 1
+    release_id: str
+    version: int = Field(ge=1)
+    at: datetime
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ReleaseRequested(Event):
+    type: Literal["release.requested"] = "release.requested"
+    project: str
+    environment: str
+    ref: str
+    requested_by: str
+    plan: Plan
+
+
+class ReleaseApproved(Event):
+    type: Literal["release.approved"] = "release.approved"
+    by: str
+
+
+class ReleaseRejected(Event):
+    TERMINAL: ClassVar[bool] = True
+    type: Literal["release.rejected"] = "release.rejected"
+    by: str
+    reason: str = ""
+
+
+class BuildStarted(Event):
+    type: Literal["build.started"] = "build.started"
+    builder: str = ""
+
+
+class SourceFetched(Event):
+    type: Literal["build.source_fetched"] = "build.source_fetched"
+    commit: str
+    duration: float = 0.0
+
+
+class BuildHookFinished(Event):
+    type: Literal["build.hook_finished"] = "build.hook_finished"
+    index: int
+    command: str
+    exit_code: int
+    duration: float
+    output_tail: str = ""
+
+
+class ArtifactPackaged(Event):
+    type: Literal["build.artifact_packaged"] = "build.artifact_packaged"
+    digest: str
+    size: int
+    format: Literal["zst", "gz", "none"]
+    reused: bool = False
+    log_digest: str | None = None
+    duration: float = 0.0
+
+
+class BuildFailed(Event):
+    type: Literal["build.failed"] = "build.failed"
+    stage: Literal["fetch", "hooks", "package"]
+    reason: str
+    output_tail: str = ""
+    log_digest: str | None = None
+
+
+class HostStepStarted(Event):
+    type: Literal["host.step_started"] = "host.step_started"
+    host: str
+    step: str
+    agent: str = ""
+
+
+class HostStepFinished(Event):
+    type: Literal["host.step_finished"] = "host.step_finished"
+    host: str
+    step: str
+    exit_code: int
+    duration: float
+    output_tail: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class HostFailed(Event):
+    type: Literal["host.failed"] = "host.failed"
+    host: str
+    step: str
+    reason: str
+    code: str = "STEP_FAILED"
+
+
+class HostRolledBack(Event):
+    type: Literal["host.rolled_back"] = "host.rolled_back"
+    host: str
+    to_release: str | None
+    output_tail: str = ""
+
+
+class ReleaseSucceeded(Event):
+    TERMINAL: ClassVar[bool] = True
+    type: Literal["release.succeeded"] = "release.succeeded"
+
+
+class ReleaseFailed(Event):
+    TERMINAL: ClassVar[bool] = True
+    type: Literal["release.failed"] = "release.failed"
+    reason: str
+
+
+class ReleaseCancelled(Event):
+    TERMINAL: ClassVar[bool] = True
+    type: Literal["release.cancelled"] = "release.cancelled"
+    by: str
+    reason: str = ""
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ReleaseRequested,
+    ReleaseApproved,
+    ReleaseRejected,
+    BuildStarted,
+    SourceFetched,
+    BuildHookFinished,
+    ArtifactPackaged,
+    BuildFailed,
+    HostStepStarted,
+    HostStepFinished,
+    HostFailed,
+    HostRolledBack,
+    ReleaseSucceeded,
+    ReleaseFailed,
+    ReleaseCancelled,
+)
+
+AnyEvent = Annotated[
+    ReleaseRequested
+    | ReleaseApproved
+    | ReleaseRejected
+    | BuildStarted
+    | SourceFetched
+    | BuildHookFinished
+    | ArtifactPackaged
+    | BuildFailed
+    | HostStepStarted
+    | HostStepFinished
+    | HostFailed
+    | HostRolledBack
+    | ReleaseSucceeded
+    | ReleaseFailed
+    | ReleaseCancelled,
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+
+# (type, from schema_version) -> function lifting a payload one version up.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+TYPE_NAMES: frozenset[str] = frozenset(t.model_fields["type"].default for t in EVENT_TYPES)
+
+
+class UnknownEvent(ValueError):
+    """A payload whose type this version of ferry does not know."""
+
+
+def upcast(payload: dict[str, Any]) -> dict[str, Any]:
+    """Lift an old payload to the current schema version of its type."""
+    while (fn := UPCASTERS.get((payload.get("type", ""), payload.get("schema_version", 1)))) is not None:
+        payload = fn(payload)
+    return payload
+
+
+def encode(event: Event) -> bytes:
+    """The event's JSON wire form."""
+    return event.to_json()
+
+
+def decode(data: bytes | str | dict[str, Any]) -> Event:
+    """Parse and validate an event from its wire form (upcasting older versions)."""
+    payload = json.loads(data) if isinstance(data, bytes | str) else dict(data)
+    if not isinstance(payload, dict):
+        raise UnknownEvent("event payload is not an object")
+    if payload.get("type") not in TYPE_NAMES:
+        raise UnknownEvent(f"unknown event type {payload.get('type')!r}")
+    return _ADAPTER.validate_python(upcast(payload))

@@ -1,0 +1,480 @@
+"""The release aggregate: state rebuilt from events, and decisions that guard its invariants.
+
+Pure: no I/O. ``evolve(state, event)`` folds one event; ``decide(state, command, now)``
+returns the events a command produces or raises ``InvariantViolation``.
+Invariants: nothing follows a terminal event; a host's steps run in order; no host is
+activated twice in one release; no host step before an artifact exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal, TypedDict
+
+from ferry.errors import InvariantViolation
+from ferry.events import (
+    HOST_STEPS,
+    ArtifactPackaged,
+    BuildFailed,
+    BuildHookFinished,
+    BuildStarted,
+    Event,
+    HostFailed,
+    HostRolledBack,
+    HostStepFinished,
+    HostStepStarted,
+    Plan,
+    ReleaseApproved,
+    ReleaseCancelled,
+    ReleaseFailed,
+    ReleaseRejected,
+    ReleaseRequested,
+    ReleaseSucceeded,
+    SourceFetched,
+)
+
+Status = Literal[
+    "new",
+    "awaiting_approval",
+    "queued",
+    "building",
+    "deploying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "rejected",
+]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+HostStatus = Literal["waiting", "running", "succeeded", "failed", "rolled_back"]
+
+
+@dataclass(frozen=True)
+class StepState:
+    status: Literal["running", "succeeded", "failed"]
+    started_at: datetime
+    exit_code: int | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class HostState:
+    status: HostStatus = "waiting"
+    steps: dict[str, StepState] = field(default_factory=dict)
+    activated: bool = False
+    previous_release: str | None = None
+    failure: str | None = None
+
+    def next_step(self) -> str | None:
+        """The first step not yet finished successfully, or None when all are."""
+        for step in HOST_STEPS:
+            s = self.steps.get(step)
+            if s is None or s.status != "succeeded":
+                return step
+        return None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    digest: str
+    size: int
+    format: str
+    reused: bool
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    release_id: str
+    version: int = 0
+    status: Status = "new"
+    project: str = ""
+    environment: str = ""
+    ref: str = ""
+    requested_by: str = ""
+    plan: Plan | None = None
+    commit: str | None = None
+    artifact: Artifact | None = None
+    build_started: bool = False
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    reason: str | None = None
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def host(self, name: str) -> HostState:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise InvariantViolation(f"host {name!r} is not part of this release", field="host") from None
+
+
+def _with_host(state: ReleaseState, name: str, host: HostState) -> ReleaseState:
+    hosts = dict(state.hosts)
+    hosts[name] = host
+    return replace(state, hosts=hosts)
+
+
+def evolve(state: ReleaseState, event: Event) -> ReleaseState:
+    """Fold one event into the state (trusts the event: validation lives in decide)."""
+    s = replace(state, version=event.version)
+    match event:
+        case ReleaseRequested():
+            return replace(
+                s,
+                status="awaiting_approval" if event.plan.require_approval else "queued",
+                project=event.project,
+                environment=event.environment,
+                ref=event.ref,
+                requested_by=event.requested_by,
+                plan=event.plan,
+                hosts={h: HostState() for h in event.plan.hosts},
+                requested_at=event.at,
+            )
+        case ReleaseApproved():
+            return replace(s, status="queued")
+        case ReleaseRejected():
+            return replace(s, status="rejected", reason=event.reason or "rejected", finished_at=event.at)
+        case BuildStarted():
+            return replace(s, status="building", build_started=True)
+        case SourceFetched():
+            return replace(s, commit=event.commit)
+        case BuildHookFinished():
+            return s
+        case ArtifactPackaged():
+            art = Artifact(event.digest, event.size, event.format, event.reused)
+            return replace(s, artifact=art, status="deploying")
+        case BuildFailed():
+            return replace(
+                s, status="failed", reason=f"build {event.stage} failed: {event.reason}", finished_at=event.at
+            )
+        case HostStepStarted():
+            h = s.hosts[event.host]
+            steps = dict(h.steps)
+            steps[event.step] = StepState("running", event.at)
+            return _with_host(s, event.host, replace(h, status="running", steps=steps))
+        case HostStepFinished():
+            h = s.hosts[event.host]
+            steps = dict(h.steps)
+            prev = steps.get(event.step)
+            started = prev.started_at if prev else event.at
+            ok = event.exit_code == 0
+            steps[event.step] = StepState(
+                "succeeded" if ok else "failed", started, event.exit_code, event.duration
+            )
+            activated = h.activated or (event.step == "activate" and ok)
+            previous = h.previous_release
+            if event.step == "activate" and ok:
+                p = event.detail.get("previous")
+                previous = p if isinstance(p, str) else None
+            done = ok and event.step == HOST_STEPS[-1]
+            return _with_host(
+                s,
+                event.host,
+                replace(
+                    h,
+                    steps=steps,
+                    activated=activated,
+                    previous_release=previous,
+                    status="succeeded" if done else h.status,
+                ),
+            )
+        case HostFailed():
+            h = s.hosts[event.host]
+            return _with_host(s, event.host, replace(h, status="failed", failure=event.reason))
+        case HostRolledBack():
+            h = s.hosts[event.host]
+            return _with_host(s, event.host, replace(h, status="rolled_back"))
+        case ReleaseSucceeded():
+            return replace(s, status="succeeded", finished_at=event.at)
+        case ReleaseFailed():
+            return replace(s, status="failed", reason=event.reason, finished_at=event.at)
+        case ReleaseCancelled():
+            return replace(s, status="cancelled", reason=event.reason or "cancelled", finished_at=event.at)
+    raise InvariantViolation(f"unknown event type {event.type!r}")
+
+
+def replay(release_id: str, events: Iterable[Event]) -> ReleaseState:
+    """Rebuild a release's state from its history."""
+    state = ReleaseState(release_id)
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+# --- commands ------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestRelease:
+    project: str
+    environment: str
+    ref: str
+    requested_by: str
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Approve:
+    by: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StartBuild:
+    builder: str = ""
+
+
+@dataclass(frozen=True)
+class RecordSource:
+    commit: str
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecordHook:
+    index: int
+    command: str
+    exit_code: int
+    duration: float
+    output_tail: str = ""
+
+
+@dataclass(frozen=True)
+class RecordArtifact:
+    digest: str
+    size: int
+    format: Literal["zst", "gz", "none"]
+    reused: bool = False
+    log_digest: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class FailBuild:
+    stage: Literal["fetch", "hooks", "package"]
+    reason: str
+    output_tail: str = ""
+    log_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class StartHostStep:
+    host: str
+    step: str
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class FinishHostStep:
+    host: str
+    step: str
+    exit_code: int
+    duration: float
+    output_tail: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FailHost:
+    host: str
+    step: str
+    reason: str
+    code: str = "STEP_FAILED"
+
+
+@dataclass(frozen=True)
+class RollBackHost:
+    host: str
+    to_release: str | None
+    output_tail: str = ""
+
+
+@dataclass(frozen=True)
+class Succeed:
+    pass
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+
+
+Command = (
+    RequestRelease
+    | Approve
+    | Reject
+    | Cancel
+    | StartBuild
+    | RecordSource
+    | RecordHook
+    | RecordArtifact
+    | FailBuild
+    | StartHostStep
+    | FinishHostStep
+    | FailHost
+    | RollBackHost
+    | Succeed
+    | Fail
+)
+
+
+class _Meta(TypedDict):
+    release_id: str
+    version: int
+    at: datetime
+
+
+def _guard(cond: bool, message: str, field_name: str | None = None) -> None:
+    if not cond:
+        raise InvariantViolation(message, field=field_name)
+
+
+def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
+    """The events ``command`` produces against ``state``, or InvariantViolation."""
+    base = _Meta(release_id=state.release_id, version=state.version + 1, at=now)
+    if isinstance(command, RequestRelease):
+        _guard(state.status == "new", "release already requested")
+        _guard(len(command.plan.hosts) > 0, "an environment needs at least one host", "hosts")
+        return [
+            ReleaseRequested(
+                **base,
+                project=command.project,
+                environment=command.environment,
+                ref=command.ref,
+                requested_by=command.requested_by,
+                plan=command.plan,
+            )
+        ]
+    _guard(state.status != "new", "release does not exist")
+    _guard(not state.terminal, f"release is already {state.status}")
+    match command:
+        case Approve():
+            _guard(state.status == "awaiting_approval", "release is not awaiting approval")
+            return [ReleaseApproved(**base, by=command.by)]
+        case Reject():
+            _guard(state.status == "awaiting_approval", "release is not awaiting approval")
+            return [ReleaseRejected(**base, by=command.by, reason=command.reason)]
+        case Cancel():
+            _guard(
+                not any(h.activated for h in state.hosts.values()),
+                "cannot cancel: a host already runs this release; roll back instead",
+            )
+            return [ReleaseCancelled(**base, by=command.by, reason=command.reason)]
+        case StartBuild():
+            _guard(state.status == "queued", f"cannot build a release that is {state.status}")
+            return [BuildStarted(**base, builder=command.builder)]
+        case RecordSource():
+            _guard(state.status == "building", "no build in progress")
+            _guard(state.commit is None, "source already fetched")
+            return [SourceFetched(**base, commit=command.commit, duration=command.duration)]
+        case RecordHook():
+            _guard(state.status == "building" and state.commit is not None, "no fetched source to build")
+            return [
+                BuildHookFinished(
+                    **base,
+                    index=command.index,
+                    command=command.command,
+                    exit_code=command.exit_code,
+                    duration=command.duration,
+                    output_tail=command.output_tail,
+                )
+            ]
+        case RecordArtifact():
+            _guard(state.status == "building" and state.commit is not None, "no fetched source to package")
+            _guard(state.artifact is None, "artifact already packaged")
+            return [
+                ArtifactPackaged(
+                    **base,
+                    digest=command.digest,
+                    size=command.size,
+                    format=command.format,
+                    reused=command.reused,
+                    log_digest=command.log_digest,
+                    duration=command.duration,
+                )
+            ]
+        case FailBuild():
+            _guard(state.status == "building", "no build in progress")
+            return [
+                BuildFailed(
+                    **base,
+                    stage=command.stage,
+                    reason=command.reason,
+                    output_tail=command.output_tail,
+                    log_digest=command.log_digest,
+                )
+            ]
+        case StartHostStep():
+            _guard(state.artifact is not None, "no artifact yet: a host step needs a packaged artifact")
+            _guard(command.step in HOST_STEPS, f"unknown step {command.step!r}", "step")
+            h = state.host(command.host)
+            _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
+            expected = h.next_step()
+            _guard(
+                command.step == expected,
+                f"host {command.host}: step {command.step} out of order (next is {expected})",
+                "step",
+            )
+            if command.step == "activate":
+                _guard(not h.activated, f"host {command.host} already activated in this release")
+            return [HostStepStarted(**base, host=command.host, step=command.step, agent=command.agent)]
+        case FinishHostStep():
+            h = state.host(command.host)
+            s = h.steps.get(command.step)
+            _guard(
+                s is not None and s.status == "running",
+                f"host {command.host}: step {command.step} is not running",
+                "step",
+            )
+            return [
+                HostStepFinished(
+                    **base,
+                    host=command.host,
+                    step=command.step,
+                    exit_code=command.exit_code,
+                    duration=command.duration,
+                    output_tail=command.output_tail,
+                    detail=dict(command.detail),
+                )
+            ]
+        case FailHost():
+            h = state.host(command.host)
+            _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
+            return [
+                HostFailed(
+                    **base, host=command.host, step=command.step, reason=command.reason, code=command.code
+                )
+            ]
+        case RollBackHost():
+            h = state.host(command.host)
+            _guard(h.activated, f"host {command.host} was never activated; nothing to roll back")
+            _guard(h.status != "rolled_back", f"host {command.host} already rolled back")
+            return [
+                HostRolledBack(
+                    **base, host=command.host, to_release=command.to_release, output_tail=command.output_tail
+                )
+            ]
+        case Succeed():
+            _guard(
+                bool(state.hosts) and all(h.status == "succeeded" for h in state.hosts.values()),
+                "not every host succeeded",
+            )
+            return [ReleaseSucceeded(**base)]
+        case Fail():
+            running = [n for n, h in state.hosts.items() if h.status == "running"]
+            _guard(not running, f"hosts still running: {', '.join(sorted(running))}")
+            return [ReleaseFailed(**base, reason=command.reason)]
+    raise InvariantViolation(f"unknown command {type(command).__name__}")

@@ -1,0 +1,61 @@
+"""Settings from the environment (FERRY_*), with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path("var").resolve())
+    nats_url: str | None = None
+    nats_port: int = 0
+    database_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    ws_port: int = 8001
+    public_ws_url: str | None = None
+    secret_key: str | None = None
+    gojs_license_key: str = ""
+    agent_name: str = ""
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("FERRY_HOME") or "var").resolve()
+        return cls(
+            home=home,
+            nats_url=os.environ.get("FERRY_NATS_URL") or None,
+            nats_port=_int("FERRY_NATS_PORT", 0),
+            database_url=os.environ.get("FERRY_DATABASE_URL") or None,
+            http_host=os.environ.get("FERRY_HTTP_HOST") or "127.0.0.1",
+            http_port=_int("FERRY_HTTP_PORT", 8000),
+            ws_port=_int("FERRY_WS_PORT", 8001),
+            public_ws_url=os.environ.get("FERRY_PUBLIC_WS_URL") or None,
+            secret_key=os.environ.get("FERRY_SECRET_KEY") or None,
+            gojs_license_key=os.environ.get("FERRY_GOJS_LICENSE_KEY", ""),
+            agent_name=os.environ.get("FERRY_AGENT_NAME") or f"agent-{os.getpid()}",
+            log_level=os.environ.get("FERRY_LOG_LEVEL", "INFO"),
+        )
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'ferry.db'}"
+
+    @property
+    def nats(self) -> str:
+        if not self.nats_url:
+            raise SystemExit("FERRY_NATS_URL is not set (ferry up sets it for the services it starts)")
+        return self.nats_url
