@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ class ArtifactStore:
 
     async def put_file(self, path: Path) -> StoredArtifact:
         """Store a file under its sha256; a second put of the same bytes stores nothing new."""
-        digest, size = sha256_file(path)
+        digest, size = await asyncio.to_thread(sha256_file, path)
         if await self.exists(digest) is not None:
             return StoredArtifact(digest, size, stored=False)
         with open(path, "rb") as f:

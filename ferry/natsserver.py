@@ -65,7 +65,8 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise StoreUnavailable(
-                    f"nats-server exited with {self.proc.returncode}; see {self.store_dir / 'nats-server.log'}"
+                    f"nats-server exited with {self.proc.returncode}; "
+                    f"see {self.store_dir / 'nats-server.log'}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5) as s:

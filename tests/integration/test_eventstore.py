@@ -9,7 +9,7 @@ import pytest
 from ferry.bus import open_bus
 from ferry.errors import ConcurrencyError, InvalidInput
 from ferry.events import BuildStarted, HostStepStarted, Plan, Recipe, ReleaseRequested, utcnow
-from ferry.release import RecordArtifact, RequestRelease, RecordSource, StartBuild, decide, replay
+from ferry.release import RecordArtifact, RecordSource, RequestRelease, StartBuild, decide, replay
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("a", "b"))
 
