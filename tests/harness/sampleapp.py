@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-APP_PY = '''\
+APP_PY = """\
 import os
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -57,7 +57,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "ferry tests",
@@ -102,7 +102,10 @@ class SampleRepo:
         """The commit's tree as an uncompressed tar (what a build with no hooks would package)."""
         env = {**os.environ, **_GIT_ENV}
         out = subprocess.run(
-            ["git", "-C", str(self.path), "archive", "--format=tar", sha], env=env, check=True, capture_output=True
+            ["git", "-C", str(self.path), "archive", "--format=tar", sha],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         return out.stdout
 

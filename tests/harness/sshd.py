@@ -122,9 +122,7 @@ class SshdHost:
         self._namespace: str | None = None
         _keygen(self._host_key, f"host-{self.name}")
         _keygen(self._client_key, f"client-{self.name}")
-        (self.workdir / "authorized_keys").write_text(
-            Path(str(self._client_key) + ".pub").read_text()
-        )
+        (self.workdir / "authorized_keys").write_text(Path(str(self._client_key) + ".pub").read_text())
 
     # --- properties ---------------------------------------------------------
     @property
@@ -195,12 +193,16 @@ class SshdHost:
         mounts = [f"mount --bind {self._srv} /srv"]
         if self.password:
             shadow = self.workdir / "shadow"
-            hashed = subprocess.run(
-                ["openssl", "passwd", "-6", "-stdin"],
-                input=self.password.encode(),
-                capture_output=True,
-                check=True,
-            ).stdout.decode().strip()
+            hashed = (
+                subprocess.run(
+                    ["openssl", "passwd", "-6", "-stdin"],
+                    input=self.password.encode(),
+                    capture_output=True,
+                    check=True,
+                )
+                .stdout.decode()
+                .strip()
+            )
             rows = []
             for row in Path("/etc/shadow").read_text().splitlines():
                 fields = row.split(":")

@@ -1,0 +1,179 @@
+"""Run a project's build hooks: shell commands from its configuration, one after another.
+
+Synchronous on purpose (the worker calls it through ``asyncio.to_thread``). Each hook runs
+in its own process group, so a timeout, or the end of the hook, takes every process it
+started with it: nothing a hook left running can hold the work tree or the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ferry.errors import BuildError
+
+TAIL_BYTES = 4096
+TIMEOUT_EXIT_CODE = 124  # what coreutils' timeout(1) returns
+_DRAIN_GRACE = 1.0  # seconds to keep reading after a hook's process group is gone
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class HookResult:
+    index: int
+    command: str
+    exit_code: int
+    duration: float
+    output_tail: str  # the last TAIL_BYTES of the hook's combined stdout and stderr
+    log_bytes: int  # bytes this hook appended to the log (its "$ command" header included)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.exit_code == TIMEOUT_EXIT_CODE
+
+
+def base_env() -> dict[str, str]:
+    """The minimal environment every hook starts from."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/"),
+        "LANG": "C.UTF-8",
+    }
+
+
+def run_hooks(
+    commands: list[str], *, cwd: Path, env: dict[str, str], timeout: float, log_path: Path
+) -> list[HookResult]:
+    """Run each command with ``/bin/sh -c`` in ``cwd``; stop after the first that fails.
+
+    ``env`` is added to :func:`base_env`. ``timeout`` applies to each hook. Every hook's output
+    (stdout and stderr interleaved) is appended to ``log_path`` after a ``$ <command>`` line.
+    """
+    if timeout <= 0:
+        raise BuildError("hook timeout must be positive")
+    for name, value in env.items():
+        if not _ENV_NAME.match(name) or "\0" in value:
+            raise BuildError(f"invalid environment variable name or value: {name!r}")
+    full_env = {**base_env(), **env}
+    results: list[HookResult] = []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        for index, command in enumerate(commands):
+            result = _run_one(index, command, cwd=cwd, env=full_env, timeout=timeout, log=log)
+            results.append(result)
+            if result.exit_code != 0:
+                break
+    return results
+
+
+def _run_one(
+    index: int, command: str, *, cwd: Path, env: dict[str, str], timeout: float, log: BinaryIO
+) -> HookResult:
+    header = f"$ {command}\n".encode()
+    log.write(header)
+    written = len(header)
+    tail = bytearray()
+
+    def emit(data: bytes) -> None:
+        nonlocal written
+        log.write(data)
+        written += len(data)
+        tail.extend(data)
+        del tail[:-TAIL_BYTES]
+
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+    except OSError as exc:  # e.g. cwd missing
+        emit(f"ferry: cannot start hook: {exc.strerror}\n".encode())
+        log.flush()
+        return HookResult(index, command, 127, 0.0, _text(tail), written)
+
+    assert process.stdout is not None
+    deadline = started + timeout
+    timed_out = False
+    exited_at: float | None = None
+    eof = False
+    stdout_fd = process.stdout.fileno()
+    os.set_blocking(stdout_fd, False)
+    with selectors.DefaultSelector() as selector:
+        selector.register(stdout_fd, selectors.EVENT_READ)
+        while True:
+            now = time.monotonic()
+            if exited_at is None:
+                # waitid(WNOWAIT) does not reap: until the shell is reaped its pid, which is the
+                # group id, cannot be reused, so killing the group cannot hit a stranger.
+                if _has_exited(process.pid):
+                    _kill_group(process.pid)  # whatever the hook left running in the background
+                    exited_at = now
+                elif now >= deadline:
+                    timed_out = True
+                    _kill_group(process.pid)
+                    exited_at = now
+            if exited_at is not None and (eof or now - exited_at > _DRAIN_GRACE):
+                break  # after the grace, something outside the group holds the pipe: stop waiting
+            wait = 0.05 if exited_at is not None else max(min(deadline - now, 0.05), 0.0)
+            if eof:
+                time.sleep(wait)
+                continue
+            if not selector.select(wait):
+                continue
+            try:
+                chunk = os.read(stdout_fd, 65536)
+            except BlockingIOError:
+                continue
+            if chunk:
+                emit(chunk)
+            else:
+                eof = True
+                selector.unregister(stdout_fd)
+    process.stdout.close()
+    exit_code = process.wait()
+    duration = time.monotonic() - started
+    if timed_out:
+        exit_code = TIMEOUT_EXIT_CODE
+        emit(f"\nferry: hook timed out after {timeout:g}s; its process group was killed\n".encode())
+    elif exit_code < 0:  # killed by a signal: report it the way a shell would
+        emit(f"\nferry: hook killed by signal {-exit_code}\n".encode())
+        exit_code = 128 - exit_code
+    log.flush()
+    return HookResult(index, command, exit_code, duration, _text(tail), written)
+
+
+def _has_exited(pid: int) -> bool:
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return info is not None
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _text(tail: bytearray) -> str:
+    data = bytes(tail)
+    # Drop a partial UTF-8 character the cut may have left at the front.
+    start = 0
+    while start < min(len(data), 3) and (data[start] & 0xC0) == 0x80:
+        start += 1
+    return data[start:].decode("utf-8", "replace")

@@ -1,0 +1,230 @@
+"""Package a built tree into one artifact: a tar, compressed with zstd or gzip, or plain.
+
+The archive is streamed once: tar -> compressor -> sha256 -> file, so the digest costs no
+second read. Entries are in sorted order with uid/gid 0 and no user names, so the same tree
+gives the same bytes (mtimes are the files' own, in whole seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import gzip
+import hashlib
+import json
+import os
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Literal, cast, get_args
+
+import zstandard
+
+from ferry.errors import BuildError, InvalidInput, InvalidPath
+
+Format = Literal["zst", "gz", "none"]
+FORMATS: tuple[str, ...] = get_args(Format)
+SUFFIXES: dict[str, str] = {"zst": ".tar.zst", "gz": ".tar.gz", "none": ".tar"}
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+RECIPE_VERSION = 1  # bump when packaging output changes, so old artifacts are not reused
+_COPY_BUFFER = 1 << 20
+_ALWAYS_EXCLUDED = frozenset({".git"})
+
+
+@dataclass(frozen=True)
+class Archive:
+    path: Path
+    digest: str  # sha256 hex of the archive file's bytes
+    size: int
+    fmt: Format
+    files: int  # regular files and symlinks packed (directories not counted)
+
+
+def recipe_key(commit: str, build_hooks: list[str], excludes: list[str], fmt: str) -> str:
+    """sha256 of a canonical JSON of everything that decides the artifact's content."""
+    _check_format(fmt)
+    recipe = {
+        "version": RECIPE_VERSION,
+        "commit": commit,
+        "build_hooks": list(build_hooks),
+        "excludes": sorted(set(excludes)),  # any one matching excludes: order and repeats do not matter
+        "fmt": fmt,
+    }
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_excludes(excludes: list[str]) -> list[str]:
+    """Return ``excludes`` if every pattern is relative and stays inside the tree; else InvalidPath."""
+    for pattern in excludes:
+        problem = _exclude_problem(pattern)
+        if problem is not None:
+            raise InvalidPath(f"invalid exclude pattern {pattern!r}: {problem}", field="excludes")
+    return excludes
+
+
+def _exclude_problem(pattern: str) -> str | None:
+    if not isinstance(pattern, str) or not pattern.strip("/"):
+        return "it is empty"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in pattern):
+        return "it contains a control character"
+    if pattern.startswith("/") or pattern.startswith("\\"):
+        return "it is absolute"
+    if ".." in PurePosixPath(pattern).parts:
+        return "it contains '..'"
+    return None
+
+
+class _Matcher:
+    """fnmatch patterns against paths relative to the tree; ``dir/`` matches directories only.
+
+    A pattern that matches a directory excludes its whole tree. ``*`` also matches ``/``, so
+    ``*.log`` excludes log files at any depth.
+    """
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.any_kind = [p.removeprefix("./") for p in patterns if not p.endswith("/")]
+        self.dirs_only = [p.removeprefix("./").rstrip("/") for p in patterns if p.endswith("/")]
+
+    def excluded(self, rel: str, is_dir: bool) -> bool:
+        if any(fnmatch.fnmatchcase(rel, p) for p in self.any_kind):
+            return True
+        return is_dir and any(fnmatch.fnmatchcase(rel, p) for p in self.dirs_only)
+
+
+class _Sink:
+    """The end of the pipeline: hashes, counts and writes the archive's bytes."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+class _Counted:
+    """What tarfile writes into: counts uncompressed bytes for ``tell()``, forwards to the compressor."""
+
+    def __init__(self, target: BinaryIO | _Sink) -> None:
+        self.target = target
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        self.offset += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+
+def make_archive(src: Path, dest_dir: Path, *, excludes: list[str], fmt: Format) -> Archive:
+    """Pack the tree under ``src`` into ``dest_dir/<digest><suffix>``; ``.git`` is never included."""
+    _check_format(fmt)
+    validate_excludes(excludes)
+    src = Path(src).resolve()
+    dest_dir = Path(dest_dir)
+    if not src.is_dir():
+        raise InvalidPath(f"{src} is not a directory", field="src")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if dest_dir.resolve().is_relative_to(src):
+        raise InvalidPath("the archive's directory must not be inside the tree it packs", field="dest_dir")
+    matcher = _Matcher(excludes)
+
+    fd, tmp_name = tempfile.mkstemp(prefix=".archive-", suffix=SUFFIXES[fmt], dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb", buffering=_COPY_BUFFER) as out:
+            sink = _Sink(out)
+            with _compressor(sink, fmt) as compressed:
+                files = _write_tar(src, _Counted(compressed), matcher)
+        digest = sink.hash.hexdigest()
+        final = dest_dir / f"{digest}{SUFFIXES[fmt]}"
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise BuildError(f"packaging failed: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Archive(path=final, digest=digest, size=sink.size, fmt=fmt, files=files)
+
+
+@contextlib.contextmanager
+def _compressor(sink: _Sink, fmt: Format) -> Iterator[BinaryIO | _Sink]:
+    if fmt == "none":
+        yield sink
+    elif fmt == "zst":
+        params = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+        with params.stream_writer(cast(BinaryIO, sink), closefd=False) as writer:
+            yield cast(BinaryIO, writer)
+    else:
+        # mtime=0 and no file name in the header: the same tar gives the same gzip bytes.
+        with gzip.GzipFile(
+            filename="", fileobj=cast(BinaryIO, sink), mode="wb", compresslevel=GZIP_LEVEL, mtime=0
+        ) as writer:
+            yield cast(BinaryIO, writer)
+
+
+def _write_tar(src: Path, out: _Counted, matcher: _Matcher) -> int:
+    files = 0
+    with tarfile.TarFile(
+        fileobj=cast(BinaryIO, out), mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_BUFFER
+    ) as tar:
+        for rel, path, st in _walk(src, matcher):
+            info = tarfile.TarInfo(rel)
+            info.mtime = int(st.st_mtime)
+            info.mode = stat.S_IMODE(st.st_mode)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif stat.S_ISLNK(st.st_mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(path)
+                tar.addfile(info)
+                files += 1
+            else:
+                info.size = st.st_size
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+                files += 1
+    return files
+
+
+def _walk(root: Path, matcher: _Matcher, prefix: str = "") -> Iterator[tuple[str, str, os.stat_result]]:
+    """(relative path, absolute path, lstat) of every entry to pack, depth first in sorted name order.
+
+    Sockets, fifos and device files are skipped: they cannot be deployed as files.
+    """
+    with os.scandir(root) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name.encode("utf-8", "surrogateescape"))
+    for entry in entries:
+        if entry.name in _ALWAYS_EXCLUDED:
+            continue
+        rel = f"{prefix}{entry.name}"
+        st = entry.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if matcher.excluded(rel, is_dir):
+            continue
+        if is_dir:
+            yield rel, entry.path, st
+            yield from _walk(Path(entry.path), matcher, f"{rel}/")
+        elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            yield rel, entry.path, st
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown archive format {fmt!r} (use one of {', '.join(FORMATS)})", field="fmt")
