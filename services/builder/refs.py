@@ -109,8 +109,8 @@ def _url_problem(url: str) -> str | None:
             return f"scheme {scheme!r} is not supported (use https, ssh, file, user@host:path or a path)"
         host = parts.hostname or ""
         if scheme == "file":
-            if not parts.path.startswith("/"):
-                return "a file:// URL needs an absolute path"
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                return "a file:// URL needs an absolute path (file:///path)"
             return None
         if not host:
             return "it has no host"
