@@ -1,0 +1,167 @@
+"""``ferry up``: nats-server (embedded unless FERRY_NATS_URL), migrations, and the four services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import nats
+import nats.errors
+
+from ferry.natsserver import NatsServer
+from ferry.settings import Settings
+
+SERVICES = ("gateway", "builder", "agent", "notifier")
+
+
+class LaunchError(Exception):
+    pass
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _nats_health(url: str, services: tuple[str, ...]) -> set[str]:
+    async def probe() -> set[str]:
+        ok: set[str] = set()
+        try:
+            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        except Exception:  # noqa: BLE001
+            return ok
+        try:
+            for s in services:
+                try:
+                    reply = await nc.request(f"ferry.health.{s}", b"", timeout=1)
+                    if json.loads(reply.data).get("ok"):
+                        ok.add(s)
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                    pass
+        finally:
+            await nc.close()
+        return ok
+
+    return asyncio.run(probe())
+
+
+class Launcher:
+    def __init__(self, settings: Settings, *, demo: bool = False, echo: Callable[[str], None] = print):
+        self.settings = settings
+        self.demo = demo
+        self.echo = echo
+        self.nats: NatsServer | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+
+    def env(self, nats_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            FERRY_HOME=str(self.settings.home),
+            FERRY_NATS_URL=nats_url,
+            FERRY_DATABASE_URL=self.settings.db_url,
+            FERRY_HTTP_PORT=str(self.settings.http_port),
+            FERRY_WS_PORT=str(self.settings.ws_port),
+            FERRY_HTTP_HOST=self.settings.http_host,
+        )
+        return env
+
+    def start(self, timeout: float = 60.0) -> str:
+        from ferry.db.engine import upgrade
+
+        home = self.settings.home
+        home.mkdir(parents=True, exist_ok=True)
+        if self.settings.nats_url:
+            nats_url = self.settings.nats_url
+        else:
+            self.nats = NatsServer(home / "nats", port=self.settings.nats_port)
+            self.nats.start()
+            nats_url = self.nats.url
+        upgrade(self.settings.db_url)
+        env = self.env(nats_url)
+        logs_dir = home / "logs"
+        logs_dir.mkdir(exist_ok=True)
+        for name in SERVICES:
+            out = open(logs_dir / f"{name}.log", "ab")  # noqa: SIM115
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=Path.cwd(),
+            )
+            out.close()
+        host = self.settings.http_host
+        gateway = f"http://{host}:{self.settings.http_port}/"
+        notifier = f"http://{host}:{self.settings.ws_port}/healthz"
+        deadline = time.monotonic() + timeout
+        pending = set(SERVICES)
+        while pending and time.monotonic() < deadline:
+            self.check_children()
+            if "gateway" in pending and _http_ok(gateway + "healthz"):
+                pending.discard("gateway")
+            if "notifier" in pending and _http_ok(notifier):
+                pending.discard("notifier")
+            workers = tuple(s for s in ("builder", "agent") if s in pending)
+            if workers:
+                pending -= _nats_health(nats_url, workers)
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise LaunchError(
+                f"services not healthy within {timeout:.0f}s: {', '.join(sorted(pending))} "
+                f"(logs in {logs_dir})"
+            )
+        return gateway
+
+    def check_children(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None and not self._stopping:
+                raise LaunchError(
+                    f"{name} exited with code {proc.returncode}; see "
+                    f"{self.settings.home / 'logs' / (name + '.log')}"
+                )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.nats is not None:
+            self.nats.stop()
+
+    def serve_forever(self) -> int:
+        stop = {"sig": 0}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop["sig"] = signum
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop["sig"]:
+                self.check_children()
+                time.sleep(0.2)
+            return 0
+        except LaunchError as exc:
+            self.echo(f"error: {exc}")
+            return 1
+        finally:
+            self.stop()

@@ -1,0 +1,117 @@
+"""Reactions of the release state machine: after each event, schedule what the history calls for.
+
+Every decision is made from the release's own event history (loaded fresh), never from
+memory, so any number of orchestrators may run and any may crash: work messages are
+de-duplicated by id and terminal events are appended with optimistic concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from nats.aio.msg import Msg
+
+from ferry.bus import Bus
+from ferry.errors import ConcurrencyError, InvariantViolation
+from ferry.events import utcnow
+from ferry.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
+from ferry.release import decide, replay
+from ferry.rollout import Finish, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
+from ferry.worker import run_consumer
+
+log = logging.getLogger("ferry.orchestrator")
+
+BUILD_WORK = "build"
+DEPLOY_WORK = "host.deploy"
+ROLLBACK_WORK = "host.rollback"
+STALE_AFTER = timedelta(minutes=3)
+
+
+async def react(bus: Bus, release_id: str, *, include_running: bool = False) -> None:
+    """Load the release and carry out what the rollout policy asks for now."""
+    for _ in range(10):
+        history = [s.event for s in await bus.events.load(release_id)]
+        if not history:
+            return
+        state = replay(release_id, history)
+        try:
+            for action in next_actions(state, include_running=include_running):
+                match action:
+                    case ScheduleBuild():
+                        await bus.publish_work(BUILD_WORK, f"build:{release_id}", {"release_id": release_id})
+                    case ScheduleHost(host=host):
+                        await bus.publish_work(
+                            DEPLOY_WORK,
+                            f"deploy:{release_id}:{host}",
+                            {"release_id": release_id, "host": host},
+                        )
+                    case ScheduleRollback(host=host):
+                        await bus.publish_work(
+                            ROLLBACK_WORK,
+                            f"rollback:{release_id}:{host}",
+                            {"release_id": release_id, "host": host},
+                        )
+                    case Finish(command=command):
+                        events = decide(state, command, utcnow())
+                        await bus.events.append(release_id, events, state.version)
+                        log.info("release finished", extra={"release_id": release_id, "type": events[0].type})
+            return
+        except ConcurrencyError:
+            continue  # someone appended meanwhile: decide again from the new history
+        except InvariantViolation as exc:
+            log.info("nothing to do", extra={"release_id": release_id, "why": exc.message})
+            return
+
+
+async def reconcile(bus: Bus) -> int:
+    """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet."""
+    info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=f"{SUBJECT_PREFIX}.>")
+    subjects = list((info.state.subjects or {}).keys())
+    touched = 0
+    for subject in subjects:
+        last = await bus.js.get_last_msg(EVENTS_STREAM, subject)
+        kind = (last.headers or {}).get("Ferry-Type", "")
+        if kind in ("release.succeeded", "release.failed", "release.cancelled", "release.rejected"):
+            continue
+        rid = release_of(subject)
+        history = await bus.events.load(rid)
+        stale = bool(history) and utcnow() - history[-1].event.at > STALE_AFTER
+        await react(bus, rid, include_running=stale)
+        touched += 1
+    return touched
+
+
+async def run(bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0) -> None:
+    """Follow the event stream with a durable consumer and react; reconcile periodically."""
+
+    async def on_event(msg: Msg) -> None:
+        await react(bus, release_of(msg.subject))
+
+    async def reconciler() -> None:
+        while not stop.is_set():
+            try:
+                await reconcile(bus)
+            except Exception:
+                log.exception("reconcile failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), reconcile_every)
+
+    task = asyncio.create_task(reconciler())
+    try:
+        await run_consumer(
+            bus.js,
+            EVENTS_STREAM,
+            "orchestrator",
+            f"{SUBJECT_PREFIX}.>",
+            on_event,
+            stop,
+            concurrency=8,
+            ack_wait=30,
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,146 @@
+"""Pull-consumer loops shared by the services: ack after success, nak transient, term permanent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+log = logging.getLogger("ferry.worker")
+
+
+class Transient(Exception):
+    """Try again later (the message is nak'ed with a delay)."""
+
+    def __init__(self, message: str, delay: float = 2.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Permanent(Exception):
+    """Never try again (the message is terminated); the handler has recorded why."""
+
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    subject: str,
+    *,
+    ack_wait: float = 60.0,
+    max_deliver: int = -1,
+    deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL,
+) -> None:
+    config = api.ConsumerConfig(
+        durable_name=durable,
+        filter_subject=subject,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        deliver_policy=deliver_policy,
+        max_ack_pending=1000,
+    )
+    try:
+        await js.add_consumer(stream, config)
+    except nats.js.errors.BadRequestError:
+        pass  # exists with a compatible config
+
+
+async def _heartbeat(msg: Msg, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+async def run_consumer(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    subject: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    concurrency: int = 1,
+    ack_wait: float = 60.0,
+    max_deliver: int = -1,
+) -> None:
+    """Fetch from a durable pull consumer until ``stop`` is set, running up to ``concurrency`` handlers."""
+    await ensure_consumer(js, stream, durable, subject, ack_wait=ack_wait, max_deliver=max_deliver)
+    sub = await js.pull_subscribe_bind(durable, stream=stream)
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(msg: Msg) -> None:
+        beat = asyncio.create_task(_heartbeat(msg, ack_wait / 3))
+        try:
+            await handler(msg)
+            await msg.ack()
+        except Transient as exc:
+            log.warning("transient failure, retrying", extra={"subject": msg.subject, "error": str(exc)})
+            await msg.nak(delay=exc.delay)
+        except Permanent as exc:
+            log.error("permanent failure", extra={"subject": msg.subject, "error": str(exc)})
+            await msg.term()
+        except Exception:
+            log.exception("handler crashed; will be redelivered", extra={"subject": msg.subject})
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5)
+        finally:
+            beat.cancel()
+            slots.release()
+
+    try:
+        while not stop.is_set():
+            await slots.acquire()
+            if stop.is_set():
+                slots.release()
+                break
+            try:
+                msgs = await sub.fetch(1, timeout=1)
+            except nats.errors.TimeoutError:
+                slots.release()
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                slots.release()
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(one(msg))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+def body(msg: Msg) -> dict[str, Any]:
+    try:
+        data = json.loads(msg.data)
+    except ValueError as exc:
+        raise Permanent(f"work message is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise Permanent("work message is not an object")
+    return data
+
+
+async def serve_health(nc: Any, service: str, info: Callable[[], dict[str, Any]]) -> None:
+    """Answer ``ferry.health.<service>`` requests so launchers and operators can probe workers."""
+
+    async def reply(msg: Msg) -> None:
+        await msg.respond(json.dumps({"service": service, "ok": True, **info()}).encode())
+
+    await nc.subscribe(f"ferry.health.{service}", cb=reply)

@@ -1,0 +1,325 @@
+"""Deploy work: run one host's steps over one SSH connection, one event pair per step.
+
+Before every step the release's history is loaded: a step already finished is never
+repeated, a terminal release stops the host, and a step that was started but never
+finished (a crash) is run again (every step is idempotent on the host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from nats.aio.msg import Msg
+
+from ferry.bus import Bus
+from ferry.errors import (
+    ConcurrencyError,
+    FerryError,
+    HostError,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    HostUnreachable,
+    InvariantViolation,
+)
+from ferry.events import HOST_STEPS, Recipe, tail, utcnow
+from ferry.release import (
+    Command,
+    FailHost,
+    FinishHostStep,
+    ReleaseState,
+    RollBackHost,
+    StartHostStep,
+    decide,
+    replay,
+)
+from ferry.rollout import failures
+from ferry.worker import Permanent, Transient, body
+from services.agent import remote
+from services.agent.health import health_check
+from services.agent.ssh import HostSession, SSHTarget
+
+log = logging.getLogger("ferry.agent")
+CONNECT_ATTEMPTS = 3
+
+
+@dataclass
+class AgentDeps:
+    bus: Bus
+    target: Callable[[str], SSHTarget]
+    """Host name -> connection details (decrypted credential, pinned key)."""
+    record_host_key: Callable[[str, str], None]
+    cache_dir: Path
+    name: str = "agent"
+    _downloads: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+
+async def load(deps: AgentDeps, release_id: str) -> ReleaseState:
+    return replay(release_id, [s.event for s in await deps.bus.events.load(release_id)])
+
+
+async def record(deps: AgentDeps, release_id: str, command: Command) -> ReleaseState:
+    for _ in range(50):
+        state = await load(deps, release_id)
+        events = decide(state, command, utcnow())
+        try:
+            await deps.bus.events.append(release_id, events, state.version)
+        except ConcurrencyError:
+            await asyncio.sleep(0.01)
+            continue
+        return await load(deps, release_id)
+    raise Transient(f"release {release_id} kept changing; will retry")
+
+
+async def artifact_path(deps: AgentDeps, digest: str) -> Path:
+    """The artifact in this agent's local cache, downloaded from the object store once."""
+    path = deps.cache_dir / digest
+    lock = deps._downloads.setdefault(digest, asyncio.Lock())
+    async with lock:
+        if not path.exists():
+            await deps.bus.artifacts.get_file(digest, path)
+    return path
+
+
+def _env(state: ReleaseState, host: str, target: SSHTarget, recipe: Recipe) -> dict[str, str]:
+    return {
+        "FERRY_PROJECT": state.project,
+        "FERRY_ENVIRONMENT": state.environment,
+        "FERRY_COMMIT": state.commit or "",
+        "FERRY_REF": state.ref,
+        "FERRY_HOST_NAME": host,
+        "FERRY_HOST_ADDRESS": target.address,
+    }
+
+
+async def connect(deps: AgentDeps, host: str) -> HostSession:
+    target = deps.target(host)
+    last: HostError | None = None
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            session = await asyncio.to_thread(HostSession.connect, target)
+        except HostUnreachable as exc:
+            last = exc
+            await asyncio.sleep(0.5 * (attempt + 1))
+            continue
+        if session.trusted_on_first_use and session.observed_host_key:
+            await asyncio.to_thread(deps.record_host_key, host, session.observed_host_key)
+        return session
+    assert last is not None
+    raise last
+
+
+def run_step(
+    session: HostSession, step: str, state: ReleaseState, host: str, open_artifact: Callable[[], IO[bytes]]
+) -> remote.StepResult:
+    """Carry out one step on the host (blocking: called from a worker thread)."""
+    assert state.plan is not None and state.artifact is not None
+    recipe = state.plan.recipe
+    rid = state.release_id
+    path = recipe.deploy_path
+    env = _env(state, host, session.target, recipe)
+    timeout = recipe.hook_timeout
+    match step:
+        case "upload":
+            remote.prepare(session, path)
+            return remote.upload_artifact(
+                session, path, rid, state.artifact.digest, state.artifact.format, open_artifact
+            )
+        case "link":
+            return remote.link_shared(session, path, rid, list(recipe.shared_files), list(recipe.shared_dirs))
+        case "pre_release":
+            return remote.run_hook(session, path, rid, recipe.pre_release, env, timeout)
+        case "activate":
+            return remote.activate(session, path, rid)
+        case "restart":
+            return remote.restart(session, path, recipe.restart, {**env, "FERRY_RELEASE_ID": rid}, timeout)
+        case "health":
+            check = recipe.health
+            if check.kind == "none":
+                return remote.StepResult(0, "no health check configured", 0.0, {"skipped": True})
+            return health_check(
+                session,
+                path,
+                command=check.target if check.kind == "command" else None,
+                url=check.target if check.kind == "http" else None,
+                env={**env, "FERRY_RELEASE_ID": rid},
+                timeout=check.timeout,
+                retries=check.retries,
+                delay=check.interval,
+            )
+        case "post_release":
+            result = remote.run_hook(session, path, rid, recipe.post_release, env, timeout)
+            if result.exit_code == 0:
+                previous = state.hosts[host].previous_release
+                protect = {rid} | ({previous} if previous else set())
+                pruned = remote.prune(session, path, recipe.keep_releases, protect)
+                return remote.StepResult(
+                    0,
+                    (result.output + "\n" + pruned.output).strip(),
+                    result.duration + pruned.duration,
+                    {**result.detail, **pruned.detail},
+                )
+            return result
+    raise InvariantViolation(f"unknown step {step}")
+
+
+async def deploy(msg: Msg, deps: AgentDeps) -> None:
+    work = body(msg)
+    release_id, host = str(work.get("release_id", "")), str(work.get("host", ""))
+    state = await load(deps, release_id)
+    if not _should_work(state, host):
+        return
+    try:
+        session = await connect(deps, host)
+    except (HostKeyMismatch, HostKeyUnknown) as exc:
+        await _fail(deps, release_id, host, "upload", exc.message, exc.code)
+        raise Permanent(exc.message) from exc
+    except HostError as exc:
+        await _fail(deps, release_id, host, state.hosts[host].next_step() or "upload", exc.message, exc.code)
+        raise Permanent(exc.message) from exc
+    try:
+        await _run_steps(deps, session, release_id, host)
+    finally:
+        await asyncio.to_thread(session.close)
+
+
+def _should_work(state: ReleaseState, host: str) -> bool:
+    if state.plan is None or state.terminal or state.artifact is None or host not in state.hosts:
+        return False
+    h = state.hosts[host]
+    if h.status not in ("waiting", "running"):
+        return False
+    if h.status == "waiting" and len(failures(state)) > state.plan.max_failures:
+        return False  # the rollout stopped: don't start new hosts
+    return True
+
+
+async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, host: str) -> None:
+    artifact: Path | None = None
+
+    def open_artifact() -> IO[bytes]:
+        assert artifact is not None
+        return open(artifact, "rb")
+
+    while True:
+        state = await load(deps, release_id)
+        if not _should_work(state, host):
+            return
+        step = state.hosts[host].next_step()
+        if step is None:
+            return
+        if step == "upload" and state.artifact is not None:
+            artifact = await artifact_path(deps, state.artifact.digest)
+        try:
+            state = await record(deps, release_id, StartHostStep(host=host, step=step, agent=deps.name))
+        except InvariantViolation:
+            return
+        started = time.monotonic()
+        try:
+            result = await asyncio.to_thread(run_step, session, step, state, host, open_artifact)
+        except HostUnreachable as exc:
+            # the connection dropped mid-step: record it, the host failed
+            result = remote.StepResult(255, exc.message, time.monotonic() - started, {})
+        except FerryError as exc:
+            result = remote.StepResult(2, exc.message, time.monotonic() - started, {})
+        await record(
+            deps,
+            release_id,
+            FinishHostStep(
+                host=host,
+                step=step,
+                exit_code=result.exit_code,
+                duration=result.duration,
+                output_tail=tail(result.output),
+                detail=_plain(result.detail),
+            ),
+        )
+        if result.exit_code != 0:
+            reason = f"{step} exited with {result.exit_code}: {_last_line(result.output)}"
+            await _fail(deps, release_id, host, step, reason)
+            await _rollback_after_failure(deps, session, release_id, host)
+            return
+
+
+async def _fail(
+    deps: AgentDeps, release_id: str, host: str, step: str, reason: str, code: str = "STEP_FAILED"
+) -> None:
+    try:
+        await record(deps, release_id, FailHost(host=host, step=step, reason=reason, code=code))
+    except InvariantViolation:
+        pass
+
+
+async def _rollback_after_failure(deps: AgentDeps, session: HostSession, release_id: str, host: str) -> None:
+    """A host that failed after switching goes back to its previous release at once."""
+    state = await load(deps, release_id)
+    h = state.hosts[host]
+    if not h.activated or state.plan is None or not state.plan.rollback_on_failure:
+        return
+    await _rollback(deps, session, state, host)
+
+
+async def _rollback(deps: AgentDeps, session: HostSession, state: ReleaseState, host: str) -> None:
+    assert state.plan is not None
+    recipe = state.plan.recipe
+    previous = state.hosts[host].previous_release
+    outputs = []
+    if previous:
+        r = await asyncio.to_thread(remote.rollback, session, recipe.deploy_path, previous)
+        outputs.append(r.output)
+        if r.exit_code == 0 and recipe.restart:
+            env = {**_env(state, host, session.target, recipe), "FERRY_RELEASE_ID": previous}
+            r2 = await asyncio.to_thread(
+                remote.restart, session, recipe.deploy_path, recipe.restart, env, recipe.hook_timeout
+            )
+            outputs.append(r2.output)
+    else:
+        outputs.append("no previous release on this host; left as is")
+    try:
+        await record(
+            deps,
+            state.release_id,
+            RollBackHost(host=host, to_release=previous, output_tail=tail("\n".join(outputs))),
+        )
+    except InvariantViolation:
+        pass
+
+
+async def rollback(msg: Msg, deps: AgentDeps) -> None:
+    """Rollback work: switch a host that the failed rollout had activated back to its previous release."""
+    work = body(msg)
+    release_id, host = str(work.get("release_id", "")), str(work.get("host", ""))
+    state = await load(deps, release_id)
+    if state.plan is None or state.terminal or host not in state.hosts:
+        return
+    h = state.hosts[host]
+    if not h.activated or h.status == "rolled_back":
+        return
+    try:
+        session = await connect(deps, host)
+    except HostError as exc:
+        raise Transient(exc.message, delay=5) from exc
+    try:
+        await _rollback(deps, session, state, host)
+    finally:
+        await asyncio.to_thread(session.close)
+
+
+def _plain(detail: dict[str, Any]) -> dict[str, object]:
+    return {k: v for k, v in detail.items() if isinstance(v, str | int | float | bool | type(None) | list)}
+
+
+def _last_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+HANDLERS = {
+    "ferry.work.host.deploy": deploy,
+    "ferry.work.host.rollback": rollback,
+}

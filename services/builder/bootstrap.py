@@ -1,0 +1,47 @@
+"""Wires the builder: NATS, the mirror cache, the build cache, credentials; then consumes build work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+
+from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
+from ferry.credentials import CredentialReader
+from ferry.settings import Settings
+from ferry.worker import run_consumer, serve_health
+from services.builder.mirror import MirrorCache
+from services.builder.worker import BuilderDeps, build, list_refs, open_builds_kv
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        bus = await open_bus(settings.nats, name="ferry-builder")
+        stack.push_async_callback(bus.close)
+        creds = CredentialReader(settings)
+        stack.callback(creds.close)
+        root = settings.home / "builder"
+        (root / "work").mkdir(parents=True, exist_ok=True)
+        deps = BuilderDeps(
+            bus=bus,
+            mirrors=MirrorCache(root / "mirrors"),
+            builds=await open_builds_kv(bus),
+            workdir=root / "work",
+            secret=creds.secret,
+            name=f"builder-{os.getpid()}",
+        )
+        await serve_health(bus.nc, "builder", lambda: {"pid": os.getpid()})
+        await bus.nc.subscribe(
+            "ferry.builder.refs", queue="builders", cb=functools.partial(list_refs, deps=deps)
+        )
+        await run_consumer(
+            bus.js,
+            WORK_STREAM,
+            "builder",
+            f"{WORK_PREFIX}.build",
+            functools.partial(build, deps=deps),
+            stop,
+            concurrency=2,
+            ack_wait=120,
+        )

@@ -1,0 +1,238 @@
+"""Build work: fetch the ref, run the build hooks, package one artifact, store it by sha256.
+
+Every step first checks the release's history, so a redelivered work item after a crash
+repeats nothing that already happened; a second build of the same commit and recipe
+reuses the stored artifact (recipe key -> digest in a JetStream key-value bucket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from ferry.bus import Bus
+from ferry.errors import ConcurrencyError, FerryError, InvariantViolation, RefNotFound, RepositoryError
+from ferry.events import tail, utcnow
+from ferry.release import (
+    Command,
+    FailBuild,
+    RecordArtifact,
+    RecordHook,
+    RecordSource,
+    ReleaseState,
+    StartBuild,
+    decide,
+    replay,
+)
+from ferry.worker import Permanent, Transient, body
+from services.builder.hooks import run_hooks
+from services.builder.mirror import MirrorCache
+from services.builder.package import make_archive, recipe_key
+from services.builder.refs import validate_ref
+
+log = logging.getLogger("ferry.builder")
+BUILDS_BUCKET = "ferry-builds"
+
+
+@dataclass
+class BuilderDeps:
+    bus: Bus
+    mirrors: MirrorCache
+    builds: KeyValue
+    workdir: Path
+    secret: Callable[[str], str]
+    """Looks up a credential's secret by name (SSH key for private repositories)."""
+    name: str = "builder"
+
+
+async def open_builds_kv(bus: Bus) -> KeyValue:
+    try:
+        return await bus.js.key_value(BUILDS_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return await bus.js.create_key_value(bucket=BUILDS_BUCKET, history=1)
+
+
+async def record(deps: BuilderDeps, release_id: str, command: Command) -> ReleaseState:
+    """Decide ``command`` against fresh history and append; retries on concurrent appends."""
+    for _ in range(20):
+        state = await load(deps, release_id)
+        events = decide(state, command, utcnow())
+        try:
+            await deps.bus.events.append(release_id, events, state.version)
+        except ConcurrencyError:
+            continue
+        return await load(deps, release_id)
+    raise Transient(f"release {release_id} kept changing; will retry")
+
+
+async def load(deps: BuilderDeps, release_id: str) -> ReleaseState:
+    return replay(release_id, [s.event for s in await deps.bus.events.load(release_id)])
+
+
+async def build(msg: Msg, deps: BuilderDeps) -> None:
+    release_id = str(body(msg).get("release_id", ""))
+    state = await load(deps, release_id)
+    if state.plan is None or state.terminal or state.artifact is not None:
+        return  # nothing to do: unknown, finished, or already built
+    plan = state.plan
+    if state.status == "queued":
+        try:
+            state = await record(deps, release_id, StartBuild(builder=deps.name))
+        except InvariantViolation:
+            return
+    if state.status != "building":
+        return
+    recipe = plan.recipe
+    ssh_key = deps.secret(recipe.repo_credential) if recipe.repo_credential else None
+
+    if state.commit is None:
+        started = time.monotonic()
+        try:
+            ref = validate_ref(state.ref)
+            await asyncio.to_thread(deps.mirrors.sync, recipe.repo_url, ssh_key=ssh_key)
+            commit = await asyncio.to_thread(deps.mirrors.resolve, recipe.repo_url, ref)
+        except (RefNotFound, RepositoryError, FerryError) as exc:
+            await record(deps, release_id, FailBuild(stage="fetch", reason=exc.message))
+            raise Permanent(exc.message) from exc
+        state = await record(
+            deps, release_id, RecordSource(commit=commit, duration=time.monotonic() - started)
+        )
+    assert state.commit is not None
+    commit = state.commit
+
+    key = recipe_key(commit, list(recipe.build_hooks), list(recipe.excludes), recipe.artifact_format)
+    cached = await _cached(deps, key)
+    if cached is not None:
+        digest, size = cached
+        await record(
+            deps,
+            release_id,
+            RecordArtifact(digest=digest, size=size, format=recipe.artifact_format, reused=True),
+        )
+        return
+
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f"build-{release_id}-", dir=deps.workdir))
+    try:
+        src = work / "src"
+        await asyncio.to_thread(deps.mirrors.export, recipe.repo_url, commit, src)
+        log_path = work / "build.log"
+        env = {
+            "FERRY_RELEASE_ID": release_id,
+            "FERRY_COMMIT": commit,
+            "FERRY_REF": state.ref,
+            "FERRY_PROJECT": state.project,
+            "FERRY_ENVIRONMENT": state.environment,
+        }
+        results = await asyncio.to_thread(
+            run_hooks,
+            list(recipe.build_hooks),
+            cwd=src,
+            env=env,
+            timeout=recipe.hook_timeout,
+            log_path=log_path,
+        )
+        log_digest = None
+        if log_path.exists():
+            log_digest = (await deps.bus.artifacts.put_file(log_path)).digest
+        for r in results:
+            await record(
+                deps,
+                release_id,
+                RecordHook(
+                    index=r.index,
+                    command=r.command,
+                    exit_code=r.exit_code,
+                    duration=r.duration,
+                    output_tail=tail(r.output_tail),
+                ),
+            )
+        failed = next((r for r in results if r.exit_code != 0), None)
+        if failed is not None:
+            reason = f"build hook #{failed.index + 1} `{failed.command}` exited with {failed.exit_code}"
+            await record(
+                deps,
+                release_id,
+                FailBuild(
+                    stage="hooks", reason=reason, output_tail=tail(failed.output_tail), log_digest=log_digest
+                ),
+            )
+            raise Permanent(reason)
+        try:
+            archive = await asyncio.to_thread(
+                make_archive, src, work, excludes=list(recipe.excludes), fmt=recipe.artifact_format
+            )
+        except FerryError as exc:
+            await record(deps, release_id, FailBuild(stage="package", reason=exc.message))
+            raise Permanent(exc.message) from exc
+        stored = await deps.bus.artifacts.put_file(archive.path)
+        await deps.builds.put(key, json.dumps({"digest": stored.digest, "size": stored.size}).encode())
+        await record(
+            deps,
+            release_id,
+            RecordArtifact(
+                digest=stored.digest,
+                size=stored.size,
+                format=recipe.artifact_format,
+                log_digest=log_digest,
+                duration=time.monotonic() - started,
+            ),
+        )
+        log.info(
+            "artifact packaged",
+            extra={
+                "release_id": release_id,
+                "digest": stored.digest,
+                "size": stored.size,
+                "files": archive.files,
+            },
+        )
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+async def _cached(deps: BuilderDeps, key: str) -> tuple[str, int] | None:
+    try:
+        entry = await deps.builds.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    data = json.loads(entry.value)
+    digest, size = str(data["digest"]), int(data["size"])
+    if await deps.bus.artifacts.exists(digest) is None:
+        return None
+    return digest, size
+
+
+async def list_refs(msg: Msg, deps: BuilderDeps) -> None:
+    """Request-reply: ``{"repo_url", "credential"}`` -> branches and tags from the mirror."""
+    try:
+        req = json.loads(msg.data)
+        url = str(req["repo_url"])
+        cred = req.get("credential")
+        ssh_key = deps.secret(cred) if cred else None
+        await asyncio.to_thread(deps.mirrors.sync, url, ssh_key=ssh_key)
+        refs = await asyncio.to_thread(deps.mirrors.list_refs, url)
+        reply: dict[str, object] = {"ok": True, **refs}
+    except FerryError as exc:
+        reply = {"ok": False, "code": exc.code, "error": exc.message}
+    except (KeyError, ValueError) as exc:
+        reply = {"ok": False, "code": "INVALID_INPUT", "error": f"bad refs request: {exc}"}
+    await msg.respond(json.dumps(reply).encode())
+
+
+HANDLERS = {
+    "ferry.work.build": build,
+}
