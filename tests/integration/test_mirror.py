@@ -165,9 +165,7 @@ def test_export_writes_exactly_the_committed_files(cache: MirrorCache, repo: Rep
 
     dest = tmp_path / "tree"
     assert cache.export(repo.url, new, dest) == dest
-    on_disk = {
-        str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()
-    }
+    on_disk = {str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
     assert on_disk == repo.tracked_files(new)
     assert os.access(dest / "script.sh", os.X_OK)
     assert not (dest / ".git").exists()
