@@ -1,0 +1,214 @@
+"""SQL tables: configuration (authoritative, edited through the API) and the release read model.
+
+The release tables are a projection of the event stream: they can be dropped and
+rebuilt (``ferry projections rebuild``); ``projection_position`` records how far the
+stream has been applied, written in the same transaction as the rows it covers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ferry.events import utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite keeps no offset, so store UTC and re-attach it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: ferry stores timezone-aware UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# --- configuration -------------------------------------------------------------
+class Credential(Base):
+    __tablename__ = "credentials"
+    __table_args__ = (CheckConstraint("kind IN ('ssh_key', 'password')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet token, never plaintext
+    summary: Mapped[str] = mapped_column(String(255), default="")  # public fingerprint or hint
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Credential(id={self.id!r}, name={self.name!r}, kind={self.kind!r})"
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    __table_args__ = (CheckConstraint("host_key_policy IN ('pinned', 'tofu')", name="host_key_policy"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    user: Mapped[str] = mapped_column(String(100))
+    credential_id: Mapped[int | None] = mapped_column(
+        ForeignKey("credentials.id", ondelete="RESTRICT"), index=True
+    )
+    host_key: Mapped[str | None] = mapped_column(Text)
+    host_key_policy: Mapped[str] = mapped_column(String(10), default="pinned")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    credential: Mapped[Credential | None] = relationship(lazy="joined")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    repo_url: Mapped[str] = mapped_column(String(1000))
+    repo_credential_id: Mapped[int | None] = mapped_column(
+        ForeignKey("credentials.id", ondelete="RESTRICT"), index=True
+    )
+    # The fields of ferry.events.Recipe except repo_url and repo_credential.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    repo_credential: Mapped[Credential | None] = relationship(lazy="joined")
+    environments: Mapped[list[Environment]] = relationship(
+        back_populates="project", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    max_failures: Mapped[int] = mapped_column(Integer, default=0)
+    require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    rollback_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    project: Mapped[Project] = relationship(back_populates="environments")
+    members: Mapped[list[EnvironmentHost]] = relationship(
+        order_by="EnvironmentHost.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
+
+
+class EnvironmentHost(Base):
+    __tablename__ = "environment_hosts"
+
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    host_id: Mapped[int] = mapped_column(
+        ForeignKey("hosts.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+    host: Mapped[Host] = relationship(lazy="joined")
+
+
+# --- release read model (a projection of the event stream) ------------------------
+class Release(Base):
+    __tablename__ = "releases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(100), index=True)
+    environment: Mapped[str] = mapped_column(String(100))
+    ref: Mapped[str] = mapped_column(String(255))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    artifact_digest: Mapped[str | None] = mapped_column(String(128))
+    artifact_size: Mapped[int | None] = mapped_column(BigInteger)
+    artifact_reused: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_version: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReleaseHost(Base):
+    __tablename__ = "release_hosts"
+
+    release_id: Mapped[str] = mapped_column(
+        ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True
+    )
+    host: Mapped[str] = mapped_column(String(100), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)  # order in the release plan
+    status: Mapped[str] = mapped_column(String(20))
+    failure: Mapped[str | None] = mapped_column(Text)
+    activated: Mapped[bool] = mapped_column(Boolean, default=False)
+    previous_release: Mapped[str | None] = mapped_column(String(64))
+
+
+class HostStep(Base):
+    __tablename__ = "host_steps"
+
+    release_id: Mapped[str] = mapped_column(
+        ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True
+    )
+    host: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    output_tail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProjectionPosition(Base):
+    __tablename__ = "projection_position"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+PROJECTED_TABLES: tuple[type[Base], ...] = (HostStep, ReleaseHost, Release)
+"""Tables owned by the release projection, children first (delete order)."""
