@@ -182,7 +182,7 @@ class SshdHost:
             "PrintLastLog no",
             "MaxStartups 64:30:128",
             "MaxSessions 64",
-            "LogLevel ERROR",
+            "LogLevel VERBOSE",  # auth events, so tests can prove nothing logged in
             "Subsystem sftp internal-sftp",
         ]
         self._config.write_text("\n".join(lines) + "\n")
