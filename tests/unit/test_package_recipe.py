@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tarfile
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ferry.errors import InvalidInput, InvalidPath
-from services.builder.package import recipe_key, validate_excludes
+from services.builder.package import recipe_key, tar_header, validate_excludes
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -82,3 +84,29 @@ def test_unsafe_patterns_are_refused(pattern: str, reason: str) -> None:
         validate_excludes(["ok", pattern])
     assert caught.value.field == "excludes"
     assert reason in caught.value.message
+
+
+# --- tar headers: the fast path must write exactly what tarfile writes --------------------
+
+_NAMES = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=160
+)
+
+
+@given(
+    name=st.one_of(st.from_regex(r"[a-z0-9_./-]{1,110}", fullmatch=True), _NAMES),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+    mode=st.integers(0, 0o7777),
+    size=st.one_of(st.integers(0, 10**6), st.integers(8**11 - 2, 8**11 + 2)),
+    mtime=st.one_of(st.integers(0, 2**33), st.integers(8**11 - 2, 8**11 + 2)),
+    linkname=st.one_of(st.just(""), st.from_regex(r"[a-z./]{1,105}", fullmatch=True), _NAMES),
+)
+def test_tar_header_is_byte_identical_to_tarfile(
+    name: str, kind: bytes, mode: int, size: int, mtime: int, linkname: str
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.mtime, info.linkname = kind, mode, size, mtime, linkname
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert tar_header(name, kind=kind, mode=mode, size=size, mtime=mtime, linkname=linkname) == expected
