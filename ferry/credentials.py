@@ -1,11 +1,32 @@
-"""Read access to stored credentials for workers (decrypted only in memory, only when needed)."""
+"""Read access to stored credentials and host connection details for workers.
+
+Secrets are decrypted only in memory, only when a worker needs them, never logged.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
+from ferry.db.models import Host
+from ferry.errors import NotFound
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    name: str
+    address: str
+    port: int
+    user: str
+    private_key: str | None
+    password: str | None
+    host_key: str | None
+    trust_on_first_use: bool
 
 
 class CredentialReader:
@@ -16,7 +37,37 @@ class CredentialReader:
 
     def secret(self, name: str) -> str:
         with self.sessions() as session:
-            return repo.load_secret(session, self.box, name)
+            return str(repo.load_secret(session, self.box, name))
+
+    def host(self, name: str) -> HostAccess:
+        with self.sessions() as session:
+            host = session.scalars(select(Host).where(Host.name == name)).first()
+            if host is None:
+                raise NotFound(f"host {name!r} is not registered", field="host")
+            key = password = None
+            if host.credential is not None:
+                plain = self.box.decrypt(host.credential.secret)
+                if host.credential.kind == "ssh_key":
+                    key = plain
+                else:
+                    password = plain
+            return HostAccess(
+                host.name,
+                host.address,
+                host.port,
+                host.user,
+                key,
+                password,
+                host.host_key,
+                host.host_key_policy == "tofu",
+            )
+
+    def record_host_key(self, name: str, key_line: str) -> None:
+        """Trust on first use: pin the key a host presented, only if none is pinned yet."""
+        with self.sessions.begin() as session:
+            host = session.scalars(select(Host).where(Host.name == name)).first()
+            if host is not None and host.host_key is None and host.host_key_policy == "tofu":
+                host.host_key = key_line
 
     def close(self) -> None:
         self.engine.dispose()

@@ -17,6 +17,7 @@ import nats
 import nats.errors
 
 from ferry.natsserver import NatsServer
+from ferry.secrets import SecretBox
 from ferry.settings import Settings
 
 SERVICES = ("gateway", "builder", "agent", "notifier")
@@ -56,9 +57,12 @@ def _nats_health(url: str, services: tuple[str, ...]) -> set[str]:
 
 
 class Launcher:
-    def __init__(self, settings: Settings, *, demo: bool = False, echo: Callable[[str], None] = print):
+    def __init__(
+        self, settings: Settings, *, demo: bool = False, agents: int = 1, echo: Callable[[str], None] = print
+    ):
         self.settings = settings
         self.demo = demo
+        self.agents = max(agents, 1)
         self.echo = echo
         self.nats: NatsServer | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -1,0 +1,94 @@
+"""The ``ferry`` command line: run the platform, manage its database, and drive releases."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import typer
+
+from ferry.settings import Settings
+
+app = typer.Typer(
+    help="ferry: releases from git to SSH hosts, event-sourced.", no_args_is_help=True, add_completion=False
+)
+db_app = typer.Typer(help="The SQL read model.", no_args_is_help=True)
+projections_app = typer.Typer(help="Projections of the event stream.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(projections_app, name="projections")
+
+
+@app.command()
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Also start a local sshd target and a demo project."),
+    agents: int = typer.Option(
+        1, "--agents", envvar="FERRY_AGENTS", min=1, max=64, help="Agent processes to run (a consumer group)."
+    ),
+) -> None:
+    """Run nats-server (unless FERRY_NATS_URL), migrate, and start every service; Ctrl-C stops all."""
+    from ferry import logs
+    from ferry.launcher import LaunchError, Launcher
+
+    settings = Settings.from_env()
+    logs.configure("launcher", settings.log_level)
+    launcher = Launcher(settings, demo=demo, agents=agents, echo=typer.echo)
+    try:
+        url = launcher.start()
+        if demo:
+            from ferry.demo import setup_demo
+
+            for line in setup_demo(settings, url):
+                typer.echo(line)
+    except (LaunchError, Exception) as exc:
+        launcher.stop()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"portal: {url}")
+    sys.stdout.flush()
+    raise typer.Exit(launcher.serve_forever())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (alembic) up to the latest."""
+    from ferry.db.engine import upgrade
+
+    settings = Settings.from_env()
+    upgrade(settings.db_url)
+    typer.echo(f"database at head: {settings.db_url.split('@')[-1]}")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild() -> None:
+    """Drop the release read model and replay it from the event stream."""
+    from ferry.bus import open_bus
+    from ferry.db.engine import make_engine, session_factory, upgrade
+    from ferry.projector import rebuild
+
+    settings = Settings.from_env()
+    upgrade(settings.db_url)
+
+    async def run() -> int:
+        bus = await open_bus(settings.nats, name="ferry-cli")
+        engine = make_engine(settings.db_url)
+        try:
+            return await rebuild(bus, session_factory(engine))
+        finally:
+            await bus.close()
+            engine.dispose()
+
+    count = asyncio.run(run())
+    typer.echo(f"replayed {count} events")
+
+
+def _register_release_commands() -> None:
+    from ferry import cli_release
+
+    app.add_typer(cli_release.app, name="release")
+
+
+_register_release_commands()
+
+
+def main() -> None:
+    app()

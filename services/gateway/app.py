@@ -1,0 +1,92 @@
+"""The gateway's composition: dependencies opened in the lifespan, routes, error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from ferry import orchestrator
+from ferry.bus import Bus, open_bus
+from ferry.db.engine import make_engine, session_factory
+from ferry.projector import Projector
+from ferry.secrets import SecretBox
+from ferry.settings import Settings
+from services.gateway import api, portal
+from services.gateway.errors import install_error_handlers
+
+log = logging.getLogger("ferry.gateway")
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler may need; ``request.app.state.gw``."""
+
+    settings: Settings
+    bus: Bus
+    sessions: sessionmaker[Session]
+    box: SecretBox
+    projector: Projector
+
+
+def gateway(request: Any) -> Gateway:
+    gw: Gateway = request.app.state.gw
+    return gw
+
+
+async def healthz(request: Request) -> JSONResponse:
+    gw = gateway(request)
+    return JSONResponse({"ok": True, "nats": gw.bus.nc.is_connected})
+
+
+def create_app(settings: Settings, *, background: bool = True) -> Starlette:
+    """The gateway ASGI app. ``background`` runs the projector and the orchestrator in-process."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            bus = await open_bus(settings.nats, name="ferry-gateway")
+            stack.push_async_callback(bus.close)
+            engine = make_engine(settings.db_url)
+            stack.callback(engine.dispose)
+            sessions = session_factory(engine)
+            projector = Projector(sessions)
+            app.state.gw = Gateway(settings, bus, sessions, SecretBox.from_settings(settings), projector)
+            stop = asyncio.Event()
+            tasks = []
+            if background:
+                tasks = [
+                    asyncio.create_task(projector.run(bus, stop), name="projector"),
+                    asyncio.create_task(orchestrator.run(bus, stop), name="orchestrator"),
+                ]
+            try:
+                yield
+            finally:
+                stop.set()
+                for t in tasks:
+                    try:
+                        await asyncio.wait_for(t, 10)
+                    except (TimeoutError, asyncio.CancelledError):
+                        t.cancel()
+                    except Exception:
+                        log.exception("background task failed", extra={"task": t.get_name()})
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Mount("/api", routes=api.routes),
+            *portal.routes,
+        ],
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    return app

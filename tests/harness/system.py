@@ -1,0 +1,101 @@
+"""The whole system as real processes (gateway, builder, agents, notifier) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ferry.launcher import Launcher
+from ferry.natsserver import NatsServer, free_port
+from ferry.settings import Settings
+
+TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}
+
+
+@dataclass
+class System:
+    settings: Settings
+    launcher: Launcher
+    url: str
+    api: httpx.Client
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.http_host}:{self.settings.ws_port}"
+
+    def post(self, path: str, body: dict[str, Any], expect: int | None = None) -> httpx.Response:
+        r = self.api.post(path, json=body)
+        if expect is not None:
+            assert r.status_code == expect, f"POST {path}: {r.status_code} {r.text}"
+        return r
+
+    def release(self, project: str, environment: str, ref: str) -> str:
+        r = self.post("/api/releases", {"project": project, "environment": environment, "ref": ref}, 202)
+        return str(r.json()["id"])
+
+    def wait(self, release_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Poll the release until it is terminal (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = self.api.get(f"/api/releases/{release_id}")
+            assert r.status_code == 200, r.text
+            last = r.json()
+            if last["status"] in TERMINAL:
+                return last
+            self.launcher.check_children()
+            time.sleep(0.2)
+        raise AssertionError(
+            f"release {release_id} not finished after {timeout}s: {last.get('status')}\n{self.logs()}"
+        )
+
+    def events(self, release_id: str) -> list[dict[str, Any]]:
+        r = self.api.get(f"/api/releases/{release_id}/events")
+        assert r.status_code == 200, r.text
+        return [e["event"] for e in r.json()["events"]]
+
+    def logs(self) -> str:
+        out = []
+        for f in sorted((self.settings.home / "logs").glob("*.log")):
+            out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
+        return "\n".join(out)
+
+
+def start_system(
+    home: Path, *, nats_url: str | None = None, agents: int = 1, database_url: str | None = None
+) -> System:
+    settings = Settings(
+        home=home,
+        nats_url=nats_url,
+        database_url=database_url,
+        http_host="127.0.0.1",
+        http_port=free_port(),
+        ws_port=free_port(),
+        agent_name="agent",
+    )
+    launcher = Launcher(settings, agents=agents, echo=lambda _s: None)
+    try:
+        url = launcher.start(timeout=60)
+    except Exception:
+        launcher.stop()
+        raise
+    return System(settings, launcher, url, httpx.Client(base_url=url.rstrip("/"), timeout=30))
+
+
+@pytest.fixture
+def system(tmp_path: Path, nats_server: NatsServer) -> Iterator[System]:
+    """gateway + builder + 2 agents + notifier as real processes on a real nats-server and SQLite."""
+    os.environ.setdefault("FERRY_AGENT_CONCURRENCY", "8")
+    s = start_system(tmp_path / "home", nats_url=nats_server.url, agents=2)
+    try:
+        yield s
+    finally:
+        s.api.close()
+        s.launcher.stop()
