@@ -16,8 +16,8 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
-    Float,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -177,9 +177,7 @@ class Release(Base):
 class ReleaseHost(Base):
     __tablename__ = "release_hosts"
 
-    release_id: Mapped[str] = mapped_column(
-        ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True
-    )
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True)
     host: Mapped[str] = mapped_column(String(100), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)  # order in the release plan
     status: Mapped[str] = mapped_column(String(20))
@@ -191,9 +189,7 @@ class ReleaseHost(Base):
 class HostStep(Base):
     __tablename__ = "host_steps"
 
-    release_id: Mapped[str] = mapped_column(
-        ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True
-    )
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id", ondelete="CASCADE"), primary_key=True)
     host: Mapped[str] = mapped_column(String(100), primary_key=True)
     step: Mapped[str] = mapped_column(String(32), primary_key=True)
     status: Mapped[str] = mapped_column(String(20))

@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("host_key", sa.Text(), nullable=True),
         sa.Column("host_key_policy", sa.String(length=10), nullable=False),
         sa.Column("created_at", UTC_TIME, nullable=False),
-        sa.CheckConstraint(
-            "host_key_policy IN ('pinned', 'tofu')", name=op.f("ck_hosts_host_key_policy")
-        ),
+        sa.CheckConstraint("host_key_policy IN ('pinned', 'tofu')", name=op.f("ck_hosts_host_key_policy")),
         sa.ForeignKeyConstraint(
             ["credential_id"],
             ["credentials.id"],
