@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.harness.nats", "tests.harness.fixtures"]
+pytest_plugins = ["tests.harness.nats", "tests.harness.fixtures", "tests.harness.db"]
