@@ -1,1 +1,7 @@
-pytest_plugins = ["tests.harness.nats", "tests.harness.fixtures", "tests.harness.db"]
+pytest_plugins = [
+    "tests.harness.nats",
+    "tests.harness.fixtures",
+    "tests.harness.db",
+    "tests.harness.gitrepo",
+    "tests.harness.system",
+]

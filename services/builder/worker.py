@@ -43,6 +43,14 @@ from services.builder.refs import validate_ref
 
 log = logging.getLogger("ferry.builder")
 BUILDS_BUCKET = "ferry-builds"
+FETCH_ATTEMPTS = 4
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except Exception:  # noqa: BLE001 - a message without JetStream metadata (tests)
+        return 1
 
 
 @dataclass
@@ -102,7 +110,13 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
             ref = validate_ref(state.ref)
             await asyncio.to_thread(deps.mirrors.sync, recipe.repo_url, ssh_key=ssh_key)
             commit = await asyncio.to_thread(deps.mirrors.resolve, recipe.repo_url, ref)
-        except (RefNotFound, RepositoryError, FerryError) as exc:
+        except RepositoryError as exc:
+            # A repository that does not answer may come back: retry a few times, then fail visibly.
+            if not isinstance(exc, RefNotFound) and _deliveries(msg) < FETCH_ATTEMPTS:
+                raise Transient(exc.message, delay=2.0 * _deliveries(msg)) from exc
+            await record(deps, release_id, FailBuild(stage="fetch", reason=exc.message))
+            raise Permanent(exc.message) from exc
+        except FerryError as exc:
             await record(deps, release_id, FailBuild(stage="fetch", reason=exc.message))
             raise Permanent(exc.message) from exc
         state = await record(
