@@ -160,6 +160,7 @@ def _probe(session: HostSession, dp: str, release_id: str, digest: str, timeout:
             f"mkdir -p {_q(dp)}",
             f"cd {_q(dp)}",
             "mkdir -p releases shared .ferry/artifacts",
+            f"rm -f .ferry/artifacts/.partial-{digest}-*",  # left by an upload that crashed
             f'if [ -f {_q(rel + "/" + MARKER)} ]; then echo "release=$(cat {_q(rel + "/" + MARKER)})";',
             f"elif [ -e {_q(rel)} ]; then echo release=incomplete; fi",
             f'for f in {cached}; do if [ -f "$f" ]; then echo "cached=$f"; fi; done',
@@ -249,6 +250,7 @@ def upload_artifact(
         return StepResult(1, message, time.monotonic() - started, detail)
 
     output: list[str] = []
+    partial = None
     usable = [c for c in probe["cached"] if not c.endswith(".tar.zst") or probe["zstd"]]
     if usable:
         archive = usable[0]
@@ -256,7 +258,7 @@ def upload_artifact(
         output.append(f"host already holds {digest}; nothing transferred")
     else:
         try:
-            archive, sent, note = _transfer(session, dp, digest, fmt, probe["zstd"], open_stream)
+            archive, partial, sent, note = _transfer(session, dp, digest, fmt, probe["zstd"], open_stream)
         except _StepFailed as failed:
             return _step(failed.result, detail, started)
         except OSError as exc:
@@ -275,6 +277,7 @@ def upload_artifact(
     result = session.run(
         _script(
             f"cd {_q(dp)}",
+            f"mv -f {_q(partial)} {_q(archive)}" if partial else ":",
             f"rm -rf {_q(tmp)}",
             f"mkdir {_q(tmp)}",
             f"tar -x --no-same-owner {flags} -f {_q(archive)} -C {_q(tmp)}",
@@ -301,8 +304,11 @@ def _transfer(
     fmt: str,
     host_has_zstd: bool,
     open_stream: Callable[[], IO[bytes]],
-) -> tuple[str, int, str | None]:
-    """Upload the artifact into the host's cache; returns (cache path relative to dp, bytes sent, note)."""
+) -> tuple[str, str, int, str | None]:
+    """Upload the artifact next to the host's cache; returns (cache path, partial path, bytes sent, note).
+
+    The caller renames the partial file into the cache: only whole, verified archives are cached.
+    """
     partial = f".ferry/artifacts/.partial-{digest}-{secrets.token_hex(4)}"
     note = None
     stream = open_stream()
@@ -319,7 +325,6 @@ def _transfer(
         else:
             reader = source
             final = f".ferry/artifacts/{digest}{FORMATS[fmt][0]}"
-        session.run(f"rm -f {_q(dp)}/.ferry/artifacts/.partial-{digest}-*", timeout=60)
         sent = session.upload(reader, f"{dp}/{partial}")
         source.drain()  # hash any bytes past the end of the last zstd frame too
     finally:
@@ -328,10 +333,7 @@ def _transfer(
         session.run(f"rm -f {_q(dp + '/' + partial)}", timeout=60)
         mismatch = f"artifact digest mismatch: expected {digest}, read {source.sha.hexdigest()}\n"
         raise _StepFailed(CommandResult(1, mismatch, 0.0))
-    moved = session.run(f"cd {_q(dp)} && mv -f {_q(partial)} {_q(final)}", timeout=60)
-    if not moved.ok:
-        raise _StepFailed(moved)
-    return final, sent, note
+    return final, partial, sent, note
 
 
 def link_shared(

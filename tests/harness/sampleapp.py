@@ -135,13 +135,18 @@ if [ -f "$pidfile" ]; then
   old="$(cat "$pidfile")"
   kill "$old" 2>/dev/null || true
   i=0
-  while kill -0 "$old" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  # A stopped daemon may linger as a zombie until init reaps it: treat state Z as gone.
+  while [ -e "/proc/$old" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$old/status" 2>/dev/null \
+    && [ "$i" -lt 100 ]; do
+    sleep 0.05; i=$((i + 1))
+  done
   kill -9 "$old" 2>/dev/null || true
   rm -f "$pidfile"
 fi
-setsid nohup python3 app.py "${{FERRY_HOST_ADDRESS:-127.0.0.1}}" {int(port)} >>"$shared/log" 2>&1 </dev/null &
+address="${{FERRY_HOST_ADDRESS:-127.0.0.1}}"
+setsid nohup python3 app.py "$address" {int(port)} >>"$shared/sampleapp.log" 2>&1 </dev/null &
 echo $! >"$pidfile"
-echo "started sampleapp pid $(cat "$pidfile") on ${{FERRY_HOST_ADDRESS:-127.0.0.1}}:{int(port)}"
+echo "started sampleapp pid $(cat "$pidfile") on $address:{int(port)}"
 """
 
 

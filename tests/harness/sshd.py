@@ -3,7 +3,7 @@
 Each `SshdHost` is one `/usr/sbin/sshd` listening on its own loopback address
 127.0.0.N, with its own host key, inside its own mount namespace whose `/srv`
 is a private bind mount of `<tmpdir>/srv` (so every host has its own deploy
-path, and the test reads it through `srv_path`).
+path, and the test reads it through `srv_path`); its `/root` is private too.
 
 The namespace is held by a small "machine" process (`sleep infinity` under
 `unshare -m`) and sshd is entered into it with `nsenter`, so that restarting
@@ -190,7 +190,11 @@ class SshdHost:
     def _start_machine(self) -> None:
         """Start the process that holds this host's mount namespace (private /srv, maybe /etc/shadow)."""
         Path("/srv").mkdir(exist_ok=True)
-        mounts = [f"mount --bind {self._srv} /srv"]
+        # A private, empty /root too: the host does not inherit this machine's shell start-up files
+        # (a pyenv init in ~/.bashrc cost ~80 ms per command) and anything it writes there stays its own.
+        home = self.workdir / "root"
+        home.mkdir(mode=0o700, exist_ok=True)
+        mounts = [f"mount --bind {self._srv} /srv", f"mount --bind {home} /root"]
         if self.password:
             shadow = self.workdir / "shadow"
             hashed = (

@@ -94,7 +94,11 @@ def test_teardown_ends_every_process_in_the_namespace(sshd_hosts):
 def test_password_login_mode(sshd_hosts):
     (host,) = sshd_hosts(1, password="s3cret-for-tests")
     target = SSHTarget(
-        name="pw", address=host.address, port=host.port, password="s3cret-for-tests", host_key=host.host_key_line
+        name="pw",
+        address=host.address,
+        port=host.port,
+        password="s3cret-for-tests",
+        host_key=host.host_key_line,
     )
     with HostSession.connect(target) as session:
         assert session.run("id -u", timeout=10).output.strip() == "0"
