@@ -1,0 +1,275 @@
+"""The notifier's Starlette app: WebSocket channels over the shared fan-out, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ferry.bus import Bus, open_bus
+from ferry.eventstore import RELEASE_ID
+from ferry.settings import Settings
+from services.notifier.fanout import (
+    Channel,
+    ChannelKind,
+    Hub,
+    Item,
+    Subscriber,
+    heartbeat_frame,
+    resync_frame,
+)
+from services.notifier.metrics import Metrics
+
+log = logging.getLogger("ferry.notifier")
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REQUEST = 4400
+CLOSE_RESYNC = 4429  # fell behind: reconnect with the ``since`` of the resync frame
+
+Authorize = Callable[[WebSocket, Channel], bool | Awaitable[bool]]
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    heartbeat: float = 15.0
+    queue_size: int = 1000
+    ring_size: int = 4096
+    first_message_timeout: float = 0.5  # without ?since=, how long to wait for {"since": N}
+    send_timeout: float = 2.0  # for the resync frame and close of a client that fell behind
+    token: str | None = None
+
+    @classmethod
+    def from_env(cls) -> NotifierConfig:
+        return cls(
+            heartbeat=_float("FERRY_WS_HEARTBEAT", 15.0),
+            queue_size=int(_float("FERRY_WS_QUEUE", 1000)),
+            ring_size=int(_float("FERRY_WS_RING", 4096)),
+            token=os.environ.get("FERRY_WS_TOKEN") or None,
+        )
+
+
+def token_authorizer(token: str | None) -> Authorize:
+    """Allow everyone without a token; with one, require ``?token=`` to match it."""
+
+    def authorize(websocket: WebSocket, channel: Channel) -> bool:
+        if token is None:
+            return True
+        given = websocket.query_params.get("token", "")
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    return authorize
+
+
+@dataclass
+class Notifier:
+    config: NotifierConfig
+    hub: Hub
+    metrics: Metrics
+    authorize: Authorize
+
+
+def _notifier(conn: Request | WebSocket) -> Notifier:
+    n: Notifier = conn.app.state.notifier
+    return n
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+async def metrics(request: Request) -> PlainTextResponse:
+    n = _notifier(request)
+    return PlainTextResponse(
+        n.metrics.render(n.hub.counts(), n.hub.head), media_type="text/plain; version=0.0.4"
+    )
+
+
+def _parse_since(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        raise ValueError("since must be a non-negative integer")
+    value = int(raw)
+    if value < 0:
+        raise ValueError("since must be a non-negative integer")
+    return value
+
+
+async def _first_since(websocket: WebSocket, wait: float, default: int) -> int | None:
+    """The ``since`` of an optional first message ``{"since": N}``; None when the client left."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), wait)
+    except TimeoutError:
+        return default
+    if message["type"] == "websocket.disconnect":
+        return None
+    data = json.loads(message.get("text") or message.get("bytes") or b"{}")
+    if not isinstance(data, dict):
+        raise ValueError("the first message must be an object")
+    since = _parse_since(data.get("since"))
+    return default if since is None else since
+
+
+async def _pump(n: Notifier, sub: Subscriber, websocket: WebSocket) -> None:
+    """Send the client's catch-up, then live items and heartbeats, in sequence order."""
+    outbox = sub.outbox
+
+    async def send(item: Item, live: bool) -> None:
+        await websocket.send_text(item.frame)
+        outbox.sent(item)
+        n.metrics.pushed += 1
+        if live:
+            n.metrics.observe_latency(time.time() - item.at)
+
+    async for item in n.hub.catch_up(sub):
+        if outbox.overflowed:
+            return
+        if outbox.fresh(item):
+            await send(item, live=False)
+    while not outbox.overflowed:
+        live = await outbox.next(n.config.heartbeat)
+        if live is not None:
+            await send(live, live=True)
+        elif not outbox.overflowed:
+            await websocket.send_text(heartbeat_frame(outbox.last_sent))
+
+
+async def _drain_receive(websocket: WebSocket) -> None:
+    """Read (and ignore) client messages until it disconnects."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def _serve(websocket: WebSocket, kind: ChannelKind, key: str = "") -> None:
+    n = _notifier(websocket)
+    channel = Channel(kind, key)
+    allowed = n.authorize(websocket, channel)
+    if inspect.isawaitable(allowed):
+        allowed = await allowed
+    await websocket.accept()
+    if not allowed:
+        n.metrics.refused += 1
+        await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        return
+    if kind == "release" and not RELEASE_ID.match(key):
+        await websocket.close(CLOSE_BAD_REQUEST, "invalid release id")
+        return
+    try:
+        since = _parse_since(websocket.query_params.get("since"))
+        if since is None:
+            since = await _first_since(websocket, n.config.first_message_timeout, n.hub.head)
+            if since is None:
+                return
+    except ValueError as exc:
+        await websocket.close(CLOSE_BAD_REQUEST, f"since: {exc}"[:120])
+        return
+
+    n.metrics.connections += 1
+    kicked = asyncio.Event()
+    sub = n.hub.subscribe(channel, since, on_overflow=lambda _sub: kicked.set())
+    pump = asyncio.create_task(_pump(n, sub, websocket))
+    reader = asyncio.create_task(_drain_receive(websocket))
+    kick = asyncio.create_task(kicked.wait())
+    try:
+        await asyncio.wait({pump, reader, kick}, return_when=asyncio.FIRST_COMPLETED)
+        if pump.done() and not pump.cancelled():
+            failure = pump.exception()
+            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError | RuntimeError):
+                log.error("client pump failed", exc_info=failure)
+        if sub.outbox.overflowed and not reader.done():
+            pump.cancel()
+            n.metrics.resyncs += 1
+            log.info("client fell behind; resync", extra={"channel": kind, "since": sub.outbox.last_sent})
+            frame = resync_frame(sub.outbox.last_sent, "client fell behind")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.send_text(frame), n.config.send_timeout)
+                await asyncio.wait_for(websocket.close(CLOSE_RESYNC, "resync"), n.config.send_timeout)
+    finally:
+        n.hub.unsubscribe(sub)
+        for task in (pump, reader, kick):
+            task.cancel()
+        await asyncio.gather(pump, reader, kick, return_exceptions=True)
+
+
+async def ws_release(websocket: WebSocket) -> None:
+    await _serve(websocket, "release", websocket.path_params["release_id"])
+
+
+async def ws_project(websocket: WebSocket) -> None:
+    await _serve(websocket, "project", websocket.path_params["project"])
+
+
+async def ws_all(websocket: WebSocket) -> None:
+    await _serve(websocket, "all")
+
+
+def create_app(
+    settings: Settings,
+    config: NotifierConfig | None = None,
+    *,
+    authorize: Authorize | None = None,
+    bus: Bus | None = None,
+) -> Starlette:
+    """The notifier ASGI app; opens its own bus in the lifespan unless one is given (tests)."""
+    config = config or NotifierConfig.from_env()
+    authorize = authorize or token_authorizer(config.token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            b = bus
+            if b is None:
+                b = await open_bus(settings.nats, name="ferry-notifier")
+                stack.push_async_callback(b.close)
+            hub = Hub(b.events, ring_size=config.ring_size, queue_size=config.queue_size)
+            app.state.notifier = Notifier(config, hub, Metrics(), authorize)
+            stop = asyncio.Event()
+            follower = asyncio.create_task(hub.run(stop), name="notifier-follower")
+            ready = asyncio.create_task(hub.ready.wait())
+            await asyncio.wait({follower, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if follower.done():
+                follower.result()  # raises what stopped it
+            try:
+                yield
+            finally:
+                stop.set()
+                try:
+                    await asyncio.wait_for(follower, 5)
+                except (TimeoutError, asyncio.CancelledError):
+                    follower.cancel()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            WebSocketRoute("/ws/releases/{release_id}", ws_release),
+            WebSocketRoute("/ws/projects/{project}", ws_project),
+            WebSocketRoute("/ws/all", ws_all),
+        ],
+        lifespan=lifespan,
+    )

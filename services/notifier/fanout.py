@@ -1,0 +1,277 @@
+"""The notifier's broadcast core: one follower of the event stream, a ring of recent events,
+and one bounded outbox per client.
+
+The follower never awaits a client: it offers each event to every matching outbox with a
+non-blocking append; an outbox that is full is marked overflowed and its client is told to
+resync. A client joining with ``since`` is registered first and snapshots the ring in the same
+synchronous step, so every event is either in its backlog (seq <= head at registration) or
+offered to its outbox (seq > head) — never both, never neither; ``last_sent`` dedupes anyway.
+History older than the ring is read from the event store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ferry.events import Event, ReleaseRequested
+from ferry.eventstore import SUBJECT_PREFIX, EventStore, StoredEvent, subject_for
+
+log = logging.getLogger("ferry.notifier")
+
+ChannelKind = Literal["release", "project", "all"]
+ALL_SUBJECTS = f"{SUBJECT_PREFIX}.>"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What a client listens to: one release, every release of a project, or everything."""
+
+    kind: ChannelKind
+    key: str = ""
+
+    def matches(self, release_id: str, project: str | None) -> bool:
+        if self.kind == "release":
+            return release_id == self.key
+        if self.kind == "project":
+            return project == self.key
+        return True
+
+    @property
+    def subject(self) -> str:
+        """The narrowest stream subject holding this channel's history."""
+        return subject_for(self.key) if self.kind == "release" else ALL_SUBJECTS
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One event ready to send: its frame is serialised once and shared by every client."""
+
+    seq: int
+    release_id: str
+    project: str | None
+    at: float
+    frame: str
+
+
+def event_frame(seq: int, event: Event) -> str:
+    return f'{{"kind":"event","seq":{seq},"event":{event.model_dump_json()}}}'
+
+
+def heartbeat_frame(seq: int, ts: float | None = None) -> str:
+    return json.dumps({"kind": "heartbeat", "seq": seq, "ts": time.time() if ts is None else ts})
+
+
+def resync_frame(since: int, reason: str) -> str:
+    return json.dumps({"kind": "resync", "since": since, "reason": reason})
+
+
+async def _close(stream: AsyncIterator[StoredEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def make_item(stored: StoredEvent, project: str | None) -> Item:
+    e = stored.event
+    return Item(stored.seq, e.release_id, project, e.at.timestamp(), event_frame(stored.seq, e))
+
+
+class Outbox:
+    """A client's bounded queue of live items plus the last sequence handed to its socket.
+
+    Pure bookkeeping (no I/O): ``offer`` never blocks; a full outbox overflows once and stays
+    overflowed; ``fresh`` drops anything at or below ``last_sent`` so catch-up and live items
+    can overlap without a repeat.
+    """
+
+    def __init__(self, since: int, maxsize: int) -> None:
+        self.last_sent = since
+        self.maxsize = maxsize
+        self.items: deque[Item] = deque()
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+    def offer(self, item: Item) -> bool:
+        """Queue ``item``; False when the outbox is (or just became) overflowed."""
+        if self.overflowed:
+            return False
+        if len(self.items) >= self.maxsize:
+            self.overflowed = True
+            self.items.clear()
+            self.wake.set()
+            return False
+        self.items.append(item)
+        self.wake.set()
+        return True
+
+    def fresh(self, item: Item) -> bool:
+        return item.seq > self.last_sent
+
+    def sent(self, item: Item) -> None:
+        self.last_sent = max(self.last_sent, item.seq)
+
+    def pop(self) -> Item | None:
+        """The next live item not yet sent, or None when empty."""
+        while self.items:
+            item = self.items.popleft()
+            if self.fresh(item):
+                return item
+        self.wake.clear()
+        return None
+
+    async def next(self, wait: float) -> Item | None:
+        """The next live item, or None after ``wait`` seconds (or on overflow)."""
+        item = self.pop()
+        if item is not None or self.overflowed:
+            return item
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), wait)
+        return None if self.overflowed else self.pop()
+
+
+@dataclass(eq=False)
+class Subscriber:
+    channel: Channel
+    outbox: Outbox
+    backlog: list[Item]
+    store_from: int
+    store_upto: int
+    on_overflow: Callable[[Subscriber], None] | None = None
+    connected_at: float = field(default_factory=time.monotonic)
+
+
+class Hub:
+    """One shared follower of ``ferry.release.>`` per process, fanning out to subscribers."""
+
+    def __init__(self, events: EventStore, *, ring_size: int = 4096, queue_size: int = 1000) -> None:
+        self.events = events
+        self.ring: deque[Item] = deque()
+        self.ring_size = ring_size
+        self.queue_size = queue_size
+        self.head = 0
+        self.floor = 1  # every event with seq >= floor (and <= head) is in the ring
+        self.projects: dict[str, str] = {}
+        self.subscribers: set[Subscriber] = set()
+        self.ready = asyncio.Event()
+        self.overflows = 0
+
+    # --- the follower --------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the stream from its end at start-up until ``stop``; restarts after errors."""
+        while not stop.is_set():
+            try:
+                if not self.ready.is_set():
+                    self.head = await self.events.last_seq()
+                    self.floor = self.head + 1
+                    self.ready.set()
+                await self._follow(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event follower failed; restarting", extra={"head": self.head})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        stream = self.events.follow(ALL_SUBJECTS, self.head + 1)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(stream))
+                await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    return
+                await self.publish(nxt.result())
+        finally:
+            stopping.cancel()
+            await _close(stream)
+
+    async def publish(self, stored: StoredEvent) -> None:
+        """Add one event from the follower to the ring and offer it to every matching client."""
+        if stored.seq <= self.head:
+            return  # repeated after a follower restart
+        project = await self.project_of(stored.event)
+        item = make_item(stored, project)
+        # No await from here on: subscribe() sees either the old head or this item in the ring.
+        if len(self.ring) >= self.ring_size:
+            self.floor = self.ring.popleft().seq + 1
+        self.ring.append(item)
+        self.head = stored.seq
+        for sub in tuple(self.subscribers):
+            if sub.channel.matches(item.release_id, project) and not sub.outbox.offer(item):
+                self._overflowed(sub)
+
+    async def project_of(self, event: Event) -> str | None:
+        """The project a release belongs to, learnt from its ReleaseRequested (cached)."""
+        if isinstance(event, ReleaseRequested):
+            self.projects[event.release_id] = event.project
+            return event.project
+        known = self.projects.get(event.release_id)
+        if known is not None:
+            return known
+        # Requested before this process started: its first event says.
+        stream = self.events.read(subject_for(event.release_id), 1)
+        try:
+            async for first in stream:
+                if isinstance(first.event, ReleaseRequested):
+                    self.projects[event.release_id] = first.event.project
+                    return first.event.project
+                break
+        finally:
+            await _close(stream)
+        return None
+
+    def _overflowed(self, sub: Subscriber) -> None:
+        self.overflows += 1
+        self.subscribers.discard(sub)
+        if sub.on_overflow is not None:
+            sub.on_overflow(sub)
+
+    # --- clients -------------------------------------------------------------
+    def subscribe(
+        self, channel: Channel, since: int, on_overflow: Callable[[Subscriber], None] | None = None
+    ) -> Subscriber:
+        """Register a client that saw everything up to ``since``; synchronous by design."""
+        since = max(since, 0)
+        backlog = [i for i in self.ring if i.seq > since and channel.matches(i.release_id, i.project)]
+        store_upto = min(self.head, self.floor - 1) if since < self.floor - 1 else 0
+        sub = Subscriber(channel, Outbox(since, self.queue_size), backlog, since + 1, store_upto, on_overflow)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def catch_up(self, sub: Subscriber) -> AsyncIterator[Item]:
+        """The client's history before it joined: from the store (older than the ring), then the ring."""
+        if sub.store_upto >= sub.store_from:
+            stream = self.events.read(sub.channel.subject, sub.store_from)
+            try:
+                async for stored in stream:
+                    if stored.seq > sub.store_upto:
+                        break
+                    project = await self.project_of(stored.event)
+                    if sub.channel.matches(stored.event.release_id, project):
+                        yield make_item(stored, project)
+            finally:
+                await _close(stream)
+        for item in sub.backlog:
+            yield item
+        sub.backlog = []
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {"release": 0, "project": 0, "all": 0}
+        for sub in self.subscribers:
+            out[sub.channel.kind] += 1
+        return out
