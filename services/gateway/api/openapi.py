@@ -1,0 +1,157 @@
+"""The API's operations and the OpenAPI 3.1 document generated from them.
+
+Each resource module lists its ``Operation``s; the same list builds the Starlette routes and
+the document, and the component schemas come from the pydantic models that validate requests,
+so the document cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.gateway.api.schemas import ErrorResponse
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+REF = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
+_ERRORS = {
+    400: "the body is not JSON",
+    404: "not found",
+    409: "conflicts with the current state",
+    422: "invalid input; the error names the field",
+    503: "a backing service is unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    """Relative to the ``/api`` mount, in Starlette's syntax (``/hosts/{name}``)."""
+    endpoint: Endpoint
+    summary: str
+    tag: str
+    ok: int = 200
+    response: type[BaseModel] | str | None = None
+    """A model, a media type for a non-JSON body (``text/plain``), or None for an empty body."""
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = (404, 422)
+    path_params: dict[str, str] = field(default_factory=dict)
+    """Pattern per path parameter, where one applies."""
+
+
+def routes_for(operations: Sequence[Operation]) -> list[Route]:
+    """One route per operation; Starlette answers 405 for a known path with another method."""
+    return [
+        Route(op.path, op.endpoint, methods=[op.method], name=f"{op.method.lower()} {op.path}")
+        for op in operations
+    ]
+
+
+def _models(operations: Sequence[Operation]) -> list[type[BaseModel]]:
+    seen: dict[type[BaseModel], None] = {ErrorResponse: None}
+    for op in operations:
+        for m in (op.body, op.response, op.query):
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                seen[m] = None
+    return list(seen)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def document(
+    operations: Sequence[Operation], *, prefix: str = "/api", version: str = "0.1.0"
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``operations`` with component schemas from their models."""
+    models = _models(operations)
+    inputs = {op.body for op in operations if op.body is not None}
+    _, defs = models_json_schema(
+        [(m, "validation" if m in inputs else "serialization") for m in models], ref_template=REF
+    )
+    schemas = defs.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        item: dict[str, Any] = {
+            "operationId": f"{op.method.lower()}_{op.endpoint.__name__}",
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": [],
+            "responses": {},
+        }
+        for name in _PATH_PARAM.findall(op.path):
+            schema: dict[str, Any] = {"type": "string"}
+            if name in op.path_params:
+                schema["pattern"] = op.path_params[name]
+            item["parameters"].append({"name": name, "in": "path", "required": True, "schema": schema})
+        if op.query is not None:
+            for name, prop in op.query.model_json_schema(ref_template=REF)["properties"].items():
+                item["parameters"].append({"name": name, "in": "query", "required": False, "schema": prop})
+        item["parameters"].append(
+            {
+                "name": "X-Ferry-User",
+                "in": "header",
+                "required": False,
+                "description": "who is calling (until API tokens land)",
+                "schema": {"type": "string"},
+            }
+        )
+        if op.body is not None:
+            item["requestBody"] = {
+                "required": op.body_required,
+                "content": {"application/json": {"schema": _ref(op.body)}},
+            }
+        if op.response is None:
+            item["responses"][str(op.ok)] = {"description": "done"}
+        elif isinstance(op.response, str):
+            item["responses"][str(op.ok)] = {
+                "description": "ok",
+                "content": {op.response: {"schema": {"type": "string"}}},
+            }
+        else:
+            item["responses"][str(op.ok)] = {
+                "description": "ok",
+                "content": {"application/json": {"schema": _ref(op.response)}},
+            }
+        codes = set(op.errors) | ({400, 422} if op.body is not None else set())
+        for code in sorted(codes):
+            item["responses"][str(code)] = {
+                "description": _ERRORS.get(code, "error"),
+                "content": {"application/json": {"schema": _ref(ErrorResponse)}},
+            }
+        paths.setdefault(prefix + op.path, {})[op.method.lower()] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ferry",
+            "version": version,
+            "description": "Releases from git to SSH hosts, event-sourced. Errors are "
+            '{"error": {"code", "message", "field"}}.',
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def openapi_operation(operations: Callable[[], Sequence[Operation]]) -> Operation:
+    """``GET /openapi.json`` serving the document for ``operations()`` (itself included)."""
+    cache: dict[str, Any] = {}
+
+    async def openapi(request: Request) -> Response:
+        if "doc" not in cache:
+            cache["doc"] = document(operations())
+        return JSONResponse(cache["doc"])
+
+    return Operation("GET", "/openapi.json", openapi, "This document", "meta", errors=())
