@@ -263,6 +263,10 @@ class HostSession:
         transport = self._client.get_transport()
         return getattr(transport, "local_cipher", None)
 
+    def _transport_alive(self) -> bool:
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
     def _transport(self) -> paramiko.Transport:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
@@ -320,6 +324,9 @@ class HostSession:
             if not timed_out and not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                 timed_out = True
             exit_code = chan.exit_status if not timed_out else TIMEOUT_EXIT_CODE
+            if exit_code < 0 and not self._transport_alive():
+                # The connection died under the command: its fate is unknown, and that is transient.
+                raise HostUnreachable(self.target.name, "connection lost during a command")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise HostUnreachable(self.target.name, f"connection lost during a command: {exc}") from exc
         finally:

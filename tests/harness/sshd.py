@@ -120,6 +120,7 @@ class SshdHost:
         self._machine: subprocess.Popen[bytes] | None = None
         self._sshd: subprocess.Popen[bytes] | None = None
         self._namespace: str | None = None
+        self._started_once = False
         _keygen(self._host_key, f"host-{self.name}")
         _keygen(self._client_key, f"client-{self.name}")
         (self.workdir / "authorized_keys").write_text(Path(str(self._client_key) + ".pub").read_text())
@@ -239,6 +240,23 @@ class SshdHost:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         if self._machine is None or self._machine.poll() is not None:
             self._start_machine()
+        # The free port was only free when we looked; on a first start another process may have
+        # taken it since, so pick another. A restart must keep its port and never moves.
+        for attempt in range(1 if self._started_once else 3):
+            log_offset = self._log.stat().st_size if self._log.exists() else 0
+            try:
+                self._start_sshd()
+                break
+            except RuntimeError:
+                taken = "Address already in use" in self.log_text[log_offset:]
+                if not taken or self._started_once or attempt == 2:
+                    self.stop()
+                    raise
+                self._port = _free_port(self._address)
+        self._started_once = True
+        return self
+
+    def _start_sshd(self) -> None:
         assert self._machine is not None
         self._write_config()
         with self._log.open("ab") as log:
@@ -252,9 +270,8 @@ class SshdHost:
         try:
             _wait_for_banner(self._address, self._port, self._sshd, time.monotonic() + READY_TIMEOUT)
         except Exception as exc:
-            self.stop()
+            self._stop_sshd()
             raise RuntimeError(f"{self!r}: {exc}\n{self.log_text}") from exc
-        return self
 
     def _stop_sshd(self) -> None:
         """Stop the listening sshd only (like `systemctl restart ssh`); sessions and daemons stay."""

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 
 import pytest
@@ -189,3 +190,15 @@ def test_session_reports_a_dead_host(host, session):
     host.stop()
     with pytest.raises(HostUnreachable):
         session.run("true", timeout=5)
+
+
+def test_host_dying_during_a_command_is_unreachable_not_a_failed_command(host, session):
+    killer = threading.Timer(0.3, host.stop)
+    killer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(HostUnreachable):
+            session.run("sleep 30", timeout=20)
+    finally:
+        killer.join()
+    assert time.monotonic() - started < 5
