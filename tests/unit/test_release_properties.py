@@ -282,10 +282,10 @@ ROLLED_BACK_WITHOUT_FAILURE = run(
 
 
 def test_fixed_histories_are_what_they_claim():
+    # (the other two fixed histories describe the bugs themselves, so they change once fixed)
     assert BUILD_FAILED.final.status == "failed"
-    assert isinstance(HOST_FAILED_BEFORE_ARTIFACT.events[-1], HostFailed)
-    assert isinstance(FAILED_HOST_SUCCEEDS.events[-1], ReleaseSucceeded)
     assert ROLLED_BACK_WITHOUT_FAILURE.final.hosts["h1"].status == "rolled_back"
+    assert not ROLLED_BACK_WITHOUT_FAILURE.final.terminal
 
 
 # --- history properties --------------------------------------------------------------------
