@@ -191,6 +191,12 @@ def _apply(rows: _Rows, release: Release, event: Event) -> None:
             log.warning("event type %s is not projected", event.type)
 
 
+def _begin_write(session: Session) -> None:
+    # SQLite: BEGIN IMMEDIATE takes the write lock before the position is read (see
+    # ferry.db.engine); PostgreSQL: the position row's FOR UPDATE lock serializes projectors.
+    session.connection(execution_options={"ferry_write": True})
+
+
 class Projector:
     """Applies stored release events to the read model, exactly once per sequence."""
 
@@ -199,6 +205,7 @@ class Projector:
         self.batch_size = batch_size
         self._applied: dict[str, int] = {}
         self._changed: asyncio.Condition | None = None
+        self._has_row: set[str] = set()
 
     # --- position ---
     def position(self, position_name: str = DEFAULT_POSITION) -> int:
@@ -211,14 +218,16 @@ class Projector:
 
     def _ensure_position_row(self, position_name: str) -> None:
         # A row to lock: concurrent projectors then serialize on it (SELECT ... FOR UPDATE).
-        with self.sessions() as session:
-            if session.get(ProjectionPosition, position_name) is not None:
-                return
-            try:
-                with session.begin():
+        if position_name in self._has_row:
+            return
+        try:
+            with self.sessions() as session, session.begin():
+                _begin_write(session)
+                if session.get(ProjectionPosition, position_name) is None:
                     session.add(ProjectionPosition(name=position_name, seq=0))
-            except IntegrityError:
-                pass  # another projector created it first
+        except IntegrityError:
+            pass  # another projector created it first
+        self._has_row.add(position_name)
 
     # --- applying ---
     def apply(self, stored: StoredEvent, position_name: str = DEFAULT_POSITION) -> bool:
@@ -231,18 +240,22 @@ class Projector:
             return 0
         self._ensure_position_row(position_name)
         with self.sessions() as session, session.begin():
+            _begin_write(session)
             applied = self._apply_locked(session, batch, position_name)
         return applied
 
     def _lock_position(self, session: Session, position_name: str) -> ProjectionPosition:
-        # SQLite: BEGIN IMMEDIATE takes the write lock; PostgreSQL: the row lock serializes projectors.
-        session.connection(execution_options={"ferry_write": True})
-        return session.scalars(
+        row = session.scalars(
             select(ProjectionPosition)
             .where(ProjectionPosition.name == position_name)
             .with_for_update()
             .execution_options(populate_existing=True)
-        ).one()
+        ).one_or_none()
+        if row is None:  # the row went away under us (schema recreated): start from nothing
+            self._has_row.discard(position_name)
+            row = ProjectionPosition(name=position_name, seq=0)
+            session.add(row)
+        return row
 
     def _apply_locked(self, session: Session, batch: Sequence[StoredEvent], position_name: str) -> int:
         position = self._lock_position(session, position_name)
@@ -348,6 +361,7 @@ class Projector:
 
     # --- rebuilding ---
     def _reset_locked(self, session: Session, position_name: str) -> None:
+        _begin_write(session)
         self._lock_position(session, position_name).seq = 0
         for table in PROJECTED_TABLES:
             session.execute(delete(table))

@@ -173,6 +173,12 @@ class Release(Base):
     last_version: Mapped[int] = mapped_column(Integer)
     last_seq: Mapped[int] = mapped_column(BigInteger)
 
+    # Declared so the unit of work inserts a release before its hosts and steps.
+    host_rows: Mapped[list[ReleaseHost]] = relationship(
+        order_by="ReleaseHost.position", cascade="all, delete-orphan", passive_deletes=True
+    )
+    step_rows: Mapped[list[HostStep]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
 
 class ReleaseHost(Base):
     __tablename__ = "release_hosts"

@@ -607,17 +607,17 @@ def create_environment(
 ) -> EnvironmentInfo:
     """An environment of ``project`` whose hosts are released in the given order."""
     p = _project(session, project, field="project")
+    members = _members(session, hosts)
     e = Environment(
-        project=p,
         name=_name(name),
         concurrency=_int_range(concurrency, "concurrency", 1),
         max_failures=_int_range(max_failures, "max_failures", 0),
         require_approval=bool(require_approval),
         rollback_on_failure=bool(rollback_on_failure),
-        members=_members(session, hosts),
+        members=members,
     )
     with _write(session, exists=f"project {project!r} already has an environment named {name!r}"):
-        session.add(e)
+        p.environments.append(e)
     return _environment_info(e)
 
 
