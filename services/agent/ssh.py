@@ -398,7 +398,11 @@ class HostSession:
         return self._sftp
 
     def upload(self, fileobj: IO[bytes], remote_path: str, size: int | None = None) -> int:
-        """Pipelined SFTP upload of a stream to `remote_path`; returns the bytes written."""
+        """Pipelined SFTP upload of a stream to `remote_path`; returns the bytes written.
+
+        A lost connection raises HostUnreachable; a remote file error (no such directory, disk full)
+        or a stream shorter than `size` raises OSError, for the caller's step to report.
+        """
         sftp = self.sftp()
         try:
             attrs = sftp.putfo(fileobj, remote_path, file_size=size or 0, confirm=True)
@@ -409,7 +413,5 @@ class HostSession:
             raise HostUnreachable(self.target.name, f"upload failed: {exc}") from exc
         written = int(attrs.st_size or 0)
         if size is not None and written != size:
-            raise HostUnreachable(
-                self.target.name, f"upload of {remote_path} wrote {written} of {size} bytes"
-            )
+            raise OSError(f"upload of {remote_path} wrote {written} of {size} bytes")  # a short stream
         return written
