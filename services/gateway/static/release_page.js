@@ -1,0 +1,422 @@
+// The release page: history from the API, folded by the reducer, drawn by GoJS, then kept
+// live from the notifier's WebSocket starting at the last applied stream sequence.
+
+import { apply, initialState, isTerminal, replay } from "./release_state.js";
+import { fmtSeconds, fmtSize, graphOf, STEP_LABELS } from "./release_graph.js";
+import { ReleaseDiagram } from "./release_diagram.js";
+
+const root = document.getElementById("release");
+const releaseId = root.dataset.releaseId;
+const wsBase = root.dataset.wsBase;
+const licenseKey = document.querySelector('meta[name="ferry-gojs-license-key"]')?.content || "";
+const $ = (id) => document.getElementById(id);
+const api = (path) => `/api/releases/${encodeURIComponent(releaseId)}${path}`;
+
+let state = initialState(releaseId);
+let history = []; // every {seq, event} applied, in order: the replay slider's material
+let replayAt = null; // null: live; a number: showing the first N events
+let diagram = null;
+let selected = null;
+
+// --- loading and live updates -------------------------------------------------------
+async function fetchJson(url, options) {
+  const res = await fetch(url, { headers: { Accept: "application/json" }, ...options });
+  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
+  if (!res.ok) {
+    const err = new Error(describeError(body, res.status));
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+
+function describeError(body, status) {
+  if (body && typeof body === "object") {
+    const e = body.error || body;
+    const msg = e.message || e.detail || JSON.stringify(e);
+    return e.field ? `${e.field}: ${msg}` : msg;
+  }
+  return `${status} ${body || ""}`.trim();
+}
+
+function applyStored(items) {
+  let changed = false;
+  for (const { seq, event } of items) {
+    const next = apply(state, seq, event);
+    if (next !== state) {
+      state = next;
+      history.push({ seq, event });
+      changed = true;
+    }
+  }
+  if (changed) {
+    window.ferryLastSeq = state.last_seq;
+    window.ferryState = state;
+    redraw();
+  }
+}
+
+// Everything after what we hold, from the event store through the API.
+async function catchUp() {
+  const body = await fetchJson(api("/events"));
+  applyStored((body.events || []).filter((e) => e.seq > state.last_seq));
+}
+
+// A full reload: the notifier asked us to resync, so rebuild from the whole history.
+async function reloadAll() {
+  const body = await fetchJson(api("/events"));
+  const events = body.events || [];
+  state = replay(releaseId, events);
+  history = events.slice();
+  window.ferryLastSeq = state.last_seq;
+  window.ferryState = state;
+  redraw();
+}
+
+const live = {
+  ws: null,
+  attempt: 0,
+  timer: null,
+  connect() {
+    clearTimeout(this.timer);
+    if (isTerminal(state)) return this.status("finished");
+    let ws;
+    try {
+      ws = new WebSocket(`${wsBase}/ws/releases/${encodeURIComponent(releaseId)}?since=${state.last_seq}`);
+    } catch (err) {
+      return this.retry(err);
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.status("live");
+    };
+    ws.onmessage = (msg) => {
+      let frame;
+      try {
+        frame = JSON.parse(msg.data);
+      } catch {
+        return;
+      }
+      if (frame.kind === "event") {
+        applyStored([{ seq: frame.seq, event: frame.event }]);
+        if (isTerminal(state)) ws.close(1000, "release finished");
+      } else if (frame.kind === "resync") {
+        this.resync = true;
+        ws.close(1000, "resync");
+      }
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.resync) {
+        this.resync = false;
+        this.status("resyncing");
+        reloadAll().then(() => this.connect(), (err) => this.retry(err));
+        return;
+      }
+      if (isTerminal(state)) return this.status("finished");
+      this.retry();
+    };
+  },
+  // Back-off with jitter; before reconnecting, take what was missed from the API so the
+  // picture is right even while the notifier is away.
+  retry() {
+    const delay = Math.min(8000, 400 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
+    this.attempt += 1;
+    this.status(`reconnecting in ${(delay / 1000).toFixed(1)}s`);
+    this.timer = setTimeout(async () => {
+      try {
+        await catchUp();
+      } catch {
+        /* the API is away too: try again later */
+      }
+      this.connect();
+    }, delay);
+  },
+  status(text) {
+    $("f-live").textContent = text;
+    root.dataset.live = text.split(" ")[0];
+  },
+};
+
+// --- drawing ---------------------------------------------------------------------
+function shown() {
+  return replayAt === null ? state : replay(releaseId, history.slice(0, replayAt));
+}
+
+function redraw() {
+  const s = shown();
+  renderHeader(state);
+  if (diagram) diagram.render(graphOf(s));
+  renderReplay();
+  if (selected) renderPanel(selected, s);
+}
+
+function renderHeader(s) {
+  const badge = $("status-badge");
+  badge.textContent = s.status.replace("_", " ");
+  badge.className = `badge status-${s.status}`;
+  document.title = `${s.status} · ${s.project || "release"} ${releaseId} · ferry`;
+  const link = $("project-link");
+  if (s.project) {
+    link.textContent = s.project;
+    link.href = `/projects/${encodeURIComponent(s.project)}`;
+  }
+  $("f-environment").textContent = s.environment || "–";
+  $("f-ref").textContent = s.ref || "–";
+  $("f-commit").textContent = s.commit ? s.commit.slice(0, 12) : "–";
+  $("f-commit").title = s.commit || "";
+  $("f-artifact").textContent = s.artifact
+    ? `${fmtSize(s.artifact.size)} ${s.artifact.format}${s.artifact.reused ? " (reused)" : ""}`
+    : "–";
+  $("f-requested-by").textContent = s.requested_by || "–";
+  $("f-duration").textContent = duration(s);
+  const reason = $("f-reason");
+  reason.hidden = !s.reason;
+  reason.textContent = s.reason || "";
+  const anyActivated = Object.values(s.hosts).some((h) => h.activated);
+  $("btn-approve").hidden = s.status !== "awaiting_approval";
+  $("btn-reject").hidden = s.status !== "awaiting_approval";
+  $("btn-cancel").hidden = isTerminal(s) || s.status === "new" || anyActivated;
+}
+
+function duration(s) {
+  if (!s.requested_at) return "–";
+  const end = s.finished_at ? Date.parse(s.finished_at) : Date.now();
+  const secs = Math.max(0, (end - Date.parse(s.requested_at)) / 1000);
+  return fmtSeconds(secs) + (s.finished_at ? "" : " so far");
+}
+
+// --- the side panel: a node's log ------------------------------------------------------
+function detailOf(key, s) {
+  const b = s.build;
+  if (key === "start") {
+    return {
+      title: "Requested",
+      facts: { "requested by": s.requested_by, at: s.requested_at, ref: s.ref, approved_by: s.approved_by },
+      output: s.status === "awaiting_approval" ? "Waiting for approval." : "",
+    };
+  }
+  if (key === "end") return { title: "Outcome", facts: { status: s.status, finished: s.finished_at }, output: s.reason || "" };
+  if (key === "build:fetch") {
+    const failed = b.failed?.stage === "fetch" ? b.failed : null;
+    return {
+      title: "Fetch source",
+      facts: { commit: s.commit, duration: b.fetch ? fmtSeconds(b.fetch.duration) : null },
+      output: failed ? `${failed.reason}\n${failed.output_tail}` : "",
+      log: failed?.log_digest,
+    };
+  }
+  if (key === "build:hooks") {
+    const failed = b.failed?.stage === "hooks" ? b.failed : null;
+    const out = b.hooks
+      .map((h) => `$ ${h.command}\n${h.output_tail}${h.output_tail.endsWith("\n") || !h.output_tail ? "" : "\n"}→ exit ${h.exit_code} in ${fmtSeconds(h.duration)}`)
+      .join("\n\n");
+    const last = b.hooks[b.hooks.length - 1];
+    return {
+      title: "Build hooks",
+      facts: {
+        hooks: `${b.hooks.length}/${s.build_hooks.length}`,
+        "exit code": last ? last.exit_code : null,
+        duration: b.hooks.length ? fmtSeconds(b.hooks.reduce((t, h) => t + h.duration, 0)) : null,
+      },
+      output: (out || (s.build_hooks.length ? "" : "This project has no build hooks.")) + (failed ? `\n\n${failed.reason}` : ""),
+      log: failed?.log_digest || b.package?.log_digest,
+    };
+  }
+  if (key === "build:package") {
+    const failed = b.failed?.stage === "package" ? b.failed : null;
+    return {
+      title: "Package",
+      facts: {
+        digest: s.artifact?.digest,
+        size: s.artifact ? fmtSize(s.artifact.size) : null,
+        format: s.artifact?.format,
+        reused: s.artifact ? String(s.artifact.reused) : null,
+        duration: b.package ? fmtSeconds(b.package.duration) : null,
+      },
+      output: failed ? `${failed.reason}\n${failed.output_tail}` : "",
+      log: failed?.log_digest || b.package?.log_digest,
+    };
+  }
+  const parts = key.split(":");
+  const host = parts[1];
+  const h = s.hosts[host];
+  if (!h) return { title: key, facts: {}, output: "" };
+  if (parts.length === 2) {
+    return {
+      title: `Host ${host}`,
+      facts: { status: h.status, failure: h.failure, "rolled back to": h.rolled_back_to },
+      output: h.rollback_output || "",
+    };
+  }
+  const step = parts.slice(2).join(":");
+  const st = h.steps[step];
+  return {
+    title: `${host} · ${STEP_LABELS[step] || step}`,
+    facts: {
+      status: st ? st.status : h.failed_step === step ? "failed" : "waiting",
+      "exit code": st?.exit_code,
+      duration: st?.duration != null ? fmtSeconds(st.duration) : null,
+      started: st?.started_at,
+      agent: st?.agent,
+      failure: h.failed_step === step ? h.failure : null,
+    },
+    output: st?.output_tail || "",
+    log: st?.log_digest,
+  };
+}
+
+function renderPanel(key, s) {
+  const d = detailOf(key, s);
+  $("panel").hidden = false;
+  $("panel").dataset.key = key;
+  $("panel-title").textContent = d.title;
+  const facts = $("panel-facts");
+  facts.replaceChildren();
+  for (const [k, v] of Object.entries(d.facts)) {
+    if (v == null || v === "") continue;
+    const div = document.createElement("div");
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = k;
+    dd.textContent = String(v);
+    div.append(dt, dd);
+    facts.append(div);
+  }
+  $("panel-output").textContent = d.output || "(no output)";
+  const btn = $("panel-full-log");
+  if (btn.dataset.digest !== (d.log || "")) {
+    $("panel-full").hidden = true;
+    $("panel-full").textContent = "";
+  }
+  btn.hidden = !d.log;
+  btn.dataset.digest = d.log || "";
+}
+
+async function showFullLog() {
+  const btn = $("panel-full-log");
+  const pre = $("panel-full");
+  pre.hidden = false;
+  pre.textContent = "loading…";
+  try {
+    const res = await fetch(api(`/logs/${encodeURIComponent(btn.dataset.digest)}`));
+    pre.textContent = res.ok ? await res.text() : `could not load the log: ${res.status}`;
+  } catch (err) {
+    pre.textContent = `could not load the log: ${err}`;
+  }
+}
+
+// --- replay ------------------------------------------------------------------------
+let playTimer = null;
+
+function renderReplay() {
+  const section = $("replay");
+  const finished = isTerminal(state);
+  section.hidden = !finished;
+  if (!finished) return;
+  const slider = $("replay-slider");
+  slider.max = String(history.length);
+  const at = replayAt === null ? history.length : replayAt;
+  slider.value = String(at);
+  const ev = history[at - 1];
+  $("replay-label").textContent = `${at}/${history.length}${ev ? ` · ${ev.event.type}${ev.event.host ? ` ${ev.event.host}` : ""}${ev.event.step ? ` ${ev.event.step}` : ""}` : ""}`;
+  $("replay-play").textContent = playTimer ? "⏸" : "▶";
+  $("replay-play").setAttribute("aria-label", playTimer ? "pause" : "play");
+}
+
+function seek(n) {
+  replayAt = n >= history.length ? null : Math.max(0, n);
+  window.ferryReplayAt = replayAt;
+  redraw();
+}
+
+function togglePlay() {
+  if (playTimer) {
+    clearInterval(playTimer);
+    playTimer = null;
+    return renderReplay();
+  }
+  if (replayAt === null) seek(0);
+  playTimer = setInterval(() => {
+    const next = (replayAt ?? history.length) + 1;
+    if (next >= history.length) {
+      clearInterval(playTimer);
+      playTimer = null;
+    }
+    seek(next);
+  }, 450);
+  renderReplay();
+}
+
+// --- actions -------------------------------------------------------------------------
+async function act(action) {
+  const err = $("action-error");
+  err.hidden = true;
+  try {
+    let body = {};
+    if (action !== "approve") {
+      const reason = window.prompt(`Reason to ${action} this release (optional)`, "");
+      if (reason === null) return;
+      body = { reason };
+    }
+    await fetchJson(api(`/${action}`), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(body),
+    });
+    await catchUp();
+  } catch (e) {
+    err.textContent = `Could not ${action}: ${e.message}`;
+    err.hidden = false;
+  }
+}
+
+// --- start -----------------------------------------------------------------------------
+function boot() {
+  if (globalThis.go) {
+    diagram = new ReleaseDiagram($("diagram"), {
+      licenseKey,
+      onNodeClick: (key) => {
+        selected = key;
+        renderPanel(key, shown());
+      },
+    });
+    window.ferryDiagram = diagram.diagram;
+    $("zoom-fit").onclick = () => diagram.zoomToFit();
+    $("zoom-in").onclick = () => diagram.zoom(1.25);
+    $("zoom-out").onclick = () => diagram.zoom(0.8);
+    window.addEventListener("resize", () => diagram.fit());
+  } else {
+    $("diagram").hidden = true;
+  }
+  $("panel-close").onclick = () => {
+    selected = null;
+    $("panel").hidden = true;
+  };
+  $("panel-full-log").onclick = showFullLog;
+  $("replay-slider").oninput = (e) => seek(Number(e.target.value));
+  $("replay-play").onclick = togglePlay;
+  $("replay-live").onclick = () => seek(history.length);
+  $("btn-approve").onclick = () => act("approve");
+  $("btn-reject").onclick = () => act("reject");
+  $("btn-cancel").onclick = () => act("cancel");
+  setInterval(() => {
+    if (!isTerminal(state)) $("f-duration").textContent = duration(state);
+  }, 1000);
+
+  window.ferryLastSeq = 0;
+  window.ferryReplay = seek;
+  reloadAll()
+    .then(() => {
+      root.dataset.loaded = "true";
+      live.connect();
+    })
+    .catch((err) => {
+      live.status(`could not load: ${err.message}`);
+      live.retry();
+    });
+}
+
+boot();

@@ -1,0 +1,177 @@
+// The release's state folded from its events: a pure reducer mirroring ferry/release.py's evolve.
+// The page builds its initial picture and applies live WebSocket events with the same code,
+// and the replay slider re-folds the history up to event N.
+// It keeps a little more than the Python aggregate (output tails, log digests, hook list)
+// because the page shows them.
+
+export const HOST_STEPS = ["upload", "link", "pre_release", "activate", "restart", "health", "post_release"];
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "rejected"]);
+
+export function initialState(releaseId) {
+  return {
+    release_id: releaseId,
+    version: 0,
+    last_seq: 0,
+    status: "new",
+    project: "",
+    environment: "",
+    ref: "",
+    requested_by: "",
+    requested_at: null,
+    finished_at: null,
+    require_approval: false,
+    build_hooks: [],
+    host_order: [],
+    commit: null,
+    artifact: null,
+    reason: null,
+    build: {
+      started: false,
+      fetch: null, // {duration}
+      hooks: [], // [{index, command, exit_code, duration, output_tail}]
+      failed: null, // {stage, reason, output_tail, log_digest}
+      package: null, // {duration, log_digest}
+    },
+    hosts: {},
+  };
+}
+
+export function isTerminal(state) {
+  return TERMINAL.has(state.status);
+}
+
+function withHost(state, name, fn) {
+  const prev = state.hosts[name] || newHost();
+  return { ...state, hosts: { ...state.hosts, [name]: fn(prev) } };
+}
+
+function newHost() {
+  return { status: "waiting", steps: {}, activated: false, previous_release: null, failure: null, failed_step: null };
+}
+
+// Fold one event (the wire JSON of ferry.events) into the state; returns a new state.
+export function evolve(state, event) {
+  const s = { ...state, version: event.version ?? state.version };
+  switch (event.type) {
+    case "release.requested": {
+      const plan = event.plan || {};
+      const hosts = {};
+      for (const h of plan.hosts || []) hosts[h] = newHost();
+      return {
+        ...s,
+        status: plan.require_approval ? "awaiting_approval" : "queued",
+        project: event.project,
+        environment: event.environment,
+        ref: event.ref,
+        requested_by: event.requested_by,
+        requested_at: event.at,
+        require_approval: !!plan.require_approval,
+        build_hooks: ((plan.recipe || {}).build_hooks || []).slice(),
+        host_order: (plan.hosts || []).slice(),
+        hosts,
+      };
+    }
+    case "release.approved":
+      return { ...s, status: "queued", approved_by: event.by };
+    case "release.rejected":
+      return { ...s, status: "rejected", reason: event.reason || "rejected", finished_at: event.at };
+    case "build.started":
+      return { ...s, status: "building", build: { ...s.build, started: true } };
+    case "build.source_fetched":
+      return { ...s, commit: event.commit, build: { ...s.build, fetch: { duration: event.duration ?? 0 } } };
+    case "build.hook_finished": {
+      const hook = {
+        index: event.index,
+        command: event.command,
+        exit_code: event.exit_code,
+        duration: event.duration,
+        output_tail: event.output_tail || "",
+      };
+      return { ...s, build: { ...s.build, hooks: [...s.build.hooks, hook] } };
+    }
+    case "build.artifact_packaged":
+      return {
+        ...s,
+        status: "deploying",
+        artifact: { digest: event.digest, size: event.size, format: event.format, reused: !!event.reused },
+        build: { ...s.build, package: { duration: event.duration ?? 0, log_digest: event.log_digest || null } },
+      };
+    case "build.failed":
+      return {
+        ...s,
+        status: "failed",
+        reason: `build ${event.stage} failed: ${event.reason}`,
+        finished_at: event.at,
+        build: {
+          ...s.build,
+          failed: {
+            stage: event.stage,
+            reason: event.reason,
+            output_tail: event.output_tail || "",
+            log_digest: event.log_digest || null,
+          },
+        },
+      };
+    case "host.step_started":
+      return withHost(s, event.host, (h) => ({
+        ...h,
+        status: "running",
+        steps: { ...h.steps, [event.step]: { status: "running", started_at: event.at, agent: event.agent || "" } },
+      }));
+    case "host.step_finished":
+      return withHost(s, event.host, (h) => {
+        const prev = h.steps[event.step];
+        const ok = event.exit_code === 0;
+        const detail = event.detail || {};
+        const step = {
+          status: ok ? "succeeded" : "failed",
+          started_at: prev ? prev.started_at : event.at,
+          agent: prev ? prev.agent : "",
+          exit_code: event.exit_code,
+          duration: event.duration,
+          output_tail: event.output_tail || "",
+          log_digest: typeof detail.log_digest === "string" ? detail.log_digest : null,
+        };
+        let previous = h.previous_release;
+        if (event.step === "activate" && ok) previous = typeof detail.previous === "string" ? detail.previous : null;
+        const done = ok && event.step === HOST_STEPS[HOST_STEPS.length - 1];
+        return {
+          ...h,
+          steps: { ...h.steps, [event.step]: step },
+          activated: h.activated || (event.step === "activate" && ok),
+          previous_release: previous,
+          status: done ? "succeeded" : h.status,
+        };
+      });
+    case "host.failed":
+      return withHost(s, event.host, (h) => ({ ...h, status: "failed", failure: event.reason, failed_step: event.step }));
+    case "host.rolled_back":
+      return withHost(s, event.host, (h) => ({
+        ...h,
+        status: "rolled_back",
+        rolled_back_to: event.to_release ?? null,
+        rollback_output: event.output_tail || "",
+      }));
+    case "release.succeeded":
+      return { ...s, status: "succeeded", finished_at: event.at };
+    case "release.failed":
+      return { ...s, status: "failed", reason: event.reason, finished_at: event.at };
+    case "release.cancelled":
+      return { ...s, status: "cancelled", reason: event.reason || "cancelled", finished_at: event.at };
+    default:
+      return s; // an event type this page does not know: keep the picture, advance the version
+  }
+}
+
+// Apply one stored event; repeats (seq at or below what was applied) change nothing.
+export function apply(state, seq, event) {
+  if (seq <= state.last_seq || (event.version != null && event.version <= state.version)) return state;
+  return { ...evolve(state, event), last_seq: seq };
+}
+
+// Fold a list of {seq, event} from scratch.
+export function replay(releaseId, stored) {
+  let state = initialState(releaseId);
+  for (const { seq, event } of stored) state = apply(state, seq, event);
+  return state;
+}
