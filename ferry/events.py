@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 HOST_STEPS: tuple[str, ...] = (
     "upload",
@@ -97,7 +97,12 @@ class Event(_Frozen):
     schema_version: int = 1
     release_id: str
     version: int = Field(ge=1)
-    at: datetime
+    at: AwareDatetime
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, at: datetime) -> datetime:
+        return at.astimezone(UTC)
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
@@ -155,6 +160,7 @@ class ArtifactPackaged(Event):
 
 
 class BuildFailed(Event):
+    TERMINAL: ClassVar[bool] = True
     type: Literal["build.failed"] = "build.failed"
     stage: Literal["fetch", "hooks", "package"]
     reason: str
@@ -255,6 +261,9 @@ _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 TYPE_NAMES: frozenset[str] = frozenset(t.model_fields["type"].default for t in EVENT_TYPES)
+_CURRENT_VERSIONS: dict[str, int] = {
+    t.model_fields["type"].default: t.model_fields["schema_version"].default for t in EVENT_TYPES
+}
 
 
 class UnknownEvent(ValueError):
@@ -278,6 +287,11 @@ def decode(data: bytes | str | dict[str, Any]) -> Event:
     payload = json.loads(data) if isinstance(data, bytes | str) else dict(data)
     if not isinstance(payload, dict):
         raise UnknownEvent("event payload is not an object")
-    if payload.get("type") not in TYPE_NAMES:
-        raise UnknownEvent(f"unknown event type {payload.get('type')!r}")
-    return _ADAPTER.validate_python(upcast(payload))
+    kind = payload.get("type")
+    if not isinstance(kind, str) or kind not in TYPE_NAMES:
+        raise UnknownEvent(f"unknown event type {kind!r}")
+    payload = upcast(payload)
+    known = _CURRENT_VERSIONS[kind]
+    if payload.get("schema_version", 1) > known:
+        raise UnknownEvent(f"{kind} schema version {payload.get('schema_version')} is newer than {known}")
+    return _ADAPTER.validate_python(payload)

@@ -170,7 +170,7 @@ def evolve(state: ReleaseState, event: Event) -> ReleaseState:
             if event.step == "activate" and ok:
                 p = event.detail.get("previous")
                 previous = p if isinstance(p, str) else None
-            done = ok and event.step == HOST_STEPS[-1]
+            done = ok and event.step == HOST_STEPS[-1] and h.status == "running"
             return _with_host(
                 s,
                 event.host,
@@ -433,6 +433,7 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             return [HostStepStarted(**base, host=command.host, step=command.step, agent=command.agent)]
         case FinishHostStep():
             h = state.host(command.host)
+            _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
             s = h.steps.get(command.step)
             _guard(
                 s is not None and s.status == "running",
@@ -451,6 +452,7 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
                 )
             ]
         case FailHost():
+            _guard(state.artifact is not None, "no artifact yet: a host cannot fail before one exists")
             h = state.host(command.host)
             _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
             return [

@@ -69,6 +69,9 @@ def next_actions(state: ReleaseState, *, include_running: bool = False) -> list[
     if not running and not waiting:
         if failed:
             return [Finish(Fail(_failure_reason(state, failed)))]
+        not_ok = [n for n in plan.hosts if state.hosts[n].status != "succeeded"]
+        if not_ok:
+            return [Finish(Fail(f"host(s) not succeeded: {', '.join(not_ok)}"))]
         return [Finish(Succeed())]
     slots = max(plan.concurrency, 1) - len(running)
     actions: list[Action] = [ScheduleHost(n) for n in running] if include_running else []

@@ -275,11 +275,6 @@ def test_nothing_after_a_terminal_state(route: str, command: Command):
     [
         pytest.param(
             name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core bug: BuildFailed ends the release (status failed) but its class "
-                "does not set TERMINAL = True, so event consumers miss the end",
-            ),
         )
         if name == "failed"
         else name
@@ -359,10 +354,6 @@ def test_no_host_step_before_an_artifact(stage: str):
     r.refuses(StartHostStep("web-1", "upload"), "no artifact")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: decide(FailHost) has no artifact guard, so HostFailed can precede ArtifactPackaged",
-)
 @pytest.mark.parametrize("stage", ["queued", "building"])
 def test_no_host_failure_before_an_artifact(stage: str):
     r = release().requested()
@@ -537,22 +528,12 @@ def test_succeeded_host_cannot_fail_or_start():
     r.refuses(StartHostStep("web-1", "upload"), "already succeeded")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: decide(FinishHostStep) checks only the step, not the host, so a step left "
-    "running by a failed host can still finish and evolve() then marks the host succeeded",
-)
 def test_failed_host_accepts_no_step_finish():
     r = release().ready().up_to("web-1", "post_release")
     r(StartHostStep("web-1", "post_release"), FailHost("web-1", "post_release", "timeout"))
     r.refuses(FinishHostStep("web-1", "post_release", 0, 1.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a failed, rolled-back host becomes 'succeeded' through a late FinishHostStep, "
-    "and Succeed is then accepted for a release that rolled a host back",
-)
 def test_rolled_back_host_never_lets_the_release_succeed():
     r = release().ready(hosts=("web-1",)).up_to("web-1", "post_release")
     r(StartHostStep("web-1", "post_release"), FailHost("web-1", "post_release", "timeout"))

@@ -397,9 +397,6 @@ def test_accepted_histories_keep_the_invariants(h: History, data: st.DataObject)
 # --- properties the core breaks today (each pinned by an explicit failing history) -----------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="core bug: BuildFailed ends the release but BuildFailed.TERMINAL is False"
-)
 @SETTINGS
 @given(histories())
 @example(BUILD_FAILED)
@@ -408,9 +405,6 @@ def test_terminal_flag_marks_exactly_the_events_that_end_a_release(h: History):
         assert e.TERMINAL == h.states[i + 1].terminal, e.type
 
 
-@pytest.mark.xfail(
-    strict=True, reason="core bug: decide(FailHost) accepts a host failure before any artifact"
-)
 @SETTINGS
 @given(histories())
 @example(HOST_FAILED_BEFORE_ARTIFACT)
@@ -418,11 +412,6 @@ def test_no_host_event_at_all_before_an_artifact(h: History):
     _check_no_host_step_before_artifact(h, HOST_EVENTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: FinishHostStep is accepted for a failed/rolled-back host and evolve then marks it "
-    "succeeded, so the release can Succeed with a failed host",
-)
 @SETTINGS
 @given(histories())
 @example(FAILED_HOST_SUCCEEDS)
@@ -485,7 +474,7 @@ def _check_policy_work_is_accepted(state: ReleaseState) -> None:
         elif isinstance(action, ScheduleRollback):
             decide(state, RollBackHost(action.host, None), T0)
         elif isinstance(action, Finish) and isinstance(action.command, Fail):
-            # Finish(Succeed) is checked by the xfail test below
+            # Finish(Succeed) is checked by test_rollout_succeeds_only_when_every_host_succeeded
             decide(state, action.command, T0)
 
 
@@ -498,11 +487,6 @@ def test_rollout_policy_over_every_state(h: History):
         _check_policy_work_is_accepted(state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: next_actions returns Finish(Succeed()) when a host was rolled back without a "
-    "recorded failure; decide refuses it, so the release never ends",
-)
 @SETTINGS
 @given(histories())
 @example(ROLLED_BACK_WITHOUT_FAILURE)

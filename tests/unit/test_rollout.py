@@ -315,11 +315,6 @@ def test_finish_fail_from_the_policy_is_accepted_by_the_aggregate():
     assert r.state.terminal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: next_actions answers Finish(Succeed()) when no host failed but one was rolled "
-    "back (status rolled_back), and decide refuses that Succeed, so the release never ends",
-)
 def test_policy_never_finishes_with_a_succeed_the_aggregate_refuses():
     r = Release(hosts=("h1", "h2"), concurrency=2).built()
     r.finish_host("h1")
