@@ -27,7 +27,7 @@ from services.gateway.errors import ERROR_TABLE, ServiceUnavailable, UpstreamErr
 
 REFS_SUBJECT = "ferry.builder.refs"
 REFS_TIMEOUT = 60.0
-_OWN = ("repo_url", "repo_credential")
+_OWN = ("name", "repo_url", "repo_credential")
 
 
 def _config(fields: ProjectFields) -> dict[str, Any]:

@@ -71,6 +71,9 @@ def _host_key(line: str) -> str:
         raise ValueError("host key: the key data is not base64") from None
     except Exception:  # noqa: BLE001 - paramiko raises many kinds for a malformed blob
         raise ValueError(f"host key: not a valid {kind} public key") from None
+    if key.get_base64() != blob or base64.b64decode(key.get_base64()) != raw:
+        # paramiko pads a short blob with zeros; a pinned key must be exactly the host's key.
+        raise ValueError(f"host key: not a complete {kind} public key")
     return f"{key.get_name()} {key.get_base64()}"
 
 

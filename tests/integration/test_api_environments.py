@@ -1,0 +1,88 @@
+"""``/api/projects/{project}/environments`` against the real gateway app, nats-server and database."""
+
+# ruff: noqa: F811  (the `api` fixture is imported by name)
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.api_harness import Api, api, error_of  # noqa: F401
+
+
+async def test_create_list_get_patch_delete(api: Api) -> None:
+    s = await api.seed(hosts=3)
+    base = f"/api/projects/{s['project']}/environments"
+    hosts = list(reversed(s["hosts"]))
+    r = await api.post(base, {"name": "staging", "hosts": hosts, "max_failures": 1})
+    assert r.status_code == 201, r.text
+    env = r.json()
+    assert env["hosts"] == hosts and env["concurrency"] == 1 and env["max_failures"] == 1
+    assert env["require_approval"] is False and env["project"] == s["project"]
+    names = [e["name"] for e in (await api.get(base)).json()["environments"]]
+    assert names == ["prod", "staging"]
+    assert (await api.get(f"{base}/staging")).json() == env
+
+    r = await api.patch(f"{base}/staging", {"hosts": s["hosts"][:2], "require_approval": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["hosts"] == s["hosts"][:2] and r.json()["require_approval"] is True
+
+    assert (await api.delete(f"{base}/staging")).status_code == 204
+    assert (await api.get(f"{base}/staging")).status_code == 404
+    project = (await api.get(f"/api/projects/{s['project']}")).json()
+    assert project["environments"] == ["prod"]
+
+
+async def test_unknowns_and_duplicates(api: Api) -> None:
+    s = await api.seed(hosts=1)
+    base = f"/api/projects/{s['project']}/environments"
+    r = await api.post(base, {"name": "prod", "hosts": s["hosts"]})
+    assert r.status_code == 409 and error_of(r)["field"] == "name"
+    r = await api.post(base, {"name": "qa", "hosts": ["ghost"]})
+    assert r.status_code == 404 and error_of(r)["field"] == "hosts"
+    r = await api.post("/api/projects/ghost/environments", {"name": "qa", "hosts": s["hosts"]})
+    assert r.status_code == 404 and error_of(r)["field"] == "project"
+    assert (await api.get("/api/projects/ghost/environments")).status_code == 404
+    for r in (
+        await api.get(f"{base}/ghost"),
+        await api.patch(f"{base}/ghost", {"concurrency": 2}),
+        await api.delete(f"{base}/ghost"),
+    ):
+        assert r.status_code == 404
+
+
+@pytest.mark.parametrize("missing", ["name", "hosts"])
+async def test_each_required_field_missing_is_named(api: Api, missing: str) -> None:
+    s = await api.seed(hosts=1)
+    body = {"name": "qa", "hosts": s["hosts"]}
+    del body[missing]
+    r = await api.post(f"/api/projects/{s['project']}/environments", body)
+    assert r.status_code == 422 and error_of(r)["field"] == missing
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"hosts": []}, "hosts"),
+        ({"hosts": "web"}, "hosts"),
+        ({"hosts": [1]}, "hosts.0"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": "2"}, "concurrency"),
+        ({"max_failures": -1}, "max_failures"),
+        ({"require_approval": "yes"}, "require_approval"),
+        ({"name": "Prod Env"}, "name"),
+    ],
+)
+async def test_wrong_types_are_422(api: Api, change: dict, field: str) -> None:
+    s = await api.seed(hosts=1)
+    body = {"name": "qa", "hosts": s["hosts"], **change}
+    r = await api.post(f"/api/projects/{s['project']}/environments", body)
+    assert r.status_code == 422, r.text
+    assert error_of(r)["field"] == field
+
+
+async def test_duplicate_hosts_are_422(api: Api) -> None:
+    s = await api.seed(hosts=1)
+    h = s["hosts"][0]
+    r = await api.post(f"/api/projects/{s['project']}/environments", {"name": "qa", "hosts": [h, h]})
+    assert r.status_code == 422 and error_of(r)["field"] == "hosts"
+    r = await api.raw("POST", f"/api/projects/{s['project']}/environments", b'{"name": ')
+    assert r.status_code == 400 and error_of(r)["field"] == "body"
