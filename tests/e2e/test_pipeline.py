@@ -20,26 +20,63 @@ def fetch(address: str, port: int, path: str = "/") -> str:
     return httpx.get(f"http://{address}:{port}{path}", timeout=5).text.strip()
 
 
-def register(system: System, hosts, repo_url: str, *, app_port: int, project: str = "web",
-             build_hooks: list[str] | None = None, keep: int = 5, concurrency: int = 2) -> None:
+def register(
+    system: System,
+    hosts,
+    repo_url: str,
+    *,
+    app_port: int,
+    project: str = "web",
+    build_hooks: list[str] | None = None,
+    keep: int = 5,
+    concurrency: int = 2,
+) -> None:
     key = hosts[0].client_key_pem
     system.post("/api/credentials", {"name": "deploy-key", "kind": "ssh_key", "secret": key}, 201)
     for i, h in enumerate(hosts):
-        system.post("/api/hosts", {
-            "name": f"web{i + 1}", "address": h.address, "port": h.port, "user": "root",
-            "credential": "deploy-key", "host_key": h.host_key_line, "host_key_policy": "pinned",
-        }, 201)
-    system.post("/api/projects", {
-        "name": project, "repo_url": repo_url, "build_hooks": build_hooks or [],
-        "deploy_path": "/srv/app", "shared_dirs": ["logs"], "keep_releases": keep,
-        "restart": restart_command(app_port),
-        "health": {"kind": "http", "target": health_url(app_port), "timeout": 2, "retries": 20,
-                   "interval": 0.25},
-        "artifact_format": "zst",
-    }, 201)
-    system.post(f"/api/projects/{project}/environments", {
-        "name": "prod", "hosts": [f"web{i + 1}" for i in range(len(hosts))], "concurrency": concurrency,
-    }, 201)
+        system.post(
+            "/api/hosts",
+            {
+                "name": f"web{i + 1}",
+                "address": h.address,
+                "port": h.port,
+                "user": "root",
+                "credential": "deploy-key",
+                "host_key": h.host_key_line,
+                "host_key_policy": "pinned",
+            },
+            201,
+        )
+    system.post(
+        "/api/projects",
+        {
+            "name": project,
+            "repo_url": repo_url,
+            "build_hooks": build_hooks or [],
+            "deploy_path": "/srv/app",
+            "shared_dirs": ["logs"],
+            "keep_releases": keep,
+            "restart": restart_command(app_port),
+            "health": {
+                "kind": "http",
+                "target": health_url(app_port),
+                "timeout": 2,
+                "retries": 20,
+                "interval": 0.25,
+            },
+            "artifact_format": "zst",
+        },
+        201,
+    )
+    system.post(
+        f"/api/projects/{project}/environments",
+        {
+            "name": "prod",
+            "hosts": [f"web{i + 1}" for i in range(len(hosts))],
+            "concurrency": concurrency,
+        },
+        201,
+    )
 
 
 @pytest.fixture
@@ -90,8 +127,13 @@ def test_release_to_three_hosts_then_upgrade_and_prune(system: System, sshd_host
 
 def test_failing_build_hook_touches_no_host(system: System, sshd_hosts, sample):
     hosts = sshd_hosts(1)
-    register(system, hosts, sample.url, app_port=free_port(),
-             build_hooks=["echo building-now", "echo the-build-broke >&2; exit 1"])
+    register(
+        system,
+        hosts,
+        sample.url,
+        app_port=free_port(),
+        build_hooks=["echo building-now", "echo the-build-broke >&2; exit 1"],
+    )
     sample.commit("A")
     rid = system.release("web", "prod", "main")
     done = system.wait(rid)
@@ -104,27 +146,37 @@ def test_failing_build_hook_touches_no_host(system: System, sshd_hosts, sample):
     assert not (hosts[0].srv_path / "app").exists()
 
 
-def test_failing_health_check_fails_host_and_release(system: System, sshd_hosts, sample):
-    hosts = sshd_hosts(2)
+def test_failing_health_check_on_one_host_fails_it_and_the_release(system: System, sshd_hosts, sample):
+    hosts = sshd_hosts(3)
     port = free_port()
-    register(system, hosts, sample.url, app_port=port)
+    register(system, hosts, sample.url, app_port=port, concurrency=3)
     sample.commit("A")
-    assert system.wait(system.release("web", "prod", "main"))["status"] == "succeeded"
-    sample.commit("BROKEN", fail_health=True)
+    first = system.release("web", "prod", "main")
+    assert system.wait(first)["status"] == "succeeded"
+    # web2 turns unhealthy whatever it runs
+    (hosts[1].srv_path / "app" / "shared" / "FAIL_HEALTH").write_text("sick\n")
+    sample.commit("B")
     rid = system.release("web", "prod", "main")
     done = system.wait(rid)
     assert done["status"] == "failed"
+    assert "web2" in done["reason"] and "health" in done["reason"]
     events = system.events(rid)
     host_failed = [e for e in events if e["type"] == "host.failed"]
-    assert host_failed and host_failed[0]["step"] == "health"
-    assert "health" in done["reason"]
-    health = [e for e in events if e["type"] == "host.step_finished" and e["step"] == "health"]
-    assert health and health[0]["exit_code"] != 0
-    # the failed host went back to the previous release and serves it again
-    rolled = [e for e in events if e["type"] == "host.rolled_back"]
-    assert rolled
+    assert [(e["host"], e["step"]) for e in host_failed] == [("web2", "health")]
+    health = [
+        e
+        for e in events
+        if e["type"] == "host.step_finished" and e["step"] == "health" and e["host"] == "web2"
+    ]
+    assert health and health[0]["exit_code"] != 0 and "500" in health[0]["output_tail"]
+    by_host = {h["name"]: h for h in done["hosts"]}
+    assert by_host["web2"]["status"] in ("failed", "rolled_back")
+    # every host that switched to the failed release went back to the previous one
+    rolled = {e["host"] for e in events if e["type"] == "host.rolled_back"}
+    assert "web2" in rolled
     for h in hosts:
-        assert current_of(h) != f"releases/{rid}"
+        assert current_of(h) == f"releases/{first}"
+    assert fetch(hosts[0].address, port) == "A"
 
 
 def test_changed_host_key_is_refused_and_nothing_written(system: System, sshd_hosts, sample):
@@ -148,8 +200,9 @@ def test_bad_input_gets_clear_errors(system: System, sshd_hosts, sample):
     r = system.post("/api/releases", {"project": "nope", "environment": "prod", "ref": "main"})
     assert r.status_code == 404 and r.json()["error"]["field"] == "project"
     marker = f"/tmp/pwned-{uuid.uuid4().hex}"
-    r = system.post("/api/releases", {"project": "web", "environment": "prod",
-                                      "ref": f"--upload-pack=touch {marker}"})
+    r = system.post(
+        "/api/releases", {"project": "web", "environment": "prod", "ref": f"--upload-pack=touch {marker}"}
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "ref"
     assert not os.path.exists(marker)
     r = system.post("/api/releases", {"project": "web", "environment": "prod"})

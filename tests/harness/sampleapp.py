@@ -2,7 +2,7 @@
 
 `app.py` serves `GET /` with the release's VERSION and `GET /healthz` with 200,
 or 500 when the release holds a `FAIL_HEALTH` file or `SAMPLEAPP_FAIL_HEALTH=1`.
-It resolves its own directory once at start, so a running instance keeps
+So does `<deploy_path>/shared/FAIL_HEALTH` on one host. It resolves its own directory once at start, so a running instance keeps
 serving its own release after `current` moves.
 """
 
@@ -33,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
             status, body = 200, read_version() + "\\n"
         elif self.path == "/healthz":
             failing = os.path.exists(os.path.join(HERE, "FAIL_HEALTH"))
+            # <deploy_path>/shared/FAIL_HEALTH makes one host unhealthy, whatever the release
+            failing = failing or os.path.exists(os.path.join(HERE, "..", "..", "shared", "FAIL_HEALTH"))
             failing = failing or os.environ.get("SAMPLEAPP_FAIL_HEALTH") == "1"
             status, body = (500, "unhealthy\\n") if failing else (200, "ok\\n")
         else:
