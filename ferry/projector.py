@@ -241,8 +241,12 @@ class Projector:
         self._ensure_position_row(position_name)
         with self.sessions() as session, session.begin():
             _begin_write(session)
-            applied = self._apply_locked(session, batch, position_name)
+            applied, seq = self._apply_locked(session, batch, position_name)
+        self._committed(position_name, seq)  # only now may wait() report it
         return applied
+
+    def _committed(self, position_name: str, seq: int) -> None:
+        self._applied[position_name] = max(self._applied.get(position_name, 0), seq)
 
     def _lock_position(self, session: Session, position_name: str) -> ProjectionPosition:
         row = session.scalars(
@@ -257,7 +261,10 @@ class Projector:
             session.add(row)
         return row
 
-    def _apply_locked(self, session: Session, batch: Sequence[StoredEvent], position_name: str) -> int:
+    def _apply_locked(
+        self, session: Session, batch: Sequence[StoredEvent], position_name: str
+    ) -> tuple[int, int]:
+        """Apply what is new in ``batch`` inside the caller's transaction: (count applied, position)."""
         position = self._lock_position(session, position_name)
         todo = sorted((s for s in batch if s.seq > position.seq), key=lambda s: s.seq)
         if todo:
@@ -267,8 +274,7 @@ class Projector:
                     self._project_one(rows, stored)
             position.seq = todo[-1].seq
             session.flush()
-        self._applied[position_name] = max(self._applied.get(position_name, 0), position.seq)
-        return len(todo)
+        return len(todo), position.seq
 
     def _project_one(self, rows: _Rows, stored: StoredEvent) -> None:
         _project(rows, stored)
@@ -369,10 +375,12 @@ class Projector:
         session.expunge_all()
         self._applied.pop(position_name, None)
 
-    def _replay_batch(self, session: Session, batch: Sequence[StoredEvent], position_name: str) -> int:
-        applied = self._apply_locked(session, batch, position_name)
+    def _replay_batch(
+        self, session: Session, batch: Sequence[StoredEvent], position_name: str
+    ) -> tuple[int, int]:
+        result = self._apply_locked(session, batch, position_name)
         session.expunge_all()  # keep memory flat over a long stream; the rows are flushed
-        return applied
+        return result
 
     async def rebuild(self, bus: Bus, position_name: str = DEFAULT_POSITION) -> int:
         """Delete the projected rows and replay the whole stream, in one transaction; events applied.
@@ -387,12 +395,15 @@ class Projector:
             # One session used from worker threads in turn, never at once.
             await asyncio.to_thread(self._reset_locked, session, position_name)
             batch: list[StoredEvent] = []
+            seq = 0
             async for stored in bus.events.read(ALL_RELEASES):
                 batch.append(stored)
                 if len(batch) >= self.batch_size:
-                    count += await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+                    n, seq = await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+                    count += n
                     batch = []
-            count += await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+            n, seq = await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+            count += n
             await asyncio.to_thread(session.commit)
         except BaseException:
             await asyncio.to_thread(session.rollback)
@@ -400,6 +411,7 @@ class Projector:
             raise
         finally:
             await asyncio.to_thread(session.close)
+        self._committed(position_name, seq)
         await self._notify()
         return count
 
