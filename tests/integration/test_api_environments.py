@@ -1,6 +1,6 @@
 """``/api/projects/{project}/environments`` against the real gateway app, nats-server and database."""
 
-# ruff: noqa: F811  (the `api` fixture is imported by name)
+# ruff: noqa: F401, F811  (the `api` fixture is imported by name)
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,6 @@
 """``/api/projects`` on the real gateway app, nats-server and database; refs from the real builder handler."""
 
-# ruff: noqa: F811  (the `api` fixture is imported by name)
+# ruff: noqa: F401, F811  (the `api` fixture is imported by name)
 from __future__ import annotations
 
 import uuid
