@@ -37,7 +37,9 @@ def up(
         if demo:
             from ferry.demo import setup_demo
 
-            for line in setup_demo(settings, url):
+            lines, stop_demo = setup_demo(settings, url)
+            launcher.on_stop.append(stop_demo)
+            for line in lines:
                 typer.echo(line)
     except (LaunchError, Exception) as exc:
         launcher.stop()

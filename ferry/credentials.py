@@ -63,11 +63,9 @@ class CredentialReader:
             )
 
     def record_host_key(self, name: str, key_line: str) -> None:
-        """Trust on first use: pin the key a host presented, only if none is pinned yet."""
+        """Trust on first use: pin the key a host presented (only under policy ``tofu``)."""
         with self.sessions.begin() as session:
-            host = session.scalars(select(Host).where(Host.name == name)).first()
-            if host is not None and host.host_key is None and host.host_key_policy == "tofu":
-                host.host_key = key_line
+            repo.record_host_key(session, name, key_line)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -66,6 +66,7 @@ class Launcher:
         self.echo = echo
         self.nats: NatsServer | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.on_stop: list[Callable[[], None]] = []
         self._stopping = False
 
     def env(self, nats_url: str) -> dict[str, str]:
@@ -138,6 +139,11 @@ class Launcher:
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stopping = True
+        while self.on_stop:
+            try:
+                self.on_stop.pop()()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                self.echo(f"error while stopping: {exc}")
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
