@@ -27,7 +27,7 @@ def up(
 ) -> None:
     """Run nats-server (unless FERRY_NATS_URL), migrate, and start every service; Ctrl-C stops all."""
     from ferry import logs
-    from ferry.launcher import LaunchError, Launcher
+    from ferry.launcher import Launcher, LaunchError
 
     settings = Settings.from_env()
     logs.configure("launcher", settings.log_level)

@@ -100,7 +100,8 @@ def setup_demo(settings: Settings, portal_url: str) -> tuple[list[str], Callable
     lines = [
         f"demo: host {HOST} is sshd on {host.address}:{host.port} (private /srv), app on port {app_port}",
         f"demo: repository {repo.url} (commit more with git -C {repo_dir} commit)",
-        f"demo: release it with: ferry release create --project {PROJECT} --env {ENVIRONMENT} --ref main --watch",
+        f"demo: release it with: ferry release create --project {PROJECT} --env {ENVIRONMENT} "
+        "--ref main --watch",
         f"demo: or press Release on {portal_url.rstrip('/')}/projects/{PROJECT}",
     ]
     return lines, host.stop

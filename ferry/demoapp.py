@@ -2,8 +2,8 @@
 
 `app.py` serves `GET /` with the release's VERSION and `GET /healthz` with 200,
 or 500 when the release holds a `FAIL_HEALTH` file or `SAMPLEAPP_FAIL_HEALTH=1`.
-So does `<deploy_path>/shared/FAIL_HEALTH` on one host. It resolves its own directory once at start, so a running instance keeps
-serving its own release after `current` moves.
+So does `<deploy_path>/shared/FAIL_HEALTH` on one host. It resolves its own directory
+once at start, so a running instance keeps serving its own release after `current` moves.
 """
 
 from __future__ import annotations

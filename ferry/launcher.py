@@ -93,14 +93,18 @@ class Launcher:
             self.nats.start()
             nats_url = self.nats.url
         upgrade(self.settings.db_url)
+        SecretBox.from_settings(self.settings)  # create the key file once, before any service reads it
         env = self.env(nats_url)
         logs_dir = home / "logs"
         logs_dir.mkdir(exist_ok=True)
-        for name in SERVICES:
+        names = ["gateway", "builder", *[f"agent-{i + 1}" for i in range(self.agents)], "notifier"]
+        for name in names:
+            service = name.split("-")[0]
+            proc_env = dict(env, FERRY_AGENT_NAME=name) if service == "agent" else env
             out = open(logs_dir / f"{name}.log", "ab")  # noqa: SIM115
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env=env,
+                [sys.executable, "-m", f"services.{service}"],
+                env=proc_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=Path.cwd(),

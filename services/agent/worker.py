@@ -27,7 +27,7 @@ from ferry.errors import (
     HostUnreachable,
     InvariantViolation,
 )
-from ferry.events import HOST_STEPS, Recipe, tail, utcnow
+from ferry.events import Recipe, tail, utcnow
 from ferry.release import (
     Command,
     FailHost,
