@@ -12,6 +12,7 @@ export const COLORS = {
   skipped: { fill: "#ffedd5", stroke: "#c2410c", lane: "#fff8f0", link: "#ea580c" },
   rolled_back: { fill: "#ffedd5", stroke: "#c2410c", lane: "#fff8f0", link: "#ea580c" },
 };
+const PULSE = { fill: "#a5c8fd", stroke: "#60a5fa" };
 const color = (part) => (status) => (COLORS[status] || COLORS.waiting)[part];
 const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
 
@@ -37,7 +38,7 @@ function stepTemplate() {
 
 function terminalTemplate() {
   return new go.Node("Auto", { cursor: "pointer" }).add(
-    new go.Shape("Circle", { name: "SHAPE", width: 64, height: 64, strokeWidth: 2 })
+    new go.Shape("Circle", { name: "SHAPE", width: 76, height: 76, strokeWidth: 2 })
       .bind("fill", "status", color("fill"))
       .bind("stroke", "status", color("stroke")),
     new go.Panel("Vertical").add(
@@ -100,7 +101,7 @@ export class ReleaseDiagram {
     this.div = div;
     this.running = "";
     this.animation = null;
-    this.fitted = false;
+    this.pendingPulse = null;
     const diagram = new go.Diagram(div, {
       isReadOnly: true,
       allowMove: false,
@@ -129,8 +130,24 @@ export class ReleaseDiagram {
       const part = e.subject.part;
       if (part && !(part instanceof go.Link) && part.data) onNodeClick(part.data.key);
     });
-    diagram.addDiagramListener("LayoutCompleted", () => this.fit());
+    diagram.addDiagramListener("LayoutCompleted", () => {
+      this.fit();
+      if (this.pendingPulse !== null) {
+        const keys = this.pendingPulse;
+        this.pendingPulse = null;
+        this.stopPulse();
+        this.pulse(keys);
+      }
+    });
     this.diagram = diagram;
+    // The log panel opening beside it, or the window, changes the width: fit again.
+    let width = div.clientWidth;
+    new ResizeObserver(() => {
+      if (div.clientWidth !== width) {
+        width = div.clientWidth;
+        this.fit();
+      }
+    }).observe(div);
   }
 
   newModel(graph) {
@@ -144,32 +161,45 @@ export class ReleaseDiagram {
   render(graph) {
     const model = this.diagram.model;
     const keys = (arr) => arr.map((d) => d.key).join("\n");
-    if (keys(model.nodeDataArray) !== keys(graph.nodes) || keys(model.linkDataArray) !== keys(graph.links)) {
-      this.fitted = false;
+    const running = graph.nodes.filter((n) => n.status === "running").map((n) => n.key);
+    const rebuild = keys(model.nodeDataArray) !== keys(graph.nodes) || keys(model.linkDataArray) !== keys(graph.links);
+    // Stop the pulse before the data changes: a stopped animation restores the colours it
+    // started from, which must not overwrite the new status.
+    if (rebuild || running.join("\n") !== this.running) this.stopPulse();
+    if (rebuild) {
+      // A pulse started before the new parts are laid out spoils the lanes' measurements:
+      // it starts when the layout has completed.
+      this.pendingPulse = running;
       this.diagram.model = this.newModel(graph);
-    } else {
-      this.diagram.commit((d) => {
-        const m = d.model;
-        for (const n of graph.nodes) update(m, m.findNodeDataForKey(n.key), n);
-        for (const l of graph.links) update(m, m.findLinkDataForKey(l.key), l);
-      }, null);
+      return;
     }
-    this.pulse(graph.nodes.filter((n) => n.status === "running").map((n) => n.key));
+    this.diagram.commit((d) => {
+      const m = d.model;
+      for (const n of graph.nodes) update(m, m.findNodeDataForKey(n.key), n);
+      for (const l of graph.links) update(m, m.findLinkDataForKey(l.key), l);
+    }, null);
+    if (this.pendingPulse !== null) this.pendingPulse = running;
+    else if (!this.animation) this.pulse(running);
   }
 
-  // Running nodes breathe: an endless reversible animation of their outline.
-  pulse(keys) {
-    const id = keys.join("\n");
-    if (id === this.running) return;
-    this.running = id;
+  stopPulse() {
     if (this.animation) this.animation.stop();
     this.animation = null;
+    this.running = "";
+  }
+
+  // Running nodes breathe: an endless reversible animation of their colours (never of their
+  // size, which would move the layout).
+  pulse(keys) {
+    this.running = keys.join("\n");
     if (!keys.length) return;
-    const anim = new go.Animation({ duration: 800, runCount: Infinity, reversible: true });
+    const anim = new go.Animation({ duration: 700, runCount: Infinity, reversible: true });
     for (const key of keys) {
       const part = this.diagram.findPartForKey(key);
       const shape = part && part.findObject("SHAPE");
-      if (shape) anim.add(shape, "strokeWidth", 2, 5);
+      if (!shape) continue;
+      anim.add(shape, "stroke", COLORS.running.stroke, PULSE.stroke);
+      if (!(part instanceof go.Group)) anim.add(shape, "fill", COLORS.running.fill, PULSE.fill);
     }
     anim.start();
     this.animation = anim;
@@ -191,7 +221,6 @@ export class ReleaseDiagram {
       d.requestUpdate();
     }
     d.position = bounds.position;
-    this.fitted = true;
   }
 
   zoomToFit() {

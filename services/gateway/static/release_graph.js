@@ -93,9 +93,11 @@ function endStatus(state) {
   }
 }
 
+// A link lights up when work flowed along it: in the colour of where it went, except into
+// the end, where each lane brings its own outcome.
 function linkStatus(from, to, toKey) {
-  if (from !== "succeeded") return "waiting";
-  if (to === "waiting" || to === "skipped") return toKey === "end" ? "succeeded" : "waiting";
+  if (toKey === "end") return ["succeeded", "failed", "rolled_back"].includes(from) ? from : "waiting";
+  if (from !== "succeeded" || to === "waiting" || to === "skipped") return "waiting";
   return to;
 }
 

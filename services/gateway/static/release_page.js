@@ -387,13 +387,14 @@ function boot() {
     $("zoom-fit").onclick = () => diagram.zoomToFit();
     $("zoom-in").onclick = () => diagram.zoom(1.25);
     $("zoom-out").onclick = () => diagram.zoom(0.8);
-    window.addEventListener("resize", () => diagram.fit());
   } else {
     $("diagram").hidden = true;
   }
   $("panel-close").onclick = () => {
     selected = null;
     $("panel").hidden = true;
+    delete $("panel").dataset.key;
+    if (diagram) diagram.diagram.clearSelection();
   };
   $("panel-full-log").onclick = showFullLog;
   $("replay-slider").oninput = (e) => seek(Number(e.target.value));
