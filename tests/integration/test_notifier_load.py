@@ -206,7 +206,8 @@ async def test_200_clients_receive_every_event_exactly_once_in_order(bus, notifi
         f"{latency * 1000:.1f} ms; pushed {metric(text, 'ferry_notifier_events_pushed_total'):.0f}"
     )
     assert metric(text, "ferry_notifier_resyncs_total") == 0
-    assert metric(text, "ferry_notifier_events_pushed_total") == CLIENTS * len(events)
+    # every frame of every connection, plus what reached the dropping client after it stopped reading
+    assert 0 <= metric(text, "ferry_notifier_events_pushed_total") - CLIENTS * len(events) <= len(events)
 
 
 async def test_a_client_that_stops_reading_never_holds_the_others(bus, notifier_process):
@@ -231,9 +232,11 @@ async def test_a_client_that_stops_reading_never_holds_the_others(bus, notifier_
         for i, e in enumerate(events):
             sent_at[await append(bus, [e])] = time.monotonic()
             if resynced_after is None and i % 5 == 4:
-                if metric(await get_metrics(http), "ferry_notifier_resyncs_total") >= 1:
+                text = await get_metrics(http)
+                if metric(text, "ferry_notifier_resyncs_total") >= 1:
                     resynced_after = i + 1
-        assert 'ferry_notifier_clients{channel="release"} 5' in await get_metrics(http)
+                    # the slow one is gone; the five others are still connected, waiting for more
+                    assert 'ferry_notifier_clients{channel="release"} 5' in text
         async with asyncio.timeout(30):
             await asyncio.gather(*tasks)
         assert resynced_after is not None, "the slow client was never told to resync"
@@ -246,9 +249,10 @@ async def test_a_client_that_stops_reading_never_holds_the_others(bus, notifier_
         assert metric(text, "ferry_notifier_resyncs_total") == 1
 
         # Reading again, the slow client finds an ordered prefix, then a resync frame or the end.
+        # Its tiny window drains the server's buffers slowly, so it reads for a few seconds at most.
         got: list[dict] = []
-        async with asyncio.timeout(30):
-            with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(3):
                 while True:
                     frame = json.loads(await slow.recv())
                     got.append(frame)
