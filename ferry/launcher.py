@@ -67,10 +67,12 @@ class Launcher:
         self.nats: NatsServer | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.on_stop: list[Callable[[], None]] = []
+        self.extra_env: dict[str, str] = {}
+        self._env: dict[str, str] = {}
         self._stopping = False
 
     def env(self, nats_url: str) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(os.environ, **self.extra_env)
         env.update(
             FERRY_HOME=str(self.settings.home),
             FERRY_NATS_URL=nats_url,
@@ -98,18 +100,9 @@ class Launcher:
         logs_dir = home / "logs"
         logs_dir.mkdir(exist_ok=True)
         names = ["gateway", "builder", *[f"agent-{i + 1}" for i in range(self.agents)], "notifier"]
+        self._env = env
         for name in names:
-            service = name.split("-")[0]
-            proc_env = dict(env, FERRY_AGENT_NAME=name) if service == "agent" else env
-            out = open(logs_dir / f"{name}.log", "ab")  # noqa: SIM115
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
-                env=proc_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=Path.cwd(),
-            )
-            out.close()
+            self.spawn(name)
         host = self.settings.http_host
         gateway = f"http://{host}:{self.settings.http_port}/"
         notifier = f"http://{host}:{self.settings.ws_port}/healthz"
@@ -132,6 +125,21 @@ class Launcher:
                 f"(logs in {logs_dir})"
             )
         return gateway
+
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (or start again) one service process; agents are named agent-N."""
+        service = name.split("-")[0]
+        env = dict(self._env, FERRY_AGENT_NAME=name) if service == "agent" else self._env
+        with open(self.settings.home / "logs" / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=Path.cwd(),
+            )
+        self.procs[name] = proc
+        return proc
 
     def check_children(self) -> None:
         for name, proc in self.procs.items():

@@ -65,5 +65,5 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             functools.partial(dispatch),
             stop,
             concurrency=CONCURRENCY,
-            ack_wait=60,
+            ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "60")),
         )

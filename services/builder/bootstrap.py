@@ -43,5 +43,5 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             functools.partial(build, deps=deps),
             stop,
             concurrency=2,
-            ack_wait=120,
+            ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "120")),
         )

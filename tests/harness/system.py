@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,7 +68,12 @@ class System:
 
 
 def start_system(
-    home: Path, *, nats_url: str | None = None, agents: int = 1, database_url: str | None = None
+    home: Path,
+    *,
+    nats_url: str | None = None,
+    agents: int = 1,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> System:
     settings = Settings(
         home=home,
@@ -81,6 +85,8 @@ def start_system(
         agent_name="agent",
     )
     launcher = Launcher(settings, agents=agents, echo=lambda _s: None)
+    launcher.extra_env = dict(extra_env or {})
+    launcher.extra_env = dict(extra_env or {})
     try:
         url = launcher.start(timeout=60)
     except Exception:
@@ -92,7 +98,6 @@ def start_system(
 @pytest.fixture
 def system(tmp_path: Path, nats_server: NatsServer) -> Iterator[System]:
     """gateway + builder + 2 agents + notifier as real processes on a real nats-server and SQLite."""
-    os.environ.setdefault("FERRY_AGENT_CONCURRENCY", "8")
     s = start_system(tmp_path / "home", nats_url=nats_server.url, agents=2)
     try:
         yield s
