@@ -1,0 +1,89 @@
+"""`ferry up` on embedded defaults: prints the portal line, answers 200, and SIGINT leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ferry.natsserver import free_port
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ferry_up_prints_portal_serves_and_stops_cleanly(tmp_path: Path):
+    http_port, ws_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        FERRY_HOME=str(tmp_path / "var"),
+        FERRY_HTTP_PORT=str(http_port),
+        FERRY_WS_PORT=str(ws_port),
+    )
+    env.pop("FERRY_NATS_URL", None)
+    ferry = Path(sys.executable).parent / "ferry"
+    proc = subprocess.Popen(
+        [str(ferry), "up"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    started = time.monotonic()
+    portal, lines = None, []
+    try:
+        assert proc.stdout is not None
+        while time.monotonic() - started < 60:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("portal: "):
+                portal = line.split(" ", 1)[1].strip()
+                break
+        assert portal == f"http://127.0.0.1:{http_port}/", "".join(lines[-20:])
+        assert time.monotonic() - started < 60
+        assert httpx.get(portal, timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ws_port}/healthz", timeout=10).status_code == 200
+        family = _descendants(proc.pid)
+        names = {
+            Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode() for p in family if _alive(p)
+        }
+        assert any("nats-server" in n for n in names)
+        assert sum("services." in n for n in names) == 4
+        assert (tmp_path / "var" / "nats" / "jetstream").is_dir()
+        assert (tmp_path / "var" / "ferry.db").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in family):
+        time.sleep(0.1)
+    assert not [p for p in family if _alive(p)], "processes left behind after SIGINT"
