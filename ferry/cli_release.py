@@ -135,6 +135,9 @@ def create(
     wait: bool = typer.Option(
         False, "--wait", help="Follow the release to its end; non-zero unless it succeeded."
     ),
+    watch: bool = typer.Option(
+        False, "--watch", help="Follow the release live (per-host progress); non-zero unless it succeeded."
+    ),
     timeout: float = typer.Option(3600.0, "--timeout", help="With --wait: give up after this many seconds."),
     interval: float = typer.Option(1.0, "--interval", help="With --wait: seconds between polls."),
 ) -> None:
@@ -145,6 +148,8 @@ def create(
                 http, "POST", "/api/releases", {"project": project, "environment": env, "ref": ref}
             )
             typer.echo(created["id"])
+            if watch:
+                raise typer.Exit(_watch(created["id"]))
             if not wait:
                 return
             last: dict[str, str] = {}
@@ -163,6 +168,17 @@ def create(
     typer.echo(describe(view), err=True)
     if view["status"] != "succeeded":
         raise typer.Exit(EXIT_FAILED)
+
+
+def _watch(release_id: str) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from ferry.watch import watch_release
+
+    ws_url = os.environ.get("FERRY_WS_URL") or "ws://127.0.0.1:8001"
+    return asyncio.run(watch_release(release_id, api_url=server_url(), ws_url=ws_url, console=Console()))
 
 
 @app.command()
@@ -247,3 +263,12 @@ def cancel(
 ) -> None:
     """Cancel a release before any host runs it."""
     _decide(release_id, "cancel", reason)
+
+
+def _register_watch() -> None:
+    from ferry.cli_watch import register
+
+    register(app)
+
+
+_register_watch()
