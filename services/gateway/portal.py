@@ -158,8 +158,11 @@ async def _read(request: Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 # --- pages -------------------------------------------------------------------------
 async def projects_page(request: Request) -> Response:
-    projects = await _read(request, repo.list_projects)
-    envs = {p.name: await _read(request, repo.list_environments, p.name) for p in projects}
+    def load(session: Any) -> tuple[list[Any], dict[str, list[Any]]]:
+        projects = repo.list_projects(session)
+        return projects, {p.name: repo.list_environments(session, p.name) for p in projects}
+
+    projects, envs = await _read(request, load)
     items = (
         Markup(
             f'<tr><td><a href="/projects/{esc(p.name)}">{esc(p.name)}</a></td>'

@@ -54,6 +54,7 @@ from tests.e2e.portal_helpers import (
     live_state,
     node_statuses,
     open_release,
+    output_dir,
     save_diagram,
     wait_all_nodes,
     wait_loaded,
@@ -94,7 +95,7 @@ class Stack:
     api: httpx.AsyncClient
     bus: Bus
 
-    async def seed(self, hosts: int, project: str = "shop") -> list[str]:
+    async def seed(self, hosts: int, project: str = "shop", approval: bool = False) -> list[str]:
         private, public = ssh_keypair()
         await self.ok("/api/credentials", {"name": "key", "kind": "ssh_key", "secret": private}, 201)
         names = [f"web{i:02d}" if hosts > 9 else f"web{i}" for i in range(hosts)]
@@ -102,7 +103,7 @@ class Stack:
             body = {"name": name, "address": f"127.0.1.{i + 2}", "credential": "key", "host_key": public}
             await self.ok("/api/hosts", body, 201)
         await self.ok("/api/projects", project_body(project, build_hooks=["make build"]), 201)
-        env = {"name": "prod", "hosts": names, "concurrency": 4}
+        env = {"name": "prod", "hosts": names, "concurrency": 4, "require_approval": approval}
         await self.ok(f"/api/projects/{project}/environments", env, 201)
         return names
 
@@ -262,6 +263,7 @@ async def test_release_turns_green_live_and_survives_a_reload(stack: Stack, page
 
     path = await save_diagram(page, "release-diagram.png")
     assert path.stat().st_size > 10_000
+    await page.screenshot(path=str(output_dir() / "release-page.png"), full_page=True)
 
     # Replay: the slider re-folds the history up to event N; play runs it to the end.
     slider = page.locator("#replay-slider")
@@ -408,3 +410,26 @@ async def test_new_release_form_picks_a_ref_and_opens_the_release(stack: Stack, 
     await page.locator("#ref-commit").fill("--upload-pack=x")
     await page.get_by_role("button", name="Release").click()
     assert "hexadecimal" in await page.locator("#form-error").inner_text()
+
+
+async def test_approval_from_the_release_page(stack: Stack, page: Any) -> None:
+    await stack.seed(2, approval=True)
+    rid = await stack.release()
+    await open_release(page, stack.url, rid)
+    await wait_nodes(page, {"start": "running", "build:fetch": "waiting"})
+    assert await page.locator("#status-badge").inner_text() == "awaiting approval"
+    assert await page.locator("#btn-reject").is_visible()
+    await page.get_by_role("button", name="Approve").click()
+    await wait_nodes(page, {"start": "succeeded"})
+    assert await page.locator("#status-badge").inner_text() == "queued"
+    assert not await page.locator("#btn-approve").is_visible()
+    assert not await page.locator("#replay").is_visible(), "replay is for finished releases"
+    events = (await stack.api.get(f"/api/releases/{rid}/events")).json()["events"]
+    assert [e["event"]["type"] for e in events] == ["release.requested", "release.approved"]
+
+    # Cancel asks for a reason; the release ends cancelled and every node says so.
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("wrong branch")))
+    await page.get_by_role("button", name="Cancel").click()
+    await wait_nodes(page, {"end": "skipped", "build:fetch": "skipped"})
+    assert await page.locator("#status-badge").inner_text() == "cancelled"
+    assert "wrong branch" in await page.locator("#f-reason").inner_text()

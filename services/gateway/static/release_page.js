@@ -12,6 +12,8 @@ const licenseKey = document.querySelector('meta[name="ferry-gojs-license-key"]')
 const $ = (id) => document.getElementById(id);
 const api = (path) => `/api/releases/${encodeURIComponent(releaseId)}${path}`;
 
+const SILENCE_MS = 45000;
+
 let state = initialState(releaseId);
 let history = []; // every {seq, event} applied, in order: the replay slider's material
 let replayAt = null; // null: live; a number: showing the first N events
@@ -90,8 +92,10 @@ const live = {
     ws.onopen = () => {
       this.attempt = 0;
       this.status("live");
+      this.watch(ws);
     };
     ws.onmessage = (msg) => {
+      this.watch(ws);
       let frame;
       try {
         frame = JSON.parse(msg.data);
@@ -107,6 +111,7 @@ const live = {
       }
     };
     ws.onclose = () => {
+      clearTimeout(this.watchdog);
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.resync) {
@@ -118,6 +123,13 @@ const live = {
       if (isTerminal(state)) return this.status("finished");
       this.retry();
     };
+  },
+  // The notifier sends a heartbeat every 15 s or so: a silent socket is a dead one.
+  watch(ws) {
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => {
+      if (this.ws === ws) ws.close(4000, "no heartbeat");
+    }, SILENCE_MS);
   },
   // Back-off with jitter; before reconnecting, take what was missed from the API so the
   // picture is right even while the notifier is away.
@@ -339,6 +351,8 @@ function togglePlay() {
     return renderReplay();
   }
   if (replayAt === null) seek(0);
+  // About 15 seconds for a whole history, never faster than a frame per 60 ms.
+  const every = Math.max(60, Math.min(450, 15000 / Math.max(1, history.length)));
   playTimer = setInterval(() => {
     const next = (replayAt ?? history.length) + 1;
     if (next >= history.length) {
@@ -346,7 +360,7 @@ function togglePlay() {
       playTimer = null;
     }
     seek(next);
-  }, 450);
+  }, every);
   renderReplay();
 }
 
