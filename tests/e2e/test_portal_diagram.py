@@ -57,6 +57,7 @@ from tests.e2e.portal_helpers import (
     output_dir,
     save_diagram,
     wait_all_nodes,
+    wait_live,
     wait_loaded,
     wait_nodes,
 )
@@ -94,6 +95,13 @@ class Stack:
     url: str
     api: httpx.AsyncClient
     bus: Bus
+    settings: Settings
+    notifier: ServerThread
+
+    async def restart_notifier(self) -> None:
+        self.notifier = await ServerThread(
+            server_config(self.settings, create_notifier(self.settings))
+        ).start()
 
     async def seed(self, hosts: int, project: str = "shop", approval: bool = False) -> list[str]:
         private, public = ssh_keypair()
@@ -166,17 +174,19 @@ async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Stack]
     )
     notifier = ServerThread(server_config(settings, create_notifier(settings)))
     await gateway.start()
+    stack: Stack | None = None
     try:
         await notifier.start()
         bus = await open_bus(nats_server.url, name="e2e-driver")
         url = f"http://127.0.0.1:{settings.http_port}"
         try:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                yield Stack(url, client, bus)
+                stack = Stack(url, client, bus, settings, notifier)
+                yield stack
         finally:
             await bus.close()
     finally:
-        await notifier.stop()
+        await (stack.notifier if stack else notifier).stop()
         await gateway.stop()
 
 
@@ -433,3 +443,20 @@ async def test_approval_from_the_release_page(stack: Stack, page: Any) -> None:
     await wait_nodes(page, {"end": "skipped", "build:fetch": "skipped"})
     assert await page.locator("#status-badge").inner_text() == "cancelled"
     assert "wrong branch" in await page.locator("#f-reason").inner_text()
+
+
+async def test_page_rides_out_a_notifier_restart(stack: Stack, page: Any) -> None:
+    hosts = await stack.seed(1)
+    rid = await stack.release()
+    await open_release(page, stack.url, rid)
+    await wait_live(page)
+    await stack.notifier.stop()
+    await page.wait_for_function("() => document.getElementById('release').dataset.live === 'reconnecting'")
+    # While the notifier is away, the reconnect attempts take what was missed from the API.
+    seq = await stack.build(rid)
+    await wait_nodes(page, {"build:package": "succeeded"}, within=20)
+    assert await last_seq(page) == seq
+    await stack.restart_notifier()
+    await wait_live(page, within=20)
+    await stack.do(rid, StartHostStep(hosts[0], "upload"))
+    await wait_nodes(page, {step_nodes(hosts[0], "upload"): "running"})
