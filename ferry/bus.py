@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import nats
@@ -22,7 +23,7 @@ WORK_PREFIX = "ferry.work"
 async def connect(url: str, *, name: str) -> Client:
     try:
         return await nats.connect(
-            url,
+            [u.strip() for u in url.split(",") if u.strip()],  # a cluster: comma-separated URLs
             name=name,
             connect_timeout=5,
             max_reconnect_attempts=-1,
@@ -39,6 +40,7 @@ class Bus:
     js: JetStreamContext
     events: EventStore
     artifacts: ArtifactStore
+    replicas: int = 1
 
     async def setup(self) -> None:
         await self.events.setup()
@@ -48,6 +50,7 @@ class Bus:
             subjects=[f"{WORK_PREFIX}.>"],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
             # Work for one release step is asked for again after every event; the
             # window makes repeats within it free.
             duplicate_window=3600.0,
@@ -73,10 +76,13 @@ class Bus:
             pass
 
 
-async def open_bus(url: str, *, name: str, setup: bool = True) -> Bus:
+async def open_bus(url: str, *, name: str, setup: bool = True, replicas: int | None = None) -> Bus:
+    """Connect and (idempotently) create the streams; ``replicas`` defaults to FERRY_STREAM_REPLICAS or 1."""
+    if replicas is None:
+        replicas = int(os.environ.get("FERRY_STREAM_REPLICAS") or 1)
     nc = await connect(url, name=name)
     js = nc.jetstream(timeout=10)
-    bus = Bus(nc, js, EventStore(js), ArtifactStore(js))
+    bus = Bus(nc, js, EventStore(js, replicas=replicas), ArtifactStore(js, replicas=replicas), replicas)
     if setup:
         await bus.setup()
     else:

@@ -91,7 +91,10 @@ class Launcher:
         if self.settings.nats_url:
             nats_url = self.settings.nats_url
         else:
-            self.nats = NatsServer(home / "nats", port=self.settings.nats_port)
+            # A single embedded node fsyncs every write: acknowledged events survive power loss
+            # (JetStream's default interval sync can lose them; see docs/operations.md).
+            sync = os.environ.get("FERRY_NATS_SYNC", "always") == "always"
+            self.nats = NatsServer(home / "nats", port=self.settings.nats_port, sync_always=sync)
             self.nats.start()
             nats_url = self.nats.url
         upgrade(self.settings.db_url)

@@ -68,7 +68,7 @@ async def open_builds_kv(bus: Bus) -> KeyValue:
     try:
         return await bus.js.key_value(BUILDS_BUCKET)
     except nats.js.errors.BucketNotFoundError:
-        return await bus.js.create_key_value(bucket=BUILDS_BUCKET, history=1)
+        return await bus.js.create_key_value(bucket=BUILDS_BUCKET, history=1, replicas=bus.replicas)
 
 
 async def record(deps: BuilderDeps, release_id: str, command: Command) -> ReleaseState:
