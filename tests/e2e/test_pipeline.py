@@ -237,3 +237,28 @@ def test_same_commit_twice_builds_once_and_uploads_nothing(system: System, sshd_
     assert len(uploads) == 2
     for e in uploads:
         assert e["detail"].get("transferred") == 0 and e["detail"].get("reused") is True
+
+
+def test_trust_on_first_use_records_the_key_then_refuses_a_change(system: System, sshd_hosts, sample):
+    hosts = sshd_hosts(1)
+    h = hosts[0]
+    port = free_port()
+    register(system, hosts, sample.url, app_port=port)
+    r = system.api.patch("/api/hosts/web1", json={"host_key": None, "host_key_policy": "tofu"})
+    assert r.status_code == 200, r.text
+    assert system.api.get("/api/hosts/web1").json()["host_key"] is None
+    sample.commit("A")
+    first = system.release("web", "prod", "main")
+    assert system.wait(first)["status"] == "succeeded"
+    recorded = system.api.get("/api/hosts/web1").json()["host_key"]
+    assert recorded == h.host_key_line
+    h.rotate_host_key()
+    sample.commit("B")
+    second = system.release("web", "prod", "main")
+    done = system.wait(second)
+    assert done["status"] == "failed"
+    failed = [e for e in system.events(second) if e["type"] == "host.failed"]
+    assert failed[0]["code"] == "HOST_KEY_MISMATCH"
+    assert system.api.get("/api/hosts/web1").json()["host_key"] == recorded
+    assert current_of(h) == f"releases/{first}"
+    assert fetch(h.address, port) == "A"
