@@ -1,0 +1,136 @@
+"""The Capistrano layout on a host: its paths, their validation, and the shell helpers steps share.
+
+<deploy_path>/releases/<release_id>/    extracted artifact (+ .ferry-artifact: its digest)
+<deploy_path>/shared/                    files and dirs kept across releases
+<deploy_path>/current -> releases/<id>   switched with rename(2)
+<deploy_path>/.ferry/artifacts/<digest>.tar[.zst|.gz]   the host's artifact cache
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.errors import InvalidInput, InvalidPath
+from services.agent.ssh import CommandResult, HostSession
+
+RELEASE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}\Z")
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")  # sha256 hex of the artifact bytes as stored (compressed)
+# format -> (suffix in the cache, tar's decompression flag)
+FORMATS: dict[str, tuple[str, list[str]]] = {
+    "zst": (".tar.zst", ["--zstd"]),
+    "gz": (".tar.gz", ["-z"]),
+    "none": (".tar", []),
+}
+SUFFIX_FORMAT = {suffix: fmt for fmt, (suffix, _) in FORMATS.items()}
+MARKER = ".ferry-artifact"
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StepResult:
+    exit_code: int
+    output: str
+    duration: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+# --- validation ------------------------------------------------------------
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def validate_deploy_path(path: str) -> str:
+    """An absolute path without '..' or control characters; returned without a trailing slash."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidPath(f"deploy path must be absolute: {path!r}", field="deploy_path")
+    if _has_control(path):
+        raise InvalidPath("deploy path contains control characters", field="deploy_path")
+    parts = path.split("/")
+    if ".." in parts or "." in parts:
+        raise InvalidPath(f"deploy path must not contain '.' or '..': {path!r}", field="deploy_path")
+    clean = path.rstrip("/")
+    if not clean:
+        raise InvalidPath("deploy path must not be '/'", field="deploy_path")
+    return clean
+
+
+def validate_release_id(release_id: str) -> str:
+    if not isinstance(release_id, str) or not RELEASE_ID_RE.match(release_id):
+        raise InvalidPath(f"release id must match [A-Za-z0-9_-]+: {release_id!r}", field="release_id")
+    return release_id
+
+
+def validate_relative_path(path: str, field_name: str = "shared") -> str:
+    """A path inside the release: relative, no '..', '.', empty parts or control characters."""
+    if not isinstance(path, str) or not path or path.startswith("/") or _has_control(path):
+        raise InvalidPath(f"shared path must be a relative path: {path!r}", field=field_name)
+    parts = path.rstrip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidPath(f"shared path must not contain '', '.' or '..' parts: {path!r}", field=field_name)
+    return "/".join(parts)
+
+
+def validate_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise InvalidInput(f"artifact digest must be sha256 hex: {digest!r}", field="digest")
+    return digest
+
+
+# --- helpers -----------------------------------------------------------------
+def ferry_env(
+    session: HostSession,
+    deploy_path: str,
+    release_id: str | None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every hook, restart and health command sees (ferry's names win over extras)."""
+    env = dict(extra or {})
+    env.update(
+        FERRY_DEPLOY_PATH=deploy_path,
+        FERRY_HOST_ADDRESS=session.target.address,
+        FERRY_HOST_NAME=session.target.name,
+    )
+    if release_id is not None:
+        env.update(FERRYRELEASE_ID_RE=release_id, FERRY_RELEASE_PATH=f"{deploy_path}/releases/{release_id}")
+    return env
+
+
+def q(path: str) -> str:
+    return shlex.quote(path)
+
+
+def script(*lines: str) -> str:
+    return "set -e\n" + "\n".join(lines) + "\n"
+
+
+def step_result(
+    result: CommandResult, detail: dict[str, Any] | None = None, started: float | None = None
+) -> StepResult:
+    duration = time.monotonic() - started if started is not None else result.duration
+    return StepResult(result.exit_code, result.output, duration, detail or {})
+
+
+def values(output: str, key: str) -> list[str]:
+    prefix = f"{key}="
+    return [line[len(prefix) :] for line in output.splitlines() if line.startswith(prefix)]
+
+
+def value(output: str, key: str) -> str | None:
+    found = values(output, key)
+    return found[-1] if found else None
+
+
+def release_of(target: str | None) -> str | None:
+    """'releases/<id>' (or an absolute path to it) -> '<id>'; '' or None -> None."""
+    if not target:
+        return None
+    return target.rstrip("/").rsplit("/", 1)[-1]

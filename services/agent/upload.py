@@ -1,0 +1,215 @@
+"""Getting an artifact onto a host: reuse the host's cached copy, else transfer and extract it.
+
+Extraction goes into a temporary directory renamed into place, so a half-uploaded
+release never looks complete, and a re-run after a crash at any point is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import IO, Any, cast
+
+from ferry.errors import InvalidInput
+from services.agent.layout import (
+    FORMATS,
+    MARKER,
+    READ_CHUNK,
+    SUFFIX_FORMAT,
+    StepResult,
+    q,
+    script,
+    step_result,
+    validate_deploy_path,
+    validate_digest,
+    validate_release_id,
+    value,
+    values,
+)
+from services.agent.ssh import CommandResult, HostSession
+
+
+def _probe(session: HostSession, dp: str, release_id: str, digest: str, timeout: float) -> dict[str, Any]:
+    rel = f"releases/{release_id}"
+    cached = " ".join(q(f".ferry/artifacts/{digest}{suffix}") for suffix, _ in FORMATS.values())
+    result = session.run(
+        script(
+            f"mkdir -p {q(dp)}",
+            f"cd {q(dp)}",
+            "mkdir -p releases shared .ferry/artifacts",
+            f"rm -f .ferry/artifacts/.partial-{digest}-*",  # left by an upload that crashed
+            f'if [ -f {q(rel + "/" + MARKER)} ]; then echo "release=$(cat {q(rel + "/" + MARKER)})";',
+            f"elif [ -e {q(rel)} ]; then echo release=incomplete; fi",
+            f'for f in {cached}; do if [ -f "$f" ]; then echo "cached=$f"; fi; done',
+            "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; fi",
+        ),
+        timeout=timeout,
+    )
+    if not result.ok:
+        raise _StepFailed(result)
+    return {
+        "release": value(result.output, "release"),
+        "cached": values(result.output, "cached"),
+        "zstd": value(result.output, "zstd") == "yes",
+    }
+
+
+class _StepFailed(Exception):
+    def __init__(self, result: CommandResult) -> None:
+        super().__init__(result.output)
+        self.result = result
+
+
+class _HashingReader:
+    """Reads through a stream, hashing and counting what passed."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(READ_CHUNK):
+            pass
+
+
+def host_has_artifact(session: HostSession, deploy_path: str, digest: str, *, timeout: float = 30.0) -> bool:
+    """Whether the host's artifact cache already holds this digest."""
+    dp = validate_deploy_path(deploy_path)
+    validate_digest(digest)
+    names = " ".join(q(f"{dp}/.ferry/artifacts/{digest}{suffix}") for suffix, _ in FORMATS.values())
+    result = session.run(f'for f in {names}; do if [ -f "$f" ]; then echo yes; fi; done', timeout=timeout)
+    return "yes" in result.output.split()
+
+
+def upload_artifact(
+    session: HostSession,
+    deploy_path: str,
+    release_id: str,
+    digest: str,
+    fmt: str,
+    open_stream: Callable[[], IO[bytes]],
+    *,
+    timeout: float = 600.0,
+) -> StepResult:
+    """Make releases/<release_id> hold the artifact, transferring it only when the host lacks it.
+
+    The host keeps the archive itself under .ferry/artifacts/ rather than treating an older
+    release dir as the cache: release dirs change after extraction (shared links, hook output),
+    so only the archive is a faithful copy. prune() drops archives no kept release uses.
+    """
+    started = time.monotonic()
+    dp = validate_deploy_path(deploy_path)
+    validate_release_id(release_id)
+    validate_digest(digest)
+    if fmt not in FORMATS:
+        raise InvalidInput(f"artifact format must be one of {sorted(FORMATS)}: {fmt!r}", field="format")
+    detail: dict[str, Any] = {"digest": digest, "format": fmt, "transferred": 0, "reused": False}
+    try:
+        probe = _probe(session, dp, release_id, digest, timeout)
+    except _StepFailed as failed:
+        return step_result(failed.result, detail, started)
+
+    if probe["release"] == digest:
+        detail.update(reused=True, already_extracted=True)
+        return StepResult(
+            0, f"releases/{release_id} already holds {digest}\n", time.monotonic() - started, detail
+        )
+    if probe["release"] not in (None, "incomplete"):
+        detail["conflict"] = probe["release"]
+        message = f"releases/{release_id} already holds another artifact ({probe['release']})\n"
+        return StepResult(1, message, time.monotonic() - started, detail)
+
+    output: list[str] = []
+    partial = None
+    usable = [c for c in probe["cached"] if not c.endswith(".tar.zst") or probe["zstd"]]
+    if usable:
+        archive = usable[0]
+        detail["reused"] = True
+        output.append(f"host already holds {digest}; nothing transferred")
+    else:
+        try:
+            archive, partial, sent, note = _transfer(session, dp, digest, fmt, probe["zstd"], open_stream)
+        except _StepFailed as failed:
+            return step_result(failed.result, detail, started)
+        except OSError as exc:
+            return StepResult(1, f"upload failed: {exc}\n", time.monotonic() - started, detail)
+        detail["transferred"] = sent
+        detail["decompressed_on_agent"] = note is not None
+        output.append(f"transferred {sent} bytes in {time.monotonic() - started:.2f}s")
+        if note:
+            output.append(note)
+    detail["stored_as"] = archive.rsplit("/", 1)[-1]
+
+    suffix = archive.rsplit("/", 1)[-1][len(digest) :]
+    flags = " ".join(FORMATS[SUFFIX_FORMAT.get(suffix, "none")][1])
+    rel, tmp = f"releases/{release_id}", f"releases/.tmp-{release_id}"
+    # Extract into a temp dir that is renamed into place: a half-extracted release never looks complete.
+    result = session.run(
+        script(
+            f"cd {q(dp)}",
+            f"mv -f {q(partial)} {q(archive)}" if partial else ":",
+            f"rm -rf {q(tmp)}",
+            f"mkdir {q(tmp)}",
+            f"tar -x --no-same-owner {flags} -f {q(archive)} -C {q(tmp)}",
+            f"printf '%s\\n' {digest} > {q(tmp + '/' + MARKER)}",
+            f"if [ -e {q(rel)} ]; then",
+            f'  if [ "$(readlink current || true)" = {q(rel)} ]; then',
+            f"    echo 'refusing to replace the live release {rel}' >&2; exit 3",
+            "  fi",
+            f"  rm -rf {q(rel)}",
+            "fi",
+            f"mv -T {q(tmp)} {q(rel)}",
+            f"echo extracted into {q(rel)}",
+        ),
+        timeout=timeout,
+    )
+    output.append(result.output.rstrip("\n"))
+    return StepResult(result.exit_code, "\n".join(output) + "\n", time.monotonic() - started, detail)
+
+
+def _transfer(
+    session: HostSession,
+    dp: str,
+    digest: str,
+    fmt: str,
+    host_has_zstd: bool,
+    open_stream: Callable[[], IO[bytes]],
+) -> tuple[str, str, int, str | None]:
+    """Upload the artifact next to the host's cache; returns (cache path, partial path, bytes sent, note).
+
+    The caller renames the partial file into the cache: only whole, verified archives are cached.
+    """
+    partial = f".ferry/artifacts/.partial-{digest}-{secrets.token_hex(4)}"
+    note = None
+    stream = open_stream()
+    try:
+        source = _HashingReader(stream)
+        if fmt == "zst" and not host_has_zstd:
+            import zstandard  # only needed for hosts without zstd
+
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(
+                cast(IO[bytes], source), read_across_frames=True
+            )
+            final = f".ferry/artifacts/{digest}.tar"
+            note = "host has no zstd: decompressed on the agent, sent a plain tar"
+        else:
+            reader = source
+            final = f".ferry/artifacts/{digest}{FORMATS[fmt][0]}"
+        sent = session.upload(reader, f"{dp}/{partial}")
+        source.drain()  # hash any bytes past the end of the last zstd frame too
+    finally:
+        stream.close()
+    if source.sha.hexdigest() != digest:
+        session.run(f"rm -f {q(dp + '/' + partial)}", timeout=60)
+        mismatch = f"artifact digest mismatch: expected {digest}, read {source.sha.hexdigest()}\n"
+        raise _StepFailed(CommandResult(1, mismatch, 0.0))
+    return final, partial, sent, note
