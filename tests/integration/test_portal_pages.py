@@ -172,6 +172,7 @@ async def test_static_modules_are_served(site: Api) -> None:
         "release_state.js",
         "release_graph.js",
         "release_diagram.js",
+        "release_panel.js",
         "release_page.js",
         "release_form.js",
         "portal.css",
