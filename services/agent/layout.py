@@ -100,7 +100,7 @@ def ferry_env(
         FERRY_HOST_NAME=session.target.name,
     )
     if release_id is not None:
-        env.update(FERRYRELEASE_ID_RE=release_id, FERRY_RELEASE_PATH=f"{deploy_path}/releases/{release_id}")
+        env.update(FERRY_RELEASE_ID=release_id, FERRY_RELEASE_PATH=f"{deploy_path}/releases/{release_id}")
     return env
 
 
