@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 
 from nats.aio.msg import Msg
@@ -62,7 +61,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             WORK_STREAM,
             "agent",
             f"{WORK_PREFIX}.host.>",
-            functools.partial(dispatch),
+            dispatch,
             stop,
             concurrency=CONCURRENCY,
             ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "60")),
