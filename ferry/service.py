@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+
+import uvicorn
 
 from ferry import logs
 from ferry.settings import Settings
@@ -22,3 +25,18 @@ def run(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -
         await main(settings, stop)
 
     asyncio.run(_main())
+
+
+async def serve_http(config: uvicorn.Config, stop: asyncio.Event, what: str) -> None:
+    """Serve an ASGI app under uvicorn until ``stop`` is set; the stop event is the one signal path."""
+    server = uvicorn.Server(config)
+    # uvicorn 0.29+ would install its own SIGTERM/SIGINT handlers; the service's stop event rules.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+    if not server.started:
+        raise SystemExit(f"{what} could not serve on {config.host}:{config.port}")

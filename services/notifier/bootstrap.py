@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import uvicorn
 from starlette.applications import Starlette
 
+from ferry.service import serve_http
 from ferry.settings import Settings
 from services.notifier.app import create_app
 
@@ -31,14 +31,4 @@ def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.C
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    server = uvicorn.Server(server_config(settings))
-    # The service's stop event is the one signal path (uvicorn 0.29+ would take SIGTERM itself).
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving
-    if not server.started:
-        raise SystemExit(f"notifier could not serve on {settings.http_host}:{settings.ws_port}")
+    await serve_http(server_config(settings), stop, "notifier")
