@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ferry.natsserver import free_port
 
@@ -87,3 +88,60 @@ def test_ferry_up_prints_portal_serves_and_stops_cleanly(tmp_path: Path):
     while time.monotonic() < deadline and any(_alive(p) for p in family):
         time.sleep(0.1)
     assert not [p for p in family if _alive(p)], "processes left behind after SIGINT"
+
+
+@pytest.mark.sshd
+def test_ferry_up_demo_releases_with_the_printed_command(tmp_path: Path):
+    from ferry.localsshd import harness_unavailable_reason
+
+    reason = harness_unavailable_reason()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    http_port, ws_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        FERRY_HOME=str(tmp_path / "var"),
+        FERRY_HTTP_PORT=str(http_port),
+        FERRY_WS_PORT=str(ws_port),
+    )
+    env.pop("FERRY_NATS_URL", None)
+    ferry = Path(sys.executable).parent / "ferry"
+    proc = subprocess.Popen(
+        [str(ferry), "up", "--demo"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("portal: "):
+                break
+        command = next(line for line in lines if "release it with: " in line).split("release it with: ")[1]
+        args = command.split()
+        assert args[:3] == ["ferry", "release", "create"]
+        cli_env = dict(
+            os.environ, FERRY_URL=f"http://127.0.0.1:{http_port}", FERRY_WS_URL=f"ws://127.0.0.1:{ws_port}"
+        )
+        done = subprocess.run(
+            [str(ferry), *args[1:]], env=cli_env, capture_output=True, text=True, timeout=90
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "succeeded" in done.stdout + done.stderr
+        assert time.monotonic() - started < 90  # a first release within the first minute or so
+        assert httpx.get(f"http://127.0.0.1:{http_port}/projects/demo", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert not leftover, f"processes left behind: {leftover}"
