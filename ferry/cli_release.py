@@ -148,26 +148,77 @@ def create(
                 http, "POST", "/api/releases", {"project": project, "environment": env, "ref": ref}
             )
             typer.echo(created["id"])
-            if watch:
-                raise typer.Exit(_watch(created["id"]))
-            if not wait:
-                return
-            last: dict[str, str] = {}
-
-            def progress(view: dict[str, Any]) -> None:
-                if view["status"] != last.get("status"):
-                    last["status"] = view["status"]
-                    typer.echo(f"{view['id']}: {view['status']}", err=True)
-
-            view = wait_for(http, created["id"], interval=interval, timeout=timeout, on_update=progress)
         except ApiError as exc:
             _fail(exc)
-        except TimeoutError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(EXIT_FAILED) from None
+        _follow(http, created["id"], wait=wait, watch=watch, timeout=timeout, interval=interval)
+
+
+def _follow(
+    http: httpx.Client, release_id: str, *, wait: bool, watch: bool, timeout: float, interval: float
+) -> None:
+    """With --watch or --wait, follow the release to its end and exit non-zero unless it succeeded."""
+    if watch:
+        raise typer.Exit(_watch(release_id))
+    if not wait:
+        return
+    last: dict[str, str] = {}
+
+    def progress(view: dict[str, Any]) -> None:
+        if view["status"] != last.get("status"):
+            last["status"] = view["status"]
+            typer.echo(f"{view['id']}: {view['status']}", err=True)
+
+    try:
+        view = wait_for(http, release_id, interval=interval, timeout=timeout, on_update=progress)
+    except ApiError as exc:
+        _fail(exc)
+    except TimeoutError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
     typer.echo(describe(view), err=True)
     if view["status"] != "succeeded":
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def rollback(
+    release_id: str = typer.Argument("", metavar="[ID]", help="The release to go back to."),
+    project: str = typer.Option("", "--project", "-p", help="Without ID: the project."),
+    env: str = typer.Option("", "--env", "-e", help="Without ID: the environment."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it to its end; non-zero unless it succeeded."),
+    watch: bool = typer.Option(False, "--watch", help="Follow it live."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="With --wait: give up after this many seconds."),
+    interval: float = typer.Option(1.0, "--interval", help="With --wait: seconds between polls."),
+) -> None:
+    """Release an earlier release's commit again (its artifact is reused); prints the new release id.
+
+    Without ID, goes back to the last succeeded release before the latest succeeded one of --project/--env.
+    """
+    with client() as http:
+        try:
+            target = release_id or _previous_success(http, project, env)
+            created = call(http, "POST", f"/api/releases/{target}/rollback")
+            typer.echo(created["id"])
+        except ApiError as exc:
+            _fail(exc)
+        _follow(http, created["id"], wait=wait, watch=watch, timeout=timeout, interval=interval)
+
+
+def _previous_success(http: httpx.Client, project: str, env: str) -> str:
+    if not project or not env:
+        typer.echo("error: give a release ID, or --project and --env", err=True)
+        raise typer.Exit(EXIT_CLIENT_ERROR)
+    found = call(
+        http,
+        "GET",
+        "/api/releases",
+        params={"project": project, "environment": env, "status": "succeeded", "limit": "2"},
+    )
+    releases = found["releases"]
+    if len(releases) < 2:
+        typer.echo(f"error: {project}/{env} has no earlier succeeded release to go back to", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    return str(releases[1]["id"])
 
 
 def _watch(release_id: str) -> int:

@@ -262,3 +262,43 @@ def test_trust_on_first_use_records_the_key_then_refuses_a_change(system: System
     assert system.api.get("/api/hosts/web1").json()["host_key"] == recorded
     assert current_of(h) == f"releases/{first}"
     assert fetch(h.address, port) == "A"
+
+
+def test_rollback_command_goes_back_to_the_previous_release_without_uploading(
+    system: System, sshd_hosts, sample
+):
+    import subprocess
+    import sys
+
+    hosts = sshd_hosts(2)
+    port = free_port()
+    register(system, hosts, sample.url, app_port=port)
+    sample.commit("A")
+    first = system.release("web", "prod", "main")
+    assert system.wait(first)["status"] == "succeeded"
+    sample.commit("B")
+    assert system.wait(system.release("web", "prod", "main"))["status"] == "succeeded"
+    assert fetch(hosts[0].address, port) == "B"
+
+    ferry = str(Path(sys.executable).parent / "ferry")
+    env = dict(os.environ, FERRY_URL=system.url.rstrip("/"), FERRY_WS_URL=system.ws_url)
+    done = subprocess.run(
+        [ferry, "release", "rollback", "--project", "web", "--env", "prod", "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    back = done.stdout.split()[0]
+    view = system.wait(back)
+    assert view["status"] == "succeeded"
+    assert view["commit"] == system.wait(first)["commit"]
+    for h in hosts:
+        assert fetch(h.address, port) == "A"
+        assert current_of(h) == f"releases/{back}"
+    uploads = [e for e in system.events(back) if e["type"] == "host.step_finished" and e["step"] == "upload"]
+    assert uploads and all(e["detail"]["transferred"] == 0 for e in uploads)
+    r = system.post(f"/api/releases/{back}/rollback", {})
+    assert r.status_code == 202
+    assert system.api.post("/api/releases/nope-0/rollback").status_code == 404

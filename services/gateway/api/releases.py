@@ -272,6 +272,31 @@ async def _command(request: Request, make: type[Approve] | type[Reject] | type[C
     raise AssertionError("unreachable")
 
 
+async def rollback_release(request: Request) -> Response:
+    """Release this release's commit again, with its own recipe, to its environment's current hosts:
+    the artifact is reused and hosts that still hold it extract it from their cache."""
+    release_id = _release_id(request)
+    history = await _history(request, release_id)
+    old = replay(release_id, [s.event for s in history])
+    if old.plan is None or old.commit is None or old.artifact is None:
+        raise InvalidInput(f"release {release_id} has no built artifact to roll back to", field="id")
+    plan = await in_session(request, repo.environment_plan, old.project, old.environment)
+    plan = plan.model_copy(update={"recipe": old.plan.recipe})
+    new_id = new_release_id()
+    command = RequestRelease(
+        project=old.project,
+        environment=old.environment,
+        ref=old.commit,
+        requested_by=current_user(request),
+        plan=plan,
+    )
+    events = decide(ReleaseState(new_id), command, utcnow())
+    seq = await gw(request).bus.events.append(new_id, events, 0)
+    state = replay(new_id, events)
+    created = ReleaseCreated(id=new_id, status=state.status, last_seq=seq, links=_links(new_id))
+    return respond(created, 202, {"Location": created.links.self})
+
+
 async def approve_release(request: Request) -> Response:
     return await _command(request, Approve)
 
@@ -336,6 +361,17 @@ OPERATIONS = [
         TAG,
         response="text/plain",
         errors=(404, 422),
+        path_params=_ID,
+    ),
+    Operation(
+        "POST",
+        "/releases/{id}/rollback",
+        rollback_release,
+        "Roll back: release this release's commit again with its recipe (the artifact is reused)",
+        TAG,
+        ok=202,
+        response=ReleaseCreated,
+        errors=(404, 409, 422, 503),
         path_params=_ID,
     ),
     Operation(
