@@ -302,3 +302,27 @@ def test_rollback_command_goes_back_to_the_previous_release_without_uploading(
     r = system.post(f"/api/releases/{back}/rollback", {})
     assert r.status_code == 202
     assert system.api.post("/api/releases/nope-0/rollback").status_code == 404
+
+
+def test_dead_host_and_broken_repository_fail_with_clear_reasons(
+    system: System, sshd_hosts, sample, tmp_path
+):
+    hosts = sshd_hosts(2)
+    register(system, hosts, sample.url, app_port=free_port(), concurrency=2)
+    sample.commit("A")
+    hosts[1].stop()  # web2 is dead: nothing listens any more
+    rid = system.release("web", "prod", "main")
+    done = system.wait(rid)
+    assert done["status"] == "failed"
+    failed = [e for e in system.events(rid) if e["type"] == "host.failed"]
+    assert [(e["host"], e["code"]) for e in failed] == [("web2", "HOST_UNREACHABLE")]
+    assert "web2" in done["reason"]
+
+    r = system.api.patch("/api/projects/web", json={"repo_url": (tmp_path / "missing-repo").as_uri()})
+    assert r.status_code == 200, r.text
+    rid = system.release("web", "prod", "main")
+    done = system.wait(rid, timeout=120)
+    assert done["status"] == "failed"
+    build_failed = [e for e in system.events(rid) if e["type"] == "build.failed"]
+    assert build_failed and build_failed[0]["stage"] == "fetch"
+    assert "missing-repo" in build_failed[0]["reason"] or "repository" in build_failed[0]["reason"].lower()
