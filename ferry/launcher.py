@@ -21,6 +21,8 @@ from ferry.secrets import SecretBox
 from ferry.settings import Settings
 
 SERVICES = ("gateway", "builder", "agent", "notifier")
+MAX_RESTARTS = 5  # per service within RESTART_WINDOW, then ferry up gives up
+RESTART_WINDOW = 60.0
 
 
 class LaunchError(Exception):
@@ -69,6 +71,7 @@ class Launcher:
         self.on_stop: list[Callable[[], None]] = []
         self.extra_env: dict[str, str] = {}
         self._env: dict[str, str] = {}
+        self._restarts: dict[str, list[float]] = {}
         self._stopping = False
 
     def env(self, nats_url: str) -> dict[str, str]:
@@ -172,6 +175,21 @@ class Launcher:
         if self.nats is not None:
             self.nats.stop()
 
+    def restart_crashed(self, now: float) -> None:
+        """Start again any service that died on its own; give up on one that keeps dying."""
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None or self._stopping:
+                continue
+            recent = [t for t in self._restarts.get(name, []) if now - t < RESTART_WINDOW]
+            if len(recent) >= MAX_RESTARTS:
+                raise LaunchError(
+                    f"{name} exited with code {proc.returncode} {len(recent)} times within "
+                    f"{RESTART_WINDOW:.0f}s; see {self.settings.home / 'logs' / (name + '.log')}"
+                )
+            self.echo(f"{name} exited with code {proc.returncode}; restarting it")
+            self._restarts[name] = [*recent, now]
+            self.spawn(name)
+
     def serve_forever(self) -> int:
         stop = {"sig": 0}
 
@@ -182,7 +200,7 @@ class Launcher:
         signal.signal(signal.SIGTERM, on_signal)
         try:
             while not stop["sig"]:
-                self.check_children()
+                self.restart_crashed(time.monotonic())
                 time.sleep(0.2)
             return 0
         except LaunchError as exc:

@@ -144,3 +144,32 @@ async def serve_health(nc: Any, service: str, info: Callable[[], dict[str, Any]]
         await msg.respond(json.dumps({"service": service, "ok": True, **info()}).encode())
 
     await nc.subscribe(f"ferry.health.{service}", cb=reply)
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    backoff: float = 1.0,
+    max_backoff: float = 30.0,
+) -> None:
+    """Run ``run()`` until ``stop`` is set, restarting it (with growing back-off) if it fails or ends early.
+
+    A consumer loop that dies on an unexpected error must not leave releases waiting for a
+    process restart: it comes back by itself and resumes from its durable consumer.
+    """
+    delay = backoff
+    while not stop.is_set():
+        try:
+            await run()
+            if stop.is_set():
+                return
+            log.warning("task ended early; restarting", extra={"task": name})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task failed; restarting", extra={"task": name, "in": delay})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_backoff)

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
-from ferry.worker import run_consumer, serve_health
+from ferry.worker import run_consumer, serve_health, supervise
 from services.agent.ssh import SSHTarget
 from services.agent.worker import HANDLERS, AgentDeps
 
@@ -56,13 +56,17 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             await HANDLERS[msg.subject](msg, deps)
 
         await serve_health(bus.nc, "agent", lambda: {"pid": os.getpid(), "name": settings.agent_name})
-        await run_consumer(
-            bus.js,
-            WORK_STREAM,
-            "agent",
-            f"{WORK_PREFIX}.host.>",
-            dispatch,
+        await supervise(
+            "agent work",
+            lambda: run_consumer(
+                bus.js,
+                WORK_STREAM,
+                "agent",
+                f"{WORK_PREFIX}.host.>",
+                dispatch,
+                stop,
+                concurrency=CONCURRENCY,
+                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "60")),
+            ),
             stop,
-            concurrency=CONCURRENCY,
-            ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "60")),
         )

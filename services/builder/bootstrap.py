@@ -10,7 +10,7 @@ import os
 from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
-from ferry.worker import run_consumer, serve_health
+from ferry.worker import run_consumer, serve_health, supervise
 from services.builder.mirror import MirrorCache
 from services.builder.worker import BuilderDeps, build, list_refs, open_builds_kv
 
@@ -35,13 +35,17 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         await bus.nc.subscribe(
             "ferry.builder.refs", queue="builders", cb=functools.partial(list_refs, deps=deps)
         )
-        await run_consumer(
-            bus.js,
-            WORK_STREAM,
-            "builder",
-            f"{WORK_PREFIX}.build",
-            functools.partial(build, deps=deps),
+        await supervise(
+            "builder work",
+            lambda: run_consumer(
+                bus.js,
+                WORK_STREAM,
+                "builder",
+                f"{WORK_PREFIX}.build",
+                functools.partial(build, deps=deps),
+                stop,
+                concurrency=2,
+                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "120")),
+            ),
             stop,
-            concurrency=2,
-            ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "120")),
         )

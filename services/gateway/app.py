@@ -21,6 +21,7 @@ from ferry.db.engine import make_engine, session_factory
 from ferry.projector import Projector
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
+from ferry.worker import supervise
 from services.gateway import api, portal
 from services.gateway.errors import install_error_handlers
 
@@ -65,8 +66,8 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
             tasks = []
             if background:
                 tasks = [
-                    asyncio.create_task(projector.run(bus, stop), name="projector"),
-                    asyncio.create_task(orchestrator.run(bus, stop), name="orchestrator"),
+                    asyncio.create_task(supervise("projector", lambda: projector.run(bus, stop), stop)),
+                    asyncio.create_task(supervise("orchestrator", lambda: orchestrator.run(bus, stop), stop)),
                 ]
             try:
                 yield

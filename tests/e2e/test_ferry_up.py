@@ -35,6 +35,13 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -80,6 +87,23 @@ def test_ferry_up_prints_portal_serves_and_stops_cleanly(tmp_path: Path):
         assert sum("services." in n for n in names) == 4
         assert (tmp_path / "var" / "nats" / "jetstream").is_dir()
         assert (tmp_path / "var" / "ferry.db").exists()
+
+        # a service that dies is started again by ferry up
+        builder = next(p for p in family if _alive(p) and b"services.builder" in _cmdline(p))
+        os.kill(builder, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        restarted = ""
+        while time.monotonic() < deadline and "restarting" not in restarted:
+            restarted = proc.stdout.readline()
+        assert restarted.startswith("builder exited with code -9; restarting"), restarted
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            again = [p for p in _descendants(proc.pid) if _alive(p) and b"services.builder" in _cmdline(p)]
+            if again:
+                break
+            time.sleep(0.1)
+        assert again and again[0] != builder
+        family |= _descendants(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
