@@ -101,3 +101,26 @@ def test_builder_killed_mid_hook_resumes(resilient: System, sshd_hosts, tmp_path
     assert sum(e["type"] == "build.source_fetched" for e in events) == 1
     assert sum(e["type"] == "build.artifact_packaged" for e in events) == 1
     assert (hosts[0].srv_path / "app" / "current" / "BUILT").read_text().strip() == "built"
+
+
+def test_nats_server_killed_mid_release_and_restarted_the_release_finishes(
+    resilient: System, nats_server, sshd_hosts, tmp_path
+):
+    hosts = sshd_hosts(2)
+    port = free_port()
+    sample = make_sample_repo(tmp_path / "sample")
+    register(resilient, hosts, sample.url, app_port=port, concurrency=2)
+    resilient.api.patch("/api/projects/web", json={"pre_release": "sleep 3"})
+    sample.commit("A")
+    rid = resilient.release("web", "prod", "main")
+    wait_for_event(resilient, rid, lambda e: e["type"] == "host.step_started" and e["step"] == "pre_release")
+    nats_server.kill()  # SIGKILL, as a crash would
+    nats_server.start()  # same store, same port
+    done = resilient.wait(rid, timeout=180)
+    assert done["status"] == "succeeded", [e for e in resilient.events(rid) if "fail" in e["type"]]
+    for h in hosts:
+        assert fetch(h.address, port) == "A"
+    activations = [
+        e for e in resilient.events(rid) if e["type"] == "host.step_finished" and e["step"] == "activate"
+    ]
+    assert sorted(e["host"] for e in activations) == ["web1", "web2"]
