@@ -42,6 +42,7 @@ setup-test: setup system-deps
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/gen_asyncapi.py --check
 
 typecheck: setup
 	$(BIN)/mypy
