@@ -61,3 +61,15 @@ async def test_release_draws_itself_live_survives_reload_and_shows_a_failed_heal
     assert done["status"] == "failed"
     await wait_nodes(page, {"host:web1:health": "succeeded", "host:web2:health": "failed"}, within=30)
     await save_diagram(page, "release-diagram-live-failed.png")
+
+    # back on the first release's page, "Roll back to this" releases its commit again
+    (hosts[1].srv_path / "app" / "shared" / "FAIL_HEALTH").unlink()
+    await open_release(page, system.url, rid)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("#btn-rollback")
+    await page.wait_for_url(lambda url: "/releases/" in url and rid not in url, timeout=20_000)
+    await wait_loaded(page)
+    await wait_all_nodes(page, "succeeded", keys=flow_keys(HOSTS), within=90)
+    again = page.url.rsplit("/", 1)[1]
+    view = await asyncio.to_thread(system.wait, again)
+    assert view["status"] == "succeeded" and view["artifact"]["reused"] is True

@@ -192,6 +192,7 @@ function renderHeader(s) {
   $("btn-approve").hidden = s.status !== "awaiting_approval";
   $("btn-reject").hidden = s.status !== "awaiting_approval";
   $("btn-cancel").hidden = isTerminal(s) || s.status === "new" || anyActivated;
+  $("btn-rollback").hidden = !(isTerminal(s) && s.artifact);
 }
 
 function duration(s) {
@@ -268,6 +269,22 @@ async function act(action) {
   }
 }
 
+async function rollBack() {
+  const err = $("action-error");
+  err.hidden = true;
+  if (!window.confirm("Release this release's commit again to its environment?")) return;
+  try {
+    const created = await fetchJson(api("/rollback"), {
+      method: "POST",
+      headers: { Accept: "application/json" },
+    });
+    window.location.assign(`/releases/${encodeURIComponent(created.id)}`);
+  } catch (e) {
+    err.textContent = `Could not roll back: ${e.message}`;
+    err.hidden = false;
+  }
+}
+
 // --- start -----------------------------------------------------------------------------
 function boot() {
   if (globalThis.go) {
@@ -298,6 +315,7 @@ function boot() {
   $("btn-approve").onclick = () => act("approve");
   $("btn-reject").onclick = () => act("reject");
   $("btn-cancel").onclick = () => act("cancel");
+  $("btn-rollback").onclick = rollBack;
   setInterval(() => {
     if (!isTerminal(state)) $("f-duration").textContent = duration(state);
   }, 1000);
