@@ -153,6 +153,43 @@ class EnvironmentHost(Base):
     host: Mapped[Host] = relationship(lazy="joined")
 
 
+class Webhook(Base):
+    """An outgoing webhook (see ``ferry.webhooks``); its secret is a Fernet token, never plaintext."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (
+        CheckConstraint("kind IN ('generic', 'slack', 'mattermost', 'dingtalk', 'feishu')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    kind: Mapped[str] = mapped_column(String(20))
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    project: Mapped[str | None] = mapped_column(String(100))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One webhook's delivery of one event (stream ``seq``): its attempts and outcome."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (CheckConstraint("status IN ('retrying', 'delivered', 'failed')", name="status"),)
+
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    release_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 # --- release read model (a projection of the event stream) ------------------------
 class Release(Base):
     __tablename__ = "releases"

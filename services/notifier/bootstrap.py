@@ -1,15 +1,19 @@
-"""Runs the notifier under uvicorn until SIGTERM/SIGINT."""
+"""Runs the notifier under uvicorn until SIGTERM/SIGINT, with the webhook deliverer beside it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import uvicorn
 from starlette.applications import Starlette
 
 from ferry.service import serve_http
 from ferry.settings import Settings
+from services.notifier import webhooks
 from services.notifier.app import create_app
+
+log = logging.getLogger("ferry.notifier")
 
 
 def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.Config:
@@ -31,4 +35,14 @@ def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.C
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    await serve_http(server_config(settings), stop, "notifier")
+    deliverer = asyncio.create_task(webhooks.main(settings, stop), name="webhooks")
+    try:
+        await serve_http(server_config(settings), stop, "notifier")
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(deliverer, 15)
+        except TimeoutError:
+            log.warning("webhook deliverer did not stop in time")
+        except Exception:
+            log.exception("webhook deliverer failed")

@@ -25,7 +25,7 @@ def test_migrated_schema_matches_models(db_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the repository root: the migrations come from the package
     assert current_revision(db_url) is None
     upgrade(db_url)
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == "0002"
     assert _diff(db_url) == []
 
 

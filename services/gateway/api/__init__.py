@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from services.gateway.api import credentials, environments, hosts, projects, releases
+from services.gateway.api import credentials, environments, hosts, projects, releases, webhooks
 from services.gateway.api.openapi import Operation, openapi_operation, routes_for
 
 RESOURCE_OPERATIONS: list[Operation] = [
@@ -17,6 +17,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *projects.OPERATIONS,
     *environments.OPERATIONS,
     *releases.OPERATIONS,
+    *webhooks.OPERATIONS,
 ]
 
 

@@ -1,0 +1,404 @@
+"""Webhook delivery with real parts: nats-server, the database, and a real HTTP receiver in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from cryptography.fernet import Fernet
+from nats.js import api as js_api
+
+from ferry import webhooks
+from ferry.bus import WORK_STREAM, Bus
+from ferry.db import repo
+from ferry.events import HOST_STEPS, Event, Plan, Recipe, utcnow
+from ferry.eventstore import EVENTS_STREAM
+from ferry.natsserver import free_port
+from ferry.release import (
+    Fail,
+    FailHost,
+    FinishHostStep,
+    RecordArtifact,
+    RecordSource,
+    ReleaseState,
+    RequestRelease,
+    StartBuild,
+    StartHostStep,
+    Succeed,
+    decide,
+    evolve,
+)
+from ferry.secrets import SecretBox
+from ferry.settings import Settings
+from services.notifier import webhooks as deliverer
+from services.notifier.webhooks import ROUTER, SENDER, WEBHOOK_WORK, WebhookConfig
+
+FAST = (0.05, 0.05, 0.05, 0.05, 0.05)  # six attempts within a fraction of a second
+DEADLINE = 30.0
+
+
+# --- a real HTTP receiver -----------------------------------------------------------------
+@dataclass
+class Received:
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    requests: list[Received] = field(default_factory=list)
+    plans: dict[str, list[int]] = field(default_factory=dict)
+    always: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def to(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def answer(self, path: str) -> int:
+        with self.lock:
+            planned = self.plans.get(path)
+            if planned:
+                return planned.pop(0)
+            return self.always.get(path, 200)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            parts = urlsplit(self.path)
+            status = rec.answer(parts.path)
+            with rec.lock:
+                rec.requests.append(
+                    Received(parts.path, parts.query, dict(self.headers.items()), data, status)
+                )
+            payload = b'{"ok":true}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rec.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def history(rid: str, project: str, *, fail: bool = False) -> list[Event]:
+    plan = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("web1",))
+    commands: list = [
+        RequestRelease(project, "prod", "main", "alice", plan),
+        StartBuild("b1"),
+        RecordSource("c" * 40),
+        RecordArtifact("sha256:" + "d" * 64, 1234, "zst"),
+    ]
+    if fail:
+        commands += [
+            StartHostStep("web1", "upload", "a1"),
+            FinishHostStep("web1", "upload", 1, 0.1, "disk full"),
+            FailHost("web1", "upload", "upload exited 1"),
+            Fail("host web1 failed at upload"),
+        ]
+    else:
+        for step in HOST_STEPS:
+            commands += [StartHostStep("web1", step, "a1"), FinishHostStep("web1", step, 0, 0.1, "ok")]
+        commands.append(Succeed())
+    state = ReleaseState(rid)
+    events: list[Event] = []
+    for command in commands:
+        for e in decide(state, command, utcnow()):
+            state = evolve(state, e)
+            events.append(e)
+    return events
+
+
+async def append(bus: Bus, events: list[Event]) -> dict[str, int]:
+    """Append one by one, as the services do; returns each event type's last stream sequence."""
+    seqs: dict[str, int] = {}
+    for e in events:
+        seqs[e.type] = await bus.events.append(e.release_id, [e], e.version - 1)
+    return seqs
+
+
+async def until(check: Callable[[], bool], what: str, limit: float = DEADLINE) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def consumers_exist(bus: Bus) -> None:
+    deadline = time.monotonic() + DEADLINE
+    for stream, durable in ((EVENTS_STREAM, ROUTER), (WORK_STREAM, SENDER)):
+        while True:
+            try:
+                await bus.js.consumer_info(stream, durable)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+
+async def settled(bus: Bus) -> None:
+    """Every event routed and every work item acked or given up (nothing pending anywhere)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        infos = [
+            await bus.js.consumer_info(EVENTS_STREAM, ROUTER),
+            await bus.js.consumer_info(WORK_STREAM, SENDER),
+        ]
+        if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not settled: {infos}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class World:
+    bus: Bus
+    sessions: object
+    box: SecretBox
+    receiver: Receiver
+
+    def add(self, name: str, path: str, **kw: object) -> repo.WebhookInfo:
+        kw.setdefault("kind", "generic")
+        with self.sessions() as s, s.begin():  # type: ignore[operator]
+            return repo.create_webhook(s, self.box, name, self.receiver.url(path), **kw)  # type: ignore[arg-type]
+
+    def deliveries(self, name: str) -> list[repo.WebhookDeliveryInfo]:
+        with self.sessions() as s:  # type: ignore[operator]
+            return repo.list_webhook_deliveries(s, name)
+
+    @contextlib.asynccontextmanager
+    async def running(self, config: WebhookConfig | None = None) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        config = config or WebhookConfig(retry_delays=FAST, public_url="https://ferry.example")
+        task = asyncio.create_task(deliverer.run(self.bus, self.sessions, self.box, stop, config))  # type: ignore[arg-type]
+        try:
+            await consumers_exist(self.bus)
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+def world(bus: Bus, session_factory, receiver: Receiver) -> World:
+    return World(bus, session_factory, SecretBox(Fernet.generate_key()), receiver)
+
+
+# --- tests ------------------------------------------------------------------------------------------
+async def test_events_go_to_matching_webhooks_only_and_generic_posts_are_signed(world: World) -> None:
+    everything = world.add("all", "/all", kind="generic", secret="s3cret")
+    world.add("shop-chat", "/shop", kind="slack", project="shop", events=["release."])
+    world.add("host-alarm", "/hosts", kind="generic", events=["host.failed"])
+    world.add("off", "/off", kind="generic", enabled=False)
+    world.add("other-project", "/other", kind="mattermost", project="nope")
+
+    async with world.running():
+        shop = await append(world.bus, history("r-shop", "shop"))
+        blog = await append(world.bus, history("r-blog", "blog", fail=True))
+        rec = world.receiver
+        await until(lambda: len(rec.to("/all")) >= 5 and len(rec.to("/shop")) >= 2, "deliveries")
+        await until(lambda: len(rec.to("/hosts")) >= 1, "host alarm")
+        await settled(world.bus)
+
+    posted = [(r.json()["release"]["id"], r.json()["event"]["type"]) for r in rec.to("/all")]
+    assert sorted(posted) == sorted(
+        [
+            ("r-shop", "release.requested"),
+            ("r-shop", "release.succeeded"),
+            ("r-blog", "release.requested"),
+            ("r-blog", "host.failed"),
+            ("r-blog", "release.failed"),
+        ]
+    )
+    for r in rec.to("/all"):
+        body = r.json()
+        assert r.status == 200
+        assert webhooks.verify_signature("s3cret", r.body, r.headers["X-Ferry-Signature"])
+        assert r.headers["X-Ferry-Event"] == body["event"]["type"]
+        assert r.headers["X-Ferry-Delivery"] == f"{everything.id}-{body['seq']}"
+        expected_seq = (shop if body["release"]["id"] == "r-shop" else blog)[body["event"]["type"]]
+        assert body["seq"] == expected_seq
+    failed = next(r.json() for r in rec.to("/all") if r.json()["event"]["type"] == "release.failed")
+    assert failed["release"] == {
+        "id": "r-blog",
+        "project": "blog",
+        "environment": "prod",
+        "ref": "main",
+        "status": "failed",
+    }
+
+    texts = sorted(r.json()["text"] for r in rec.to("/shop"))
+    assert len(texts) == 2 and all("r-shop" in t and "shop → prod" in t for t in texts)
+    assert all(t.endswith("<https://ferry.example/releases/r-shop|open in ferry>") for t in texts)
+    assert all("X-Ferry-Signature" not in r.headers for r in rec.to("/shop"))
+
+    (alarm,) = rec.to("/hosts")
+    assert alarm.json()["event"]["type"] == "host.failed" and alarm.json()["event"]["host"] == "web1"
+    assert rec.to("/off") == [] and rec.to("/other") == []
+    assert {d.status for d in world.deliveries("all")} == {"delivered"}
+    assert len(world.deliveries("all")) == 5
+
+
+async def test_retries_until_success_gives_up_on_404_and_one_failing_webhook_blocks_none(
+    world: World,
+) -> None:
+    rec = world.receiver
+    rec.plans["/flaky"] = [500, 500]  # then 200
+    rec.always["/gone"] = 404
+    rec.always["/down"] = 503
+    for name in ("flaky", "gone", "down", "ok"):
+        world.add(name, f"/{name}", events=["release.requested"])
+    dead = free_port()  # nothing listens here: connection refused
+    with world.sessions() as s, s.begin():  # type: ignore[operator]
+        repo.create_webhook(
+            s, world.box, "dead", f"http://127.0.0.1:{dead}/x", "generic", events=["release.requested"]
+        )
+
+    async with world.running():
+        seqs = await append(world.bus, history("r1", "shop")[:1])
+        await until(lambda: any(r.status == 200 for r in rec.to("/flaky")), "flaky success")
+        await until(lambda: len(rec.to("/down")) >= 6, "down exhausted")
+        await settled(world.bus)
+
+    seq = seqs["release.requested"]
+    flaky = rec.to("/flaky")
+    assert [r.status for r in flaky] == [500, 500, 200]
+    assert len({r.headers["X-Ferry-Delivery"] for r in flaky}) == 1  # the same delivery, retried
+    (d,) = world.deliveries("flaky")
+    assert (d.status, d.attempts, d.seq, d.last_status_code) == ("delivered", 3, seq, 200)
+
+    assert [r.status for r in rec.to("/gone")] == [404]  # given up at once
+    (gone,) = world.deliveries("gone")
+    assert (gone.status, gone.attempts, gone.last_status_code) == ("failed", 1, 404)
+    assert gone.last_error == "HTTP 404"
+
+    assert [r.status for r in rec.to("/down")] == [503] * 6  # bounded attempts
+    (down,) = world.deliveries("down")
+    assert (down.status, down.attempts) == ("failed", 6) and "after 6 attempts" in (down.last_error or "")
+
+    (dead_row,) = world.deliveries("dead")
+    assert dead_row.status == "failed" and dead_row.attempts == 6 and dead_row.last_status_code is None
+    assert "ConnectError" in (dead_row.last_error or "") and str(dead) not in (dead_row.last_error or "")
+
+    assert [r.status for r in rec.to("/ok")] == [200]
+
+
+async def test_restart_after_success_posts_nothing_again(world: World) -> None:
+    world.add("all", "/all", secret="k", events=["release."])
+    rec = world.receiver
+    async with world.running():
+        await append(world.bus, history("r1", "shop"))
+        await until(lambda: len(rec.to("/all")) >= 2, "first deliveries")
+        await settled(world.bus)
+    assert len(rec.to("/all")) == 2
+
+    # A plain restart resumes the durable consumers where they were.
+    async with world.running():
+        await settled(world.bus)
+    assert len(rec.to("/all")) == 2
+
+    # Replaying the whole stream (the router's consumer lost) queues nothing new ...
+    await world.bus.js.delete_consumer(EVENTS_STREAM, ROUTER)
+    await world.bus.js.add_consumer(
+        EVENTS_STREAM,
+        js_api.ConsumerConfig(
+            durable_name=ROUTER,
+            filter_subject="ferry.release.>",
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+        ),
+    )
+    # ... and a work item repeated after the duplicate window is acked without posting.
+    (first, *_) = world.deliveries("all")
+    event = next(e for e in history("r1", "shop") if e.type == first.event_type)
+    release = webhooks.ReleaseInfo("r1", "shop", "prod", "main", "queued")
+    await world.bus.publish_work(
+        WEBHOOK_WORK,
+        "a-different-msg-id",
+        {
+            "webhook": first.webhook_id,
+            "seq": first.seq,
+            "event": event.model_dump(mode="json"),
+            "release": release.as_json(),
+        },
+    )
+    async with world.running():
+        await settled(world.bus)
+    assert len(rec.to("/all")) == 2
+    assert all(d.attempts == 1 and d.status == "delivered" for d in world.deliveries("all"))
+
+
+async def test_the_notifier_entry_point_wires_its_own_connections(
+    world: World, nats_server, migrated_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = Fernet.generate_key().decode()
+    settings = Settings(
+        home=tmp_path / "home", nats_url=nats_server.url, database_url=migrated_db, secret_key=key
+    )
+    monkeypatch.setenv("FERRY_PUBLIC_URL", "https://ferry.example/")
+    box = SecretBox(key)
+    with world.sessions() as s, s.begin():  # type: ignore[operator]
+        repo.create_webhook(s, box, "feishu", world.receiver.url("/feishu"), "feishu", secret="fs")
+        repo.create_webhook(
+            s, box, "ding", world.receiver.url("/ding?access_token=t"), "dingtalk", secret="ds"
+        )
+    stop = asyncio.Event()
+    task = asyncio.create_task(deliverer.main(settings, stop))
+    try:
+        await consumers_exist(world.bus)
+        await append(world.bus, history("r9", "shop")[:1])
+        await until(lambda: world.receiver.to("/feishu") and world.receiver.to("/ding"), "chat posts")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    (feishu,) = world.receiver.to("/feishu")
+    body = feishu.json()
+    assert body["msg_type"] == "text" and body["sign"] == webhooks.feishu_sign("fs", int(body["timestamp"]))
+    assert body["content"]["text"].endswith("https://ferry.example/releases/r9")
+    (ding,) = world.receiver.to("/ding")
+    from urllib.parse import parse_qs
+
+    query = parse_qs(ding.query)
+    assert query["access_token"] == ["t"]
+    assert query["sign"] == [webhooks.dingtalk_sign("ds", int(query["timestamp"][0]))]
+    assert ding.json()["msgtype"] == "text"
