@@ -153,6 +153,20 @@ class EnvironmentHost(Base):
     host: Mapped[Host] = relationship(lazy="joined")
 
 
+class ApiToken(Base):
+    """A bearer token for the API, the portal and the WebSocket feed; only its sha256 is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'deployer', 'viewer')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class Webhook(Base):
     """An outgoing webhook (see ``ferry.webhooks``); its secret is a Fernet token, never plaintext."""
 
