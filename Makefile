@@ -18,6 +18,7 @@ demo: setup system-deps
 setup: $(STAMP) node_modules/gojs/package.json
 
 $(VENV)/bin/python:
+	@command -v $(PY) >/dev/null || { apt-get update -q && apt-get install -y -q python3 python3-venv; }
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "ferry needs Python 3.11+"' || exit 1
 	@$(PY) -m venv $(VENV) 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 
