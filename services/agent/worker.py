@@ -27,7 +27,7 @@ from ferry.errors import (
     HostUnreachable,
     InvariantViolation,
 )
-from ferry.events import Recipe, tail, utcnow
+from ferry.events import TAIL_LIMIT, Recipe, tail, utcnow
 from ferry.release import (
     Command,
     FailHost,
@@ -227,6 +227,11 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
             result = remote.StepResult(255, exc.message, time.monotonic() - started, {})
         except FerryError as exc:
             result = remote.StepResult(2, exc.message, time.monotonic() - started, {})
+        detail = _plain(result.detail)
+        if len(result.output) > TAIL_LIMIT:
+            # the event keeps a tail; the whole output goes to the object store, by digest
+            stored = await deps.bus.artifacts.put_bytes(result.output.encode())
+            detail["log_digest"] = stored.digest
         await record(
             deps,
             release_id,
@@ -236,7 +241,7 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
                 exit_code=result.exit_code,
                 duration=result.duration,
                 output_tail=tail(result.output),
-                detail=_plain(result.detail),
+                detail=detail,
             ),
         )
         if result.exit_code != 0:

@@ -326,3 +326,20 @@ def test_dead_host_and_broken_repository_fail_with_clear_reasons(
     build_failed = [e for e in system.events(rid) if e["type"] == "build.failed"]
     assert build_failed and build_failed[0]["stage"] == "fetch"
     assert "missing-repo" in build_failed[0]["reason"] or "repository" in build_failed[0]["reason"].lower()
+
+
+def test_long_step_output_is_kept_whole_in_the_object_store(system: System, sshd_hosts, sample):
+    hosts = sshd_hosts(1)
+    register(system, hosts, sample.url, app_port=free_port())
+    system.api.patch("/api/projects/web", json={"pre_release": "seq 1 5000; echo the-last-line"})
+    sample.commit("A")
+    rid = system.release("web", "prod", "main")
+    assert system.wait(rid)["status"] == "succeeded"
+    pre = next(
+        e for e in system.events(rid) if e["type"] == "host.step_finished" and e["step"] == "pre_release"
+    )
+    assert pre["output_tail"].rstrip().endswith("the-last-line") and "\n1\n" not in pre["output_tail"]
+    full = system.api.get(f"/api/releases/{rid}/logs/{pre['detail']['log_digest']}")
+    assert full.status_code == 200
+    lines = full.text.split()
+    assert lines[0] == "1" and lines[4999] == "5000" and lines[-1] == "the-last-line"
