@@ -92,5 +92,14 @@ def _register_release_commands() -> None:
 _register_release_commands()
 
 
+def _register_token_commands() -> None:
+    from ferry import cli_token
+
+    app.add_typer(cli_token.app, name="token")
+
+
+_register_token_commands()
+
+
 def main() -> None:
     app()

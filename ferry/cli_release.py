@@ -28,10 +28,18 @@ def server_url() -> str:
     return (os.environ.get("FERRY_URL") or DEFAULT_URL).rstrip("/")
 
 
+def auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer $FERRY_TOKEN`` when set (a gateway with auth on needs it)."""
+    token = (os.environ.get("FERRY_TOKEN") or "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def client(timeout: float = 30.0) -> httpx.Client:
-    """An HTTP client for the ferry API (``X-Ferry-User`` from ``FERRY_USER`` or the login name)."""
+    """An HTTP client for the ferry API: ``FERRY_TOKEN`` as a bearer token; without auth, the
+    gateway takes ``X-Ferry-User`` (``FERRY_USER`` or the login name) as the caller."""
     user = os.environ.get("FERRY_USER") or os.environ.get("USER") or ""
     headers = {"X-Ferry-User": user} if user else {}
+    headers.update(auth_headers())
     return httpx.Client(base_url=server_url(), timeout=timeout, headers=headers)
 
 

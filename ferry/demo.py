@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import httpx
@@ -26,6 +27,12 @@ def _upsert(api: httpx.Client, collection: str, name: str, body: dict[str, objec
         raise DemoError(f"registering {collection}/{name} failed: {r.status_code} {r.text}")
 
 
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    """``FERRY_TOKEN`` (else the bootstrap admin token) for a gateway with auth on; none needed off."""
+    token = os.environ.get("FERRY_TOKEN") or settings.bootstrap_token
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def setup_demo(settings: Settings, portal_url: str) -> tuple[list[str], Callable[[], None]]:
     """Start the demo host and register project, environment and host. Returns lines to print
     and a function that stops the host."""
@@ -43,7 +50,7 @@ def setup_demo(settings: Settings, portal_url: str) -> tuple[list[str], Callable
         repo = make_sample_repo(repo_dir)
         repo.commit("hello from ferry's demo (v1)")
     app_port = free_port(host.address)
-    api = httpx.Client(base_url=portal_url.rstrip("/"), timeout=30)
+    api = httpx.Client(base_url=portal_url.rstrip("/"), timeout=30, headers=_auth_headers(settings))
     try:
         _upsert(
             api,

@@ -84,6 +84,10 @@ class Launcher:
             FERRY_WS_PORT=str(self.settings.ws_port),
             FERRY_HTTP_HOST=self.settings.http_host,
         )
+        if self.settings.auth:
+            env["FERRY_AUTH"] = self.settings.auth
+        if self.settings.bootstrap_token:
+            env["FERRY_BOOTSTRAP_TOKEN"] = self.settings.bootstrap_token
         return env
 
     def start(self, timeout: float = 60.0) -> str:
@@ -125,6 +129,11 @@ class Launcher:
                 pending -= _nats_health(nats_url, workers)
             if pending:
                 time.sleep(0.2)
+        if not pending and self.settings.auth_required:
+            self.echo(
+                "authentication is on (FERRY_AUTH, or a non-loopback FERRY_HTTP_HOST): sign in with a "
+                "token from `ferry token create NAME --role admin`"
+            )
         if pending:
             raise LaunchError(
                 f"services not healthy within {timeout:.0f}s: {', '.join(sorted(pending))} "

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferry.auth import AUTH_MODES, auth_required
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -15,6 +17,15 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _auth_mode(raw: str | None) -> str | None:
+    mode = (raw or "").strip().lower()
+    if not mode:
+        return None
+    if mode not in AUTH_MODES:
+        raise SystemExit(f"FERRY_AUTH must be one of {', '.join(AUTH_MODES)}, got {raw!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,9 @@ class Settings:
     gojs_license_key: str = ""
     agent_name: str = ""
     log_level: str = "INFO"
+    auth: str | None = None
+    """``FERRY_AUTH``: ``token`` or ``off``; None decides by the bind address (see ``auth_required``)."""
+    bootstrap_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -48,7 +62,18 @@ class Settings:
             gojs_license_key=os.environ.get("FERRY_GOJS_LICENSE_KEY", ""),
             agent_name=os.environ.get("FERRY_AGENT_NAME") or f"agent-{os.getpid()}",
             log_level=os.environ.get("FERRY_LOG_LEVEL", "INFO"),
+            auth=_auth_mode(os.environ.get("FERRY_AUTH")),
+            bootstrap_token=os.environ.get("FERRY_BOOTSTRAP_TOKEN") or None,
         )
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether the API, the portal and the WebSocket feed need a token.
+
+        ``FERRY_AUTH=token`` or ``off`` decides; unset, auth is off only when the gateway binds a
+        loopback address (the single-user embedded default) and on for any other bind.
+        """
+        return auth_required(self.auth, self.http_host)
 
     @property
     def db_url(self) -> str:

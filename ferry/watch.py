@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,7 +269,7 @@ async def follow(
                     raise ConnectionClosedOK(None, None)  # closed without an end: count it, retry
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == 4401:
-                raise WatchError("the notifier refused the token (FERRY_WS_TOKEN)") from exc
+                raise WatchError("the notifier refused the token (FERRY_TOKEN or FERRY_WS_TOKEN)") from exc
             failures += 1
             if failures >= attempts:
                 raise WatchError(f"lost the notifier at {ws_url} after {attempts} attempts") from exc
@@ -294,11 +295,19 @@ async def watch_release(
     token: str | None = None,
     attempts: int = 5,
     backoff: float = 0.5,
+    api_token: str | None = None,
 ) -> int:
-    """Show the release until it ends; 0 succeeded, 1 failed/cancelled/rejected, 2 cannot watch."""
+    """Show the release until it ends; 0 succeeded, 1 failed/cancelled/rejected, 2 cannot watch.
+
+    ``api_token`` (default ``FERRY_TOKEN``) authenticates to the gateway and, unless ``token``
+    (``FERRY_WS_TOKEN``) is given, to the notifier too.
+    """
     live = console.is_terminal if live is None else live
+    api_token = api_token or os.environ.get("FERRY_TOKEN") or None
+    token = token or api_token
+    headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, headers=headers) as client:
             view = await load_release(client, api_url, release_id)
         if live:
             with Live(view.render(), console=console, refresh_per_second=8, transient=False) as display:

@@ -105,6 +105,10 @@ class EnvironmentInfo:
     max_failures: int
     require_approval: bool
     rollback_on_failure: bool
+    strategy: str = "all"
+    batch_size: int | None = None
+    canary_size: int = 1
+    canary_pause: float | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,10 @@ def _environment_info(e: Environment) -> EnvironmentInfo:
         e.max_failures,
         e.require_approval,
         e.rollback_on_failure,
+        e.strategy,
+        e.batch_size,
+        e.canary_size,
+        e.canary_pause,
     )
 
 
@@ -278,6 +286,24 @@ def _int_range(value: int, field: str, low: int, high: int | None = None) -> int
         bound = f"between {low} and {high}" if high else f"at least {low}"
         raise InvalidInput(f"{field} must be an integer {bound}", field=field)
     return value
+
+
+STRATEGIES = ("all", "rolling", "canary")
+
+
+class Unset:
+    """The type of ``UNSET``: an argument not given (where None is a value)."""
+
+
+UNSET = Unset()
+
+
+def _seconds(value: float | None, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 7 * 24 * 3600:
+        raise InvalidInput(f"{field} must be a number of seconds between 0 and 604800, or null", field=field)
+    return float(value)
 
 
 def _text(value: str, field: str, max_len: int) -> str:
@@ -607,6 +633,10 @@ def create_environment(
     max_failures: int = 0,
     require_approval: bool = False,
     rollback_on_failure: bool = True,
+    strategy: str = "all",
+    batch_size: int | None = None,
+    canary_size: int = 1,
+    canary_pause: float | None = None,
 ) -> EnvironmentInfo:
     """An environment of ``project`` whose hosts are released in the given order."""
     p = _project(session, project, field="project")
@@ -617,6 +647,10 @@ def create_environment(
         max_failures=_int_range(max_failures, "max_failures", 0),
         require_approval=bool(require_approval),
         rollback_on_failure=bool(rollback_on_failure),
+        strategy=_choice(strategy, STRATEGIES, "strategy"),
+        batch_size=None if batch_size is None else _int_range(batch_size, "batch_size", 1),
+        canary_size=_int_range(canary_size, "canary_size", 1),
+        canary_pause=_seconds(canary_pause, "canary_pause"),
         members=members,
     )
     with _write(session, exists=f"project {project!r} already has an environment named {name!r}"):
@@ -647,8 +681,13 @@ def update_environment(
     max_failures: int | None = None,
     require_approval: bool | None = None,
     rollback_on_failure: bool | None = None,
+    strategy: str | None = None,
+    batch_size: int | None | Unset = UNSET,
+    canary_size: int | None = None,
+    canary_pause: float | None | Unset = UNSET,
 ) -> EnvironmentInfo:
-    """Change an environment; ``hosts`` replaces the whole ordered host list."""
+    """Change an environment; ``hosts`` replaces the whole ordered host list. ``batch_size`` and
+    ``canary_pause`` may be set to None (batches of ``concurrency``; wait for a resume)."""
     e = _environment(session, project, name)
     with _write(session, exists=f"project {project!r} already has an environment named {new_name!r}"):
         if new_name is not None:
@@ -661,6 +700,14 @@ def update_environment(
             e.require_approval = bool(require_approval)
         if rollback_on_failure is not None:
             e.rollback_on_failure = bool(rollback_on_failure)
+        if strategy is not None:
+            e.strategy = _choice(strategy, STRATEGIES, "strategy")
+        if not isinstance(batch_size, Unset):
+            e.batch_size = None if batch_size is None else _int_range(batch_size, "batch_size", 1)
+        if canary_size is not None:
+            e.canary_size = _int_range(canary_size, "canary_size", 1)
+        if not isinstance(canary_pause, Unset):
+            e.canary_pause = _seconds(canary_pause, "canary_pause")
         if hosts is not None:
             members = _members(session, hosts)
             e.members.clear()
@@ -687,6 +734,10 @@ def environment_plan(session: Session, project: str, environment: str) -> Plan:
         max_failures=e.max_failures,
         require_approval=e.require_approval,
         rollback_on_failure=e.rollback_on_failure,
+        strategy=e.strategy,  # type: ignore[arg-type]  # checked on write (STRATEGIES)
+        batch_size=e.batch_size,
+        canary_size=e.canary_size,
+        canary_pause=e.canary_pause,
     )
 
 
@@ -975,3 +1026,95 @@ def list_webhook_deliveries(session: Session, name: str, limit: int = 50) -> lis
         .limit(limit)
     )
     return [_delivery_info(d) for d in session.scalars(query)]
+
+
+# --- API tokens -----------------------------------------------------------------
+# Kept together at the end of the module (the import too) so this section stays one block.
+from datetime import timedelta  # noqa: E402
+
+from ferry import auth  # noqa: E402
+from ferry.db.models import ApiToken  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token without its secret: only ``create_token``'s caller ever sees the token itself."""
+
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def _token_info(t: ApiToken) -> TokenInfo:
+    return TokenInfo(t.id, t.name, t.role, t.created_at, t.last_used_at)
+
+
+def _token(session: Session, name: str, field: str = "name") -> ApiToken:
+    t = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if t is None:
+        raise NotFound(f"no API token named {name!r}", field=field)
+    return t
+
+
+def create_token(session: Session, name: str, role: str, token_hash: str) -> TokenInfo:
+    """Record a token by its sha256 (``ferry.auth.hash_token``); the token itself is never stored."""
+    _name(name)
+    _choice(role, auth.ROLES, "role")
+    if not re.fullmatch(r"[0-9a-f]{64}", token_hash):
+        raise InvalidInput("token_hash must be 64 lowercase hex digits (sha256)", field="token")
+    t = ApiToken(name=name, role=role, token_hash=token_hash)
+    with _write(session, exists=f"an API token named {name!r} already exists"):
+        session.add(t)
+    return _token_info(t)
+
+
+def ensure_token(session: Session, name: str, role: str, token_hash: str) -> TokenInfo:
+    """Make ``name`` the token with this hash and role, creating it or replacing its secret."""
+    t = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if t is None:
+        return create_token(session, name, role, token_hash)
+    if t.token_hash != token_hash or t.role != role:
+        with _write(session, exists="another API token has the same secret", field="token"):
+            t.token_hash, t.role = token_hash, role
+    return _token_info(t)
+
+
+def get_token(session: Session, name: str) -> TokenInfo:
+    return _token_info(_token(session, name))
+
+
+def list_tokens(session: Session) -> list[TokenInfo]:
+    return [_token_info(t) for t in session.scalars(select(ApiToken).order_by(ApiToken.name))]
+
+
+def revoke_token(session: Session, name: str) -> None:
+    """Delete a token: the next request that presents it is refused."""
+    t = _token(session, name)
+    with _write(session, exists=f"API token {name!r} changed concurrently"):
+        session.delete(t)
+
+
+def token_by_hash(session: Session, token_hash: str) -> TokenInfo | None:
+    """The token whose sha256 is ``token_hash``, or None.
+
+    The lookup is an indexed equality on a hash of a 256-bit secret, so its timing tells a
+    caller nothing usable; the final comparison is constant-time all the same.
+    """
+    t = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
+    if t is None or not auth.same_hash(t.token_hash, token_hash):
+        return None
+    return _token_info(t)
+
+
+def touch_token(session: Session, token_id: int, now: datetime, interval: float) -> bool:
+    """Set ``last_used_at = now`` unless it was set within ``interval`` seconds; True if written."""
+    cutoff = now - timedelta(seconds=interval)
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id)
+        .where((ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < cutoff))
+        .values(last_used_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))

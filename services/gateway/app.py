@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -18,14 +19,18 @@ from starlette.routing import Mount, Route
 from ferry import orchestrator
 from ferry.bus import Bus, open_bus
 from ferry.db.engine import make_engine, session_factory
+from ferry.errors import Conflict
 from ferry.projector import Projector
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
+from ferry.tokens import TokenChecker
 from ferry.worker import supervise
-from services.gateway import api, portal
+from services.gateway import api, login, portal
+from services.gateway.auth import AuthMiddleware
 from services.gateway.errors import install_error_handlers
 
 log = logging.getLogger("ferry.gateway")
+BOOTSTRAP_TOKEN_NAME = "bootstrap"  # noqa: S105 - a name, not a secret
 
 
 @dataclass
@@ -37,6 +42,7 @@ class Gateway:
     sessions: sessionmaker[Session]
     box: SecretBox
     projector: Projector
+    tokens: TokenChecker
 
 
 def gateway(request: Any) -> Gateway:
@@ -47,6 +53,16 @@ def gateway(request: Any) -> Gateway:
 async def healthz(request: Request) -> JSONResponse:
     gw = gateway(request)
     return JSONResponse({"ok": True, "nats": gw.bus.nc.is_connected})
+
+
+def ensure_bootstrap_token(tokens: TokenChecker, token: str) -> None:
+    """``FERRY_BOOTSTRAP_TOKEN``: an admin token named ``bootstrap`` with that value exists."""
+    try:
+        tokens.ensure(BOOTSTRAP_TOKEN_NAME, "admin", token)
+    except ValueError as exc:
+        raise SystemExit(f"FERRY_BOOTSTRAP_TOKEN: {exc}") from None
+    except Conflict:  # another gateway copy wrote it at the same moment
+        tokens.ensure(BOOTSTRAP_TOKEN_NAME, "admin", token)
 
 
 def create_app(settings: Settings, *, background: bool = True) -> Starlette:
@@ -61,7 +77,12 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
             stack.callback(engine.dispose)
             sessions = session_factory(engine)
             projector = Projector(sessions)
-            app.state.gw = Gateway(settings, bus, sessions, SecretBox.from_settings(settings), projector)
+            tokens = TokenChecker(sessions)
+            if settings.bootstrap_token:
+                await asyncio.to_thread(ensure_bootstrap_token, tokens, settings.bootstrap_token)
+            box = SecretBox.from_settings(settings)
+            app.state.gw = Gateway(settings, bus, sessions, box, projector, tokens)
+            log.info("authentication", extra={"auth": "token" if settings.auth_required else "off"})
             stop = asyncio.Event()
             tasks = []
             if background:
@@ -85,8 +106,10 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Mount("/api", routes=api.routes),
+            *login.routes,
             *portal.routes,
         ],
+        middleware=[Middleware(AuthMiddleware)],
         lifespan=lifespan,
     )
     install_error_handlers(app)

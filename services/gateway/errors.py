@@ -56,9 +56,23 @@ class UpstreamError(FerryError):
     code = "UPSTREAM"
 
 
+class Unauthenticated(FerryError):
+    """No token, or one that is unknown or revoked (answered with ``WWW-Authenticate: Bearer``)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(FerryError):
+    """The caller's role does not allow this request, or a cookie request failed the CSRF check."""
+
+    code = "FORBIDDEN"
+
+
 # Looked up along the exception's MRO, so the most specific entry wins.
 ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     MalformedBody: (400, "MALFORMED_JSON"),
+    Unauthenticated: (401, "UNAUTHENTICATED"),
+    Forbidden: (403, "FORBIDDEN"),
     InvalidInput: (422, "INVALID_INPUT"),
     InvalidRef: (422, "INVALID_REF"),
     InvalidPath: (422, "INVALID_PATH"),
@@ -83,6 +97,8 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
 
 HTTP_CODES = {
     400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "TOO_LARGE",

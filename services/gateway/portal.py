@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from ferry.db import repo
 from ferry.errors import FerryError, InvalidInput, NotFound
 from ferry.eventstore import RELEASE_ID
+from services.gateway.auth import principal
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -67,8 +68,21 @@ def page(
         head=Markup(head),
         scripts=Markup(scripts),
         license_key=getattr(settings, "gojs_license_key", "") or "",
+        account=account_corner(request),
     )
     return HTMLResponse(body, status_code=status)
+
+
+def account_corner(request: Request) -> Markup:
+    """The "signed in as … / Sign out" corner when a token signed this request in; empty with auth off."""
+    caller = principal(request)
+    if caller is None:
+        return Markup("")
+    return Markup(
+        '<div class="account" id="account">signed in as '
+        f'<strong id="account-name">{esc(caller.name)}</strong> ({esc(caller.role)})'
+        '<form method="post" action="/logout"><button type="submit">Sign out</button></form></div>'
+    )
 
 
 def _gw(request: Request) -> Any:

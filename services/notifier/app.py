@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,9 +21,12 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ferry import auth
 from ferry.bus import Bus, open_bus
+from ferry.db.engine import make_engine, session_factory
 from ferry.eventstore import RELEASE_ID
 from ferry.settings import Settings
+from ferry.tokens import TokenChecker
 from services.notifier.fanout import (
     Channel,
     ChannelKind,
@@ -78,6 +82,37 @@ def token_authorizer(token: str | None) -> Authorize:
             return True
         given = websocket.query_params.get("token", "")
         return hmac.compare_digest(given.encode(), token.encode())
+
+    return authorize
+
+
+def _same_host(websocket: WebSocket) -> bool:
+    """A browser's ``Origin`` names the host the client connected to (the portal, on another port)."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: it chose to send the cookie itself
+    try:
+        origin_host = urlsplit(origin).hostname
+    except ValueError:
+        return False
+    return origin_host is not None and origin_host == websocket.url.hostname
+
+
+def api_token_authorizer(tokens: TokenChecker, ws_token: str | None = None) -> Authorize:
+    """With auth on: a valid API token from ``?token=`` or the portal's cookie (whose page must be
+    on this host); ``FERRY_WS_TOKEN``, when set, still works as ``?token=``."""
+
+    async def authorize(websocket: WebSocket, channel: Channel) -> bool:
+        given = websocket.query_params.get("token") or None
+        if given is not None and ws_token is not None:
+            if hmac.compare_digest(given.encode(), ws_token.encode()):
+                return True
+        token = given
+        if token is None:
+            token = websocket.cookies.get(auth.COOKIE_NAME) or None
+            if token is not None and not _same_host(websocket):
+                return False
+        return await tokens.acheck(token) is not None
 
     return authorize
 
@@ -236,7 +271,7 @@ def create_app(
 ) -> Starlette:
     """The notifier ASGI app; opens its own bus in the lifespan unless one is given (tests)."""
     config = config or NotifierConfig.from_env()
-    authorize = authorize or token_authorizer(config.token)
+    chosen = authorize
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -246,6 +281,11 @@ def create_app(
                 b = await open_bus(settings.nats, name="ferry-notifier")
                 stack.push_async_callback(b.close)
             hub = Hub(b.events, ring_size=config.ring_size, queue_size=config.queue_size)
+            authorize = chosen or token_authorizer(config.token)
+            if chosen is None and settings.auth_required:
+                engine = make_engine(settings.db_url)
+                stack.callback(engine.dispose)
+                authorize = api_token_authorizer(TokenChecker(session_factory(engine)), config.token)
             app.state.notifier = Notifier(config, hub, Metrics(), authorize)
             stop = asyncio.Event()
             follower = asyncio.create_task(hub.run(stop), name="notifier-follower")

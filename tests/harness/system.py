@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ferry.auth import new_token
 from ferry.launcher import Launcher
 from ferry.natsserver import NatsServer, free_port
 from ferry.settings import Settings
@@ -24,6 +25,8 @@ class System:
     launcher: Launcher
     url: str
     api: httpx.Client
+    token: str = ""
+    """An admin API token (the gateway's bootstrap token); ``api`` sends it."""
 
     @property
     def ws_url(self) -> str:
@@ -74,7 +77,10 @@ def start_system(
     agents: int = 1,
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    auth: bool = False,
 ) -> System:
+    """The system on loopback; ``auth`` turns token authentication on (FERRY_AUTH=token)."""
+    token = new_token()
     settings = Settings(
         home=home,
         nats_url=nats_url,
@@ -83,16 +89,20 @@ def start_system(
         http_port=free_port(),
         ws_port=free_port(),
         agent_name="agent",
+        auth="token" if auth else None,
+        bootstrap_token=token,
     )
     launcher = Launcher(settings, agents=agents, echo=lambda _s: None)
-    launcher.extra_env = dict(extra_env or {})
     launcher.extra_env = dict(extra_env or {})
     try:
         url = launcher.start(timeout=60)
     except Exception:
         launcher.stop()
         raise
-    return System(settings, launcher, url, httpx.Client(base_url=url.rstrip("/"), timeout=30))
+    headers = {"Authorization": f"Bearer {token}"}
+    return System(
+        settings, launcher, url, httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=headers), token
+    )
 
 
 @pytest.fixture

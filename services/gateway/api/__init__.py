@@ -6,10 +6,15 @@ Each module lists its ``Operation``s; they make both the routes and the OpenAPI 
 
 from __future__ import annotations
 
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.gateway.api import credentials, environments, hosts, projects, releases, webhooks
-from services.gateway.api.openapi import Operation, openapi_operation, routes_for
+from ferry import auth
+from services.gateway.api import credentials, environments, hosts, projects, releases, tokens, webhooks
+from services.gateway.api.openapi import REF, Operation, document, routes_for
 
 RESOURCE_OPERATIONS: list[Operation] = [
     *credentials.OPERATIONS,
@@ -18,6 +23,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *environments.OPERATIONS,
     *releases.OPERATIONS,
     *webhooks.OPERATIONS,
+    *tokens.OPERATIONS,
 ]
 
 
@@ -26,7 +32,41 @@ def operations() -> list[Operation]:
     return [*RESOURCE_OPERATIONS, OPENAPI]
 
 
-OPENAPI = openapi_operation(operations)
+def secured(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add the bearer-token scheme, and each operation's least role and 401/403 answers."""
+    doc["components"]["securitySchemes"] = {
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API token (ferry token create, or POST /api/tokens); required unless "
+            "the gateway runs with FERRY_AUTH=off (the default on a loopback address)",
+        }
+    }
+    doc["security"] = [{"bearerAuth": []}]
+    error = {"content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for param in op["parameters"]:
+                if param["name"] == "X-Ferry-User":
+                    param["description"] = "who is calling, with FERRY_AUTH=off only (else the token's name)"
+            role = auth.required_role(method.upper(), path.removeprefix("/api"))
+            if role is None:
+                op["security"] = []
+                continue
+            op["x-ferry-role"] = role
+            op["responses"]["401"] = {"description": "no valid API token", **error}
+            op["responses"]["403"] = {"description": f"needs the {role} role", **error}
+    return doc
+
+
+async def openapi(request: Request) -> Response:
+    if "doc" not in _cache:
+        _cache["doc"] = secured(document(operations()))
+    return JSONResponse(_cache["doc"])
+
+
+_cache: dict[str, Any] = {}
+OPENAPI = Operation("GET", "/openapi.json", openapi, "This document", "meta", errors=())
 routes: list[Route] = routes_for(operations())
 
 __all__ = ["operations", "routes"]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from services.gateway.auth import principal
 from services.gateway.errors import MalformedBody
 
 if TYPE_CHECKING:
@@ -25,9 +26,19 @@ ANONYMOUS = "anonymous"
 USER_HEADER = "X-Ferry-User"
 
 
-def current_user(request: Request) -> str:
-    """Who is calling. The authentication seam: until API tokens land, the ``X-Ferry-User`` header."""
-    user = request.headers.get(USER_HEADER, "").strip()
+def current_user(request: Request, claimed: str | None = None) -> str:
+    """Who is calling: the API token's name when auth is on.
+
+    With auth off (a loopback gateway) nobody is checked, so the caller names itself:
+    ``claimed`` (a body's ``requested_by``) or the ``X-Ferry-User`` header.
+    """
+    caller = principal(request)
+    if caller is not None:
+        return caller.name
+    deps = getattr(request.app.state, "gw", None)
+    if deps is not None and deps.settings.auth_required:
+        return ANONYMOUS  # an open path: never trust a name the caller chose
+    user = (claimed or request.headers.get(USER_HEADER, "")).strip()
     return user[:255] if user else ANONYMOUS
 
 

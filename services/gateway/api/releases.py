@@ -1,4 +1,4 @@
-"""``/api/releases``: request a release, follow it, approve, reject or cancel it.
+"""``/api/releases``: request a release, follow it, approve, reject, resume or cancel it.
 
 A single release is always computed by replaying its own events from the event store, so
 its ``last_seq`` is exact and a client can follow the WebSocket from there; the list comes
@@ -25,10 +25,21 @@ from ferry.events import (
     BuildHookFinished,
     BuildStarted,
     HostStepFinished,
+    ReleasePaused,
     utcnow,
 )
 from ferry.eventstore import StoredEvent
-from ferry.release import Approve, Cancel, Command, Reject, ReleaseState, RequestRelease, decide, replay
+from ferry.release import (
+    Approve,
+    Cancel,
+    Command,
+    Reject,
+    ReleaseState,
+    RequestRelease,
+    Resume,
+    decide,
+    replay,
+)
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import (
@@ -37,6 +48,7 @@ from services.gateway.api.schemas import (
     BuildOut,
     EventList,
     HookOut,
+    PauseOut,
     ReasonIn,
     ReleaseCreated,
     ReleaseHostOut,
@@ -88,9 +100,14 @@ def release_view(release_id: str, history: Sequence[StoredEvent]) -> ReleaseOut:
     build_tail = ""
     build_status = "waiting"
     step_detail: dict[tuple[str, str], tuple[str, str | None]] = {}
+    pause: PauseOut | None = None
     for stored in history:
         e = stored.event
         match e:
+            case ReleasePaused():
+                pause = PauseOut(
+                    paused_at=e.at, hosts_done=list(e.hosts_done), resume_at=e.resume_at, resumed_by=None
+                )
             case BuildStarted():
                 build_status = "running"
             case BuildHookFinished():
@@ -154,6 +171,7 @@ def release_view(release_id: str, history: Sequence[StoredEvent]) -> ReleaseOut:
         build=BuildOut(status=build_status, hooks=hooks, log_digest=build_log, output_tail=build_tail),  # type: ignore[arg-type]
         hosts=hosts,
         links=_links(release_id),
+        pause=pause.model_copy(update={"resumed_by": state.resumed_by}) if pause else None,
     )
 
 
@@ -178,7 +196,7 @@ async def create_release(request: Request) -> Response:
         project=body.project,
         environment=body.environment,
         ref=body.ref,
-        requested_by=body.requested_by or current_user(request),
+        requested_by=current_user(request, claimed=body.requested_by),
         plan=plan,
     )
     events = decide(ReleaseState(release_id), command, utcnow())
@@ -245,13 +263,15 @@ async def list_releases(request: Request) -> Response:
     )
 
 
-async def _command(request: Request, make: type[Approve] | type[Reject] | type[Cancel]) -> Response:
+async def _command(
+    request: Request, make: type[Approve] | type[Reject] | type[Cancel] | type[Resume]
+) -> Response:
     release_id = _release_id(request)
     body = await read_model(request, ReasonIn, optional=True)
     by = current_user(request)
     command: Command
-    if make is Approve:
-        command = Approve(by=by)
+    if make is Approve or make is Resume:
+        command = Approve(by=by) if make is Approve else Resume(by=by)
     elif make is Reject:
         command = Reject(by=by, reason=body.reason)
     else:
@@ -260,6 +280,8 @@ async def _command(request: Request, make: type[Approve] | type[Reject] | type[C
     for attempt in range(APPEND_ATTEMPTS):
         history = await _history(request, release_id)
         state = replay(release_id, [s.event for s in history])
+        if isinstance(command, Approve) and state.status == "paused":
+            command = Resume(by=by)  # "a pause until approved": approving a paused canary resumes it
         events = decide(state, command, utcnow())  # InvariantViolation -> 409 with the reason
         try:
             seq = await store.append(release_id, events, state.version)
@@ -307,6 +329,10 @@ async def reject_release(request: Request) -> Response:
 
 async def cancel_release(request: Request) -> Response:
     return await _command(request, Cancel)
+
+
+async def resume_release(request: Request) -> Response:
+    return await _command(request, Resume)
 
 
 TAG = "releases"
@@ -378,7 +404,7 @@ OPERATIONS = [
         "POST",
         "/releases/{id}/approve",
         approve_release,
-        "Approve a release awaiting approval",
+        "Approve a release awaiting approval (or resume a paused canary)",
         TAG,
         response=ReleaseOut,
         body=ReasonIn,
@@ -402,7 +428,19 @@ OPERATIONS = [
         "POST",
         "/releases/{id}/cancel",
         cancel_release,
-        "Cancel a release no host runs yet",
+        "Cancel a release no host runs yet; a paused canary rolls its hosts back, then ends cancelled",
+        TAG,
+        response=ReleaseOut,
+        body=ReasonIn,
+        body_required=False,
+        errors=(404, 409, 422),
+        path_params=_ID,
+    ),
+    Operation(
+        "POST",
+        "/releases/{id}/resume",
+        resume_release,
+        "Resume a paused canary: release the remaining hosts (409 when not paused)",
         TAG,
         response=ReleaseOut,
         body=ReasonIn,
