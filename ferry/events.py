@@ -73,13 +73,26 @@ class Recipe(_Frozen):
     health: HealthCheck = HealthCheck()
 
 
+Strategy = Literal["all", "rolling", "canary"]
+
+
 class Plan(_Frozen):
+    """What to release where, and how: ``strategy`` "all" keeps up to ``concurrency`` hosts in
+    flight; "rolling" releases ``batch_size`` hosts at a time (default: ``concurrency``), each
+    batch finishing before the next starts; "canary" releases the first ``canary_size`` hosts,
+    pauses (until resumed, or for ``canary_pause`` seconds), then the rest as "all" (or in
+    batches when ``batch_size`` is set). ``concurrency`` caps hosts in flight inside a batch too."""
+
     recipe: Recipe
     hosts: tuple[str, ...]
     concurrency: int = 1
     max_failures: int = 0
     require_approval: bool = False
     rollback_on_failure: bool = True
+    strategy: Strategy = "all"
+    batch_size: int | None = Field(default=None, ge=1)
+    canary_size: int = Field(default=1, ge=1)
+    canary_pause: float | None = Field(default=None, ge=0)
 
     @field_validator("hosts")
     @classmethod
@@ -110,6 +123,7 @@ class Event(_Frozen):
 
 class ReleaseRequested(Event):
     type: Literal["release.requested"] = "release.requested"
+    schema_version: int = 2  # v2: the plan's rollout strategy (v1 is lifted by _requested_v1)
     project: str
     environment: str
     ref: str
@@ -200,6 +214,33 @@ class HostRolledBack(Event):
     output_tail: str = ""
 
 
+class ReleasePaused(Event):
+    """The canary batch is done; the rollout waits for a resume (or until ``resume_at``)."""
+
+    type: Literal["release.paused"] = "release.paused"
+    hosts_done: tuple[str, ...]
+    resume_at: AwareDatetime | None = None
+    reason: str = ""
+
+    @field_validator("resume_at")
+    @classmethod
+    def _utc_resume(cls, at: datetime | None) -> datetime | None:
+        return None if at is None else at.astimezone(UTC)
+
+
+class ReleaseResumed(Event):
+    type: Literal["release.resumed"] = "release.resumed"
+    by: str  # a user, or "timer" when the pause ran out
+
+
+class ReleaseCancelRequested(Event):
+    """Cancel of a paused release: roll back the hosts it switched, then ``release.cancelled``."""
+
+    type: Literal["release.cancel_requested"] = "release.cancel_requested"
+    by: str
+    reason: str = ""
+
+
 class ReleaseSucceeded(Event):
     TERMINAL: ClassVar[bool] = True
     type: Literal["release.succeeded"] = "release.succeeded"
@@ -231,6 +272,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     HostStepFinished,
     HostFailed,
     HostRolledBack,
+    ReleasePaused,
+    ReleaseResumed,
+    ReleaseCancelRequested,
     ReleaseSucceeded,
     ReleaseFailed,
     ReleaseCancelled,
@@ -249,6 +293,9 @@ AnyEvent = Annotated[
     | HostStepFinished
     | HostFailed
     | HostRolledBack
+    | ReleasePaused
+    | ReleaseResumed
+    | ReleaseCancelRequested
     | ReleaseSucceeded
     | ReleaseFailed
     | ReleaseCancelled,
@@ -257,8 +304,21 @@ AnyEvent = Annotated[
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
+
+def _requested_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """release.requested v1 -> v2: plans before rollout strategies released all at once."""
+    plan = dict(payload.get("plan") or {})
+    plan.setdefault("strategy", "all")
+    plan.setdefault("batch_size", None)
+    plan.setdefault("canary_size", 1)
+    plan.setdefault("canary_pause", None)
+    return {**payload, "plan": plan, "schema_version": 2}
+
+
 # (type, from schema_version) -> function lifting a payload one version up.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("release.requested", 1): _requested_v1,
+}
 
 TYPE_NAMES: frozenset[str] = frozenset(t.model_fields["type"].default for t in EVENT_TYPES)
 _CURRENT_VERSIONS: dict[str, int] = {

@@ -3,6 +3,10 @@
 Every decision is made from the release's own event history (loaded fresh), never from
 memory, so any number of orchestrators may run and any may crash: work messages are
 de-duplicated by id and terminal events are appended with optimistic concurrency.
+
+A timed canary pause is a work item on ``ferry.work.timer`` (one per pause, by message id)
+that the timer consumer naks with a delay until ``resume_at`` has passed, then resumes the
+release; the periodic reconciler resumes any pause whose item was lost.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from datetime import timedelta
 
 from nats.aio.msg import Msg
 
-from ferry.bus import Bus
+from ferry.bus import WORK_PREFIX, WORK_STREAM, Bus
 from ferry.errors import ConcurrencyError, InvariantViolation
 from ferry.events import utcnow
 from ferry.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
-from ferry.release import decide, replay
-from ferry.rollout import Finish, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
-from ferry.worker import run_consumer
+from ferry.release import TIMER, Resume, decide, replay
+from ferry.rollout import Finish, ResumeAt, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
+from ferry.worker import Permanent, Transient, body, run_consumer
 
 log = logging.getLogger("ferry.orchestrator")
 
 BUILD_WORK = "build"
 DEPLOY_WORK = "host.deploy"
 ROLLBACK_WORK = "host.rollback"
+TIMER_WORK = "timer"
+MAX_TIMER_DELAY = 30.0  # re-check a long pause at least this often (cheap: one history load)
 STALE_AFTER = timedelta(minutes=3)
 
 
@@ -57,13 +63,49 @@ async def react(bus: Bus, release_id: str, *, include_running: bool = False) -> 
                     case Finish(command=command):
                         events = decide(state, command, utcnow())
                         await bus.events.append(release_id, events, state.version)
-                        log.info("release finished", extra={"release_id": release_id, "type": events[0].type})
+                        log.info("release decided", extra={"release_id": release_id, "type": events[0].type})
+                    case ResumeAt(at=at):
+                        now = utcnow()
+                        if now >= at:
+                            events = decide(state, Resume(by=TIMER), now)
+                            await bus.events.append(release_id, events, state.version)
+                            log.info("pause ran out; resumed", extra={"release_id": release_id})
+                        else:
+                            await bus.publish_work(
+                                TIMER_WORK,
+                                f"timer:{release_id}:{state.version}",
+                                {"release_id": release_id, "at": at.isoformat()},
+                            )
             return
         except ConcurrencyError:
             continue  # someone appended meanwhile: decide again from the new history
         except InvariantViolation as exc:
             log.info("nothing to do", extra={"release_id": release_id, "why": exc.message})
             return
+
+
+async def resume_when_due(bus: Bus, release_id: str) -> None:
+    """Handle one timer work item: nak it until the pause runs out, then resume the release."""
+    history = [s.event for s in await bus.events.load(release_id)]
+    state = replay(release_id, history)
+    if state.status == "paused" and state.resume_at is not None:
+        left = (state.resume_at - utcnow()).total_seconds()
+        if left > 0:
+            raise Transient(
+                f"pause runs until {state.resume_at.isoformat()}", delay=min(left, MAX_TIMER_DELAY)
+            )
+        await react(bus, release_id)
+        # a concurrent writer may have won; what matters is that the pause is over
+        after = replay(release_id, [s.event for s in await bus.events.load(release_id)])
+        if after.status == "paused":
+            raise Transient("still paused after the timer ran out", delay=1.0)
+
+
+async def on_timer(bus: Bus, msg: Msg) -> None:
+    release_id = body(msg).get("release_id")
+    if not isinstance(release_id, str) or not release_id:
+        raise Permanent("timer work without a release_id")
+    await resume_when_due(bus, release_id)
 
 
 async def reconcile(bus: Bus) -> int:
@@ -99,7 +141,26 @@ async def run(bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0) -
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), reconcile_every)
 
+    async def timers() -> None:
+        while not stop.is_set():
+            try:
+                await run_consumer(
+                    bus.js,
+                    WORK_STREAM,
+                    "orchestrator-timer",
+                    f"{WORK_PREFIX}.{TIMER_WORK}",
+                    lambda msg: on_timer(bus, msg),
+                    stop,
+                    concurrency=8,
+                    ack_wait=30,
+                )
+            except Exception:
+                log.exception("timer consumer failed; restarting")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
     task = asyncio.create_task(reconciler())
+    timer_task = asyncio.create_task(timers())
     try:
         await run_consumer(
             bus.js,
@@ -112,6 +173,8 @@ async def run(bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0) -
             ack_wait=30,
         )
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for t in (task, timer_task):
+            t.cancel()
+        for t in (task, timer_task):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t

@@ -3,14 +3,15 @@
 Pure: no I/O. ``evolve(state, event)`` folds one event; ``decide(state, command, now)``
 returns the events a command produces or raises ``InvariantViolation``.
 Invariants: nothing follows a terminal event; a host's steps run in order; no host is
-activated twice in one release; no host step before an artifact exists.
+activated twice in one release; no host step before an artifact exists; nothing starts
+while a canary is paused, and a paused release resumes at most once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 
 from ferry.errors import InvariantViolation
@@ -28,9 +29,12 @@ from ferry.events import (
     Plan,
     ReleaseApproved,
     ReleaseCancelled,
+    ReleaseCancelRequested,
     ReleaseFailed,
+    ReleasePaused,
     ReleaseRejected,
     ReleaseRequested,
+    ReleaseResumed,
     ReleaseSucceeded,
     SourceFetched,
 )
@@ -41,6 +45,8 @@ Status = Literal[
     "queued",
     "building",
     "deploying",
+    "paused",
+    "cancelling",
     "succeeded",
     "failed",
     "cancelled",
@@ -100,10 +106,20 @@ class ReleaseState:
     reason: str | None = None
     requested_at: datetime | None = None
     finished_at: datetime | None = None
+    paused_at: datetime | None = None
+    resume_at: datetime | None = None
+    resumed_by: str | None = None
+    cancel_requested_by: str | None = None
+    cancel_reason: str = ""
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def was_paused(self) -> bool:
+        """The canary pause already happened (a release pauses at most once)."""
+        return self.paused_at is not None
 
     def host(self, name: str) -> HostState:
         try:
@@ -188,6 +204,12 @@ def evolve(state: ReleaseState, event: Event) -> ReleaseState:
         case HostRolledBack():
             h = s.hosts[event.host]
             return _with_host(s, event.host, replace(h, status="rolled_back"))
+        case ReleasePaused():
+            return replace(s, status="paused", paused_at=event.at, resume_at=event.resume_at)
+        case ReleaseResumed():
+            return replace(s, status="deploying", resumed_by=event.by)
+        case ReleaseCancelRequested():
+            return replace(s, status="cancelling", cancel_requested_by=event.by, cancel_reason=event.reason)
         case ReleaseSucceeded():
             return replace(s, status="succeeded", finished_at=event.at)
         case ReleaseFailed():
@@ -230,6 +252,23 @@ class Reject:
 class Cancel:
     by: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Hold the rollout after the canary batch (the rollout policy asks for it)."""
+
+    reason: str = "canary batch succeeded"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Go on after a pause: ``by`` a user, or ``TIMER`` once ``resume_at`` has passed."""
+
+    by: str
+
+
+TIMER = "timer"
 
 
 @dataclass(frozen=True)
@@ -317,6 +356,8 @@ Command = (
     | Approve
     | Reject
     | Cancel
+    | Pause
+    | Resume
     | StartBuild
     | RecordSource
     | RecordHook
@@ -368,11 +409,17 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             _guard(state.status == "awaiting_approval", "release is not awaiting approval")
             return [ReleaseRejected(**base, by=command.by, reason=command.reason)]
         case Cancel():
-            _guard(
-                not any(h.activated for h in state.hosts.values()),
-                "cannot cancel: a host already runs this release; roll back instead",
-            )
-            return [ReleaseCancelled(**base, by=command.by, reason=command.reason)]
+            return _cancel(state, command, base)
+        case Pause():
+            return [_pause(state, command, base, now)]
+        case Resume():
+            _guard(state.status == "paused", f"release is not paused (it is {state.status})")
+            if command.by == TIMER:
+                _guard(
+                    state.resume_at is not None and now >= state.resume_at,
+                    "the pause has no timer, or its time has not come yet",
+                )
+            return [ReleaseResumed(**base, by=command.by)]
         case StartBuild():
             _guard(state.status == "queued", f"cannot build a release that is {state.status}")
             return [BuildStarted(**base, builder=command.builder)]
@@ -422,6 +469,20 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             _guard(command.step in HOST_STEPS, f"unknown step {command.step!r}", "step")
             h = state.host(command.host)
             _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
+            if h.status == "waiting":
+                _guard(
+                    state.status not in ("paused", "cancelling"),
+                    f"release is {state.status}: no host starts now",
+                    "host",
+                )
+                _guard(
+                    state.was_paused
+                    or state.plan is None
+                    or state.plan.strategy != "canary"
+                    or command.host in canary_hosts(state),
+                    f"host {command.host} waits for the canary pause",
+                    "host",
+                )
             expected = h.next_step()
             _guard(
                 command.step == expected,
@@ -480,3 +541,62 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             _guard(not running, f"hosts still running: {', '.join(sorted(running))}")
             return [ReleaseFailed(**base, reason=command.reason)]
     raise InvariantViolation(f"unknown command {type(command).__name__}")
+
+
+def canary_hosts(state: ReleaseState) -> tuple[str, ...]:
+    """The hosts of the canary batch (plan order), or () when the plan is not a canary."""
+    plan = state.plan
+    if plan is None or plan.strategy != "canary":
+        return ()
+    return plan.hosts[: plan.canary_size]
+
+
+def _pause(state: ReleaseState, command: Pause, base: _Meta, now: datetime) -> ReleasePaused:
+    plan = state.plan
+    _guard(plan is not None and plan.strategy == "canary", "only a canary rollout pauses")
+    assert plan is not None
+    _guard(state.status == "deploying", f"cannot pause a release that is {state.status}")
+    _guard(not state.was_paused, "the canary pause already happened")
+    canary = canary_hosts(state)
+    _guard(
+        all(state.hosts[h].status in ("succeeded", "failed", "rolled_back") for h in canary),
+        "the canary batch is not done",
+    )
+    _guard(not any(h.status == "running" for h in state.hosts.values()), "hosts still running")
+    _guard(any(h.status == "waiting" for h in state.hosts.values()), "no host left to pause for")
+    failed = [n for n, h in state.hosts.items() if h.failure is not None]
+    _guard(len(failed) <= plan.max_failures, "the failure threshold is crossed: the release must fail")
+    done = tuple(n for n in canary if state.hosts[n].status == "succeeded")
+    resume_at = None if plan.canary_pause is None else now + timedelta(seconds=plan.canary_pause)
+    return ReleasePaused(**base, hosts_done=done, resume_at=resume_at, reason=command.reason)
+
+
+def _cancel(state: ReleaseState, command: Cancel, base: _Meta) -> list[Event]:
+    """Cancel before any host runs the release; a paused canary is cancelled in two steps.
+
+    A paused canary has hosts serving the new version. Refusing the cancel would leave an
+    operator who distrusts the canary no way to stop it (and a timed pause would then roll
+    out by itself); cancelling at once would record "cancelled" while the canary hosts still
+    serve the new version. So cancel while paused appends ``release.cancel_requested``: the
+    rollout policy rolls the switched hosts back (whatever ``rollback_on_failure`` says: the
+    operator asked to undo), then ``release.cancelled`` ends it. Outside a pause, a host
+    that already runs the release still refuses the cancel (roll back instead).
+    """
+    switched = [n for n, h in state.hosts.items() if h.activated and h.status != "rolled_back"]
+    if state.status == "paused":
+        return [ReleaseCancelRequested(**base, by=command.by, reason=command.reason)]
+    if state.status == "cancelling":
+        running = [n for n, h in state.hosts.items() if h.status == "running"]
+        _guard(not running and not switched, "already cancelling: hosts are being rolled back")
+        return [
+            ReleaseCancelled(
+                **base,
+                by=state.cancel_requested_by or command.by,
+                reason=state.cancel_reason or command.reason,
+            )
+        ]
+    _guard(
+        not any(h.activated for h in state.hosts.values()),
+        "cannot cancel: a host already runs this release; roll back instead",
+    )
+    return [ReleaseCancelled(**base, by=command.by, reason=command.reason)]

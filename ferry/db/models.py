@@ -129,6 +129,11 @@ class Environment(Base):
     max_failures: Mapped[int] = mapped_column(Integer, default=0)
     require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
     rollback_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
+    # rollout strategy (ferry.events.Plan): "all" | "rolling" | "canary", checked by the repo
+    strategy: Mapped[str] = mapped_column(String(20), default="all", server_default="all")
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    canary_size: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    canary_pause: Mapped[float | None] = mapped_column(Float)
 
     project: Mapped[Project] = relationship(back_populates="environments")
     members: Mapped[list[EnvironmentHost]] = relationship(

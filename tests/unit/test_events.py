@@ -104,6 +104,11 @@ def _samples() -> dict[type[Event], Event]:
         ReleaseSucceeded: ReleaseSucceeded(**meta, version=11),
         ReleaseFailed: ReleaseFailed(**meta, version=11, reason="1 of 2 host(s) failed"),
         ReleaseCancelled: ReleaseCancelled(**meta, version=3, by="alice", reason="wrong ref"),
+        ev.ReleasePaused: ev.ReleasePaused(
+            **meta, version=12, hosts_done=("web-1",), resume_at=AT + timedelta(minutes=10), reason="canary"
+        ),
+        ev.ReleaseResumed: ev.ReleaseResumed(**meta, version=13, by="timer"),
+        ev.ReleaseCancelRequested: ev.ReleaseCancelRequested(**meta, version=13, by="bob", reason="5xx"),
     }
 
 

@@ -37,12 +37,14 @@ from ferry.release import (
     FailBuild,
     FailHost,
     FinishHostStep,
+    Pause,
     RecordArtifact,
     RecordHook,
     RecordSource,
     Reject,
     ReleaseState,
     RequestRelease,
+    Resume,
     RollBackHost,
     StartBuild,
     StartHostStep,
@@ -51,7 +53,7 @@ from ferry.release import (
     evolve,
     replay,
 )
-from ferry.rollout import Finish, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
+from ferry.rollout import Finish, ScheduleBuild, ScheduleHost, ScheduleRollback, batches, next_actions
 
 RID = "rel-prop"
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
@@ -120,6 +122,10 @@ plans = st.builds(
     max_failures=st.integers(0, 2),
     require_approval=st.booleans(),
     rollback_on_failure=st.booleans(),
+    strategy=st.sampled_from(["all", "rolling", "canary"]),
+    batch_size=st.one_of(st.none(), st.integers(1, 3)),
+    canary_size=st.integers(1, 3),
+    canary_pause=st.sampled_from([None, 0.0, 2.0]),
 )
 hosts_any = st.sampled_from(ANY_HOST)
 steps_any = st.sampled_from(ANY_STEP)
@@ -152,6 +158,8 @@ random_command: st.SearchStrategy[Command] = st.one_of(
     st.builds(RollBackHost, hosts_any, st.sampled_from([None, "rel-0"])),
     st.builds(Succeed),
     st.builds(Fail, st.just("given up")),
+    st.builds(Pause),
+    st.builds(Resume, st.sampled_from(["bob", "timer"])),
 )
 
 
@@ -170,6 +178,8 @@ def plausible(state: ReleaseState) -> list[Command]:
             return [RecordArtifact("sha256:00", 10, "zst"), RecordHook(0, "make", 0, 1.0)]
     if state.terminal:
         return []
+    if state.status == "paused":
+        return [Resume("bob"), Resume("timer"), Cancel("bob")]
     out: list[Command] = []
     for name, h in state.hosts.items():
         if h.status not in ("waiting", "running"):
@@ -203,6 +213,10 @@ request_plausible = st.builds(
         max_failures=st.integers(0, 1),
         require_approval=st.booleans(),
         rollback_on_failure=st.booleans(),
+        strategy=st.sampled_from(["all", "rolling", "canary"]),
+        batch_size=st.one_of(st.none(), st.integers(1, 2)),
+        canary_size=st.integers(1, 2),
+        canary_pause=st.sampled_from([None, 0.0, 2.0]),
     ),
 )
 MODES = ("plausible",) * 20 + ("fail", "rollback") + ("random",) * 3
@@ -473,7 +487,7 @@ def _check_policy_work_is_accepted(state: ReleaseState) -> None:
             decide(state, StartHostStep(action.host, "upload"), T0)
         elif isinstance(action, ScheduleRollback):
             decide(state, RollBackHost(action.host, None), T0)
-        elif isinstance(action, Finish) and isinstance(action.command, Fail):
+        elif isinstance(action, Finish) and not isinstance(action.command, Succeed):
             # Finish(Succeed) is checked by test_rollout_succeeds_only_when_every_host_succeeded
             decide(state, action.command, T0)
 
@@ -496,3 +510,48 @@ def test_rollout_succeeds_only_when_every_host_succeeded(h: History):
             if isinstance(action, Finish) and isinstance(action.command, Succeed):
                 assert all(x.status == "succeeded" for x in state.hosts.values())
                 decide(state, action.command, T0)
+
+
+# --- rollout strategies ---------------------------------------------------------------------
+
+
+def _first_open_batch(state: ReleaseState) -> tuple[str, ...]:
+    for batch in batches(state):
+        if any(state.hosts[n].status in ("waiting", "running") for n in batch):
+            return batch
+    return ()
+
+
+@SETTINGS
+@given(histories())
+def test_policy_starts_hosts_only_from_the_first_unfinished_batch(h: History):
+    for state in h.states:
+        plan = state.plan
+        new = [
+            a.host
+            for a in next_actions(state)
+            if isinstance(a, ScheduleHost) and state.hosts[a.host].status == "waiting"
+        ]
+        if plan is None or not new:
+            continue
+        assert state.status not in ("paused", "cancelling"), "nothing starts while paused"
+        if plan.strategy == "all" or (
+            plan.strategy == "canary" and plan.batch_size is None and state.was_paused
+        ):
+            continue
+        batch = _first_open_batch(state)
+        assert set(new) <= set(batch), f"{new} scheduled outside the current batch {batch}"
+
+
+@SETTINGS
+@given(histories())
+def test_a_canary_starts_nothing_beyond_its_batch_before_the_pause(h: History):
+    plan = h.final.plan
+    if plan is None or plan.strategy != "canary":
+        return
+    canary = set(plan.hosts[: plan.canary_size])
+    for i, e in enumerate(h.events):
+        if isinstance(e, HostStepStarted) and not h.states[i].was_paused:
+            assert e.host in canary, f"{e.host} started before the canary pause"
+        if isinstance(e, HostStepStarted) and h.states[i].status in ("paused", "cancelling"):
+            assert h.states[i].hosts[e.host].status == "running", "a host started while paused"

@@ -1,4 +1,4 @@
-"""``/api/projects/{project}/environments``: ordered host lists and their rollout limits."""
+"""``/api/projects/{project}/environments``: ordered host lists, rollout strategies and limits."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def _out(info: repo.EnvironmentInfo) -> EnvironmentOut:
         max_failures=info.max_failures,
         require_approval=info.require_approval,
         rollback_on_failure=info.rollback_on_failure,
+        strategy=info.strategy,  # type: ignore[arg-type]  # the repo stores only valid strategies
+        batch_size=info.batch_size,
+        canary_size=info.canary_size,
+        canary_pause=info.canary_pause,
     )
 
 
@@ -37,6 +41,10 @@ async def create_environment(request: Request) -> Response:
         max_failures=body.max_failures,
         require_approval=body.require_approval,
         rollback_on_failure=body.rollback_on_failure,
+        strategy=body.strategy,
+        batch_size=body.batch_size,
+        canary_size=body.canary_size,
+        canary_pause=body.canary_pause,
         write=True,
     )
     return respond(_out(info), 201, {"Location": f"/api/projects/{project}/environments/{info.name}"})

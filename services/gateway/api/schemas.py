@@ -341,12 +341,31 @@ def _unique(names: list[str] | None, field: str) -> None:
         raise ferry_error("each host may appear once", loc=field)
 
 
+RolloutStrategy = Literal["all", "rolling", "canary"]
+BatchSize = Annotated[int, Field(ge=1, le=1000)]
+CanaryPause = Annotated[float, Field(ge=0, le=7 * 24 * 3600, allow_inf_nan=False)]
+_STRATEGY_DOC = (
+    "all: up to `concurrency` hosts at once; rolling: `batch_size` hosts per batch, each batch "
+    "done before the next; canary: `canary_size` hosts, then a pause until resumed (or for "
+    "`canary_pause` seconds), then the rest (in batches when `batch_size` is set)"
+)
+
+
 class EnvironmentFields(Input):
     hosts: HostNames = Field(description="host names, in rollout order")
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 1
     max_failures: Annotated[int, Field(ge=0, le=1000)] = 0
     require_approval: bool = False
     rollback_on_failure: bool = True
+    strategy: RolloutStrategy = Field(default="all", description=_STRATEGY_DOC)
+    batch_size: BatchSize | None = Field(
+        default=None, description="rolling: hosts per batch (default: concurrency)"
+    )
+    canary_size: BatchSize = Field(default=1, description="canary: hosts in the canary batch")
+    canary_pause: CanaryPause | None = Field(
+        default=None,
+        description="canary: seconds before the rollout resumes by itself; null waits for a resume",
+    )
 
     @model_validator(mode="after")
     def _hosts_unique(self) -> EnvironmentFields:
@@ -364,6 +383,10 @@ class EnvironmentPatch(Input):
     max_failures: Annotated[int, Field(ge=0, le=1000)] | None = None
     require_approval: bool | None = None
     rollback_on_failure: bool | None = None
+    strategy: RolloutStrategy | None = None
+    batch_size: BatchSize | None = Field(default=None, description="null: batches of `concurrency`")
+    canary_size: BatchSize | None = None
+    canary_pause: CanaryPause | None = Field(default=None, description="null: wait for a resume")
 
     @model_validator(mode="after")
     def _hosts_unique(self) -> EnvironmentPatch:
@@ -379,6 +402,10 @@ class EnvironmentOut(Output):
     max_failures: int
     require_approval: bool
     rollback_on_failure: bool
+    strategy: RolloutStrategy
+    batch_size: int | None
+    canary_size: int
+    canary_pause: float | None
 
 
 class EnvironmentList(Output):
@@ -392,6 +419,8 @@ ReleaseStatus = Literal[
     "queued",
     "building",
     "deploying",
+    "paused",
+    "cancelling",
     "succeeded",
     "failed",
     "cancelled",
@@ -463,6 +492,13 @@ class ReleaseHostOut(Output):
     steps: list[StepOut]
 
 
+class PauseOut(Output):
+    paused_at: datetime
+    hosts_done: list[str]
+    resume_at: datetime | None = Field(description="when the timer resumes it; null waits for a resume")
+    resumed_by: str | None = Field(description='who resumed it ("timer" when the pause ran out)')
+
+
 class ReleaseOut(Output):
     id: str
     project: str
@@ -480,6 +516,7 @@ class ReleaseOut(Output):
     build: BuildOut
     hosts: list[ReleaseHostOut]
     links: ReleaseLinks
+    pause: PauseOut | None = Field(default=None, description="the canary pause, once it happened")
 
 
 class StoredEventOut(Output):
