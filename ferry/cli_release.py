@@ -128,6 +128,10 @@ def describe(view: dict[str, Any]) -> str:
         lines.append(f"  artifact {a['digest'][:16]}… {a['size']} bytes{' (reused)' if a['reused'] else ''}")
     if view.get("reason"):
         lines.append(f"  reason: {view['reason']}")
+    if view.get("status") == "paused" and view.get("pause"):
+        at = view["pause"].get("resume_at")
+        then = f"resumes at {at}" if at else f"ferry release resume {view['id']} goes on"
+        lines.append(f"  paused after the canary: {then}")
     for h in view.get("hosts", []):
         done = sum(1 for s in h["steps"] if s["status"] == "succeeded")
         failure = f" — {h['failure']}" if h.get("failure") else ""
@@ -322,6 +326,12 @@ def cancel(
 ) -> None:
     """Cancel a release before any host runs it."""
     _decide(release_id, "cancel", reason)
+
+
+@app.command()
+def resume(release_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Resume a paused canary: release the remaining hosts."""
+    _decide(release_id, "resume", None)
 
 
 def _register_watch() -> None:

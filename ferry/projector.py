@@ -32,9 +32,12 @@ from ferry.events import (
     HostStepStarted,
     ReleaseApproved,
     ReleaseCancelled,
+    ReleaseCancelRequested,
     ReleaseFailed,
+    ReleasePaused,
     ReleaseRejected,
     ReleaseRequested,
+    ReleaseResumed,
     ReleaseSucceeded,
     SourceFetched,
 )
@@ -177,6 +180,12 @@ def _apply(rows: _Rows, release: Release, event: Event) -> None:
             host.status, host.failure = "failed", event.reason
         case HostRolledBack():
             rows.host(release.id, event.host).status = "rolled_back"
+        case ReleasePaused():
+            release.status = "paused"
+        case ReleaseResumed():
+            release.status = "deploying"
+        case ReleaseCancelRequested():
+            release.status = "cancelling"
         case ReleaseSucceeded():
             release.status, release.finished_at = "succeeded", event.at
         case ReleaseFailed():

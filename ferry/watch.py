@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -36,9 +37,12 @@ from ferry.events import (
     HostStepStarted,
     ReleaseApproved,
     ReleaseCancelled,
+    ReleaseCancelRequested,
     ReleaseFailed,
+    ReleasePaused,
     ReleaseRejected,
     ReleaseRequested,
+    ReleaseResumed,
     ReleaseSucceeded,
     SourceFetched,
     UnknownEvent,
@@ -59,6 +63,8 @@ COLOURS = {
     "running": "blue",
     "building": "blue",
     "deploying": "blue",
+    "paused": "yellow",
+    "cancelling": "dark_orange",
     "succeeded": "green",
     "failed": "red",
     "rolled_back": "dark_orange",
@@ -92,6 +98,7 @@ class ReleaseView:
     reason: str | None = None
     last_seq: int = 0
     hosts: dict[str, HostView] = field(default_factory=dict)
+    resume_at: datetime | None = None
 
     @classmethod
     def from_api(cls, body: dict[str, Any]) -> ReleaseView:
@@ -108,6 +115,9 @@ class ReleaseView:
             reason=body.get("reason"),
             last_seq=int(body.get("last_seq", 0)),
         )
+        pause = body.get("pause") or {}
+        if pause.get("resume_at"):
+            view.resume_at = datetime.fromisoformat(str(pause["resume_at"]).replace("Z", "+00:00"))
         hooks = build.get("hooks") or []
         view.build_stage = {"succeeded": "packaged", "failed": "failed"}.get(view.build_status, "")
         if not view.build_stage and hooks:
@@ -163,6 +173,12 @@ class ReleaseView:
                 h.status, h.step, h.step_status = "failed", event.step, "failed"
             case HostRolledBack():
                 self.hosts.setdefault(event.host, HostView()).status = "rolled_back"
+            case ReleasePaused():
+                self.status, self.resume_at = "paused", event.resume_at
+            case ReleaseResumed():
+                self.status, self.resume_at = "deploying", None
+            case ReleaseCancelRequested():
+                self.status = "cancelling"
             case ReleaseSucceeded():
                 self.status = "succeeded"
             case ReleaseFailed():
@@ -172,13 +188,21 @@ class ReleaseView:
             case ReleaseRejected():
                 self.status, self.reason = "rejected", event.reason or "rejected"
 
+    def status_text(self) -> str:
+        """The status, with when a paused canary goes on (or how to resume it)."""
+        if self.status != "paused":
+            return self.status
+        if self.resume_at is None:
+            return f"paused (ferry release resume {self.release_id})"
+        return f"paused (resume at {self.resume_at.astimezone().strftime('%H:%M:%S')})"
+
     def render(self) -> Group:
         title = Text.assemble(
             (f"release {self.release_id}", "bold"),
             f"  {self.project}/{self.environment}  {self.ref}",
             f" @ {self.commit[:10]}" if self.commit else "",
             "  ",
-            (self.status, COLOURS.get(self.status, "")),
+            (self.status_text(), COLOURS.get(self.status, "")),
             f"  ({self.reason})" if self.reason else "",
         )
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
@@ -207,7 +231,7 @@ class ReleaseView:
 def describe(seq: int, event: Event) -> str:
     """One plain line per event, for logs and terminals without a live display."""
     parts = [f"#{seq}", event.type]
-    for name in ("host", "step", "exit_code", "commit", "index", "reason", "by"):
+    for name in ("host", "step", "exit_code", "commit", "index", "reason", "by", "resume_at"):
         value = getattr(event, name, None)
         if value is not None and value != "":
             parts.append(f"{name}={value}")

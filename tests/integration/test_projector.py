@@ -254,3 +254,63 @@ def test_release_queries(session_factory):
         assert [r.id for r in repo.list_releases(s, limit=2, offset=1)] == [r.id for r in everything[1:3]]
         assert repo.count_releases(s, status="failed") == len(failed)
         assert repo.projection_position(s) == len(stored)
+
+
+def _canary_history(rid: str, *, then: str) -> list[Event]:
+    from datetime import UTC, datetime, timedelta
+
+    from ferry.events import HOST_STEPS, Plan, Recipe
+    from ferry.release import (
+        Cancel,
+        FinishHostStep,
+        Pause,
+        RecordArtifact,
+        RecordSource,
+        ReleaseState,
+        RequestRelease,
+        Resume,
+        StartBuild,
+        StartHostStep,
+        decide,
+        evolve,
+    )
+
+    plan = Plan(
+        recipe=Recipe(repo_url="file:///x", deploy_path="/srv/app"), hosts=("a", "b", "c"), strategy="canary"
+    )
+    commands: list[object] = [
+        RequestRelease("shop", "prod", "main", "alice", plan),
+        StartBuild(),
+        RecordSource("f" * 40),
+        RecordArtifact("d" * 64, 10, "zst"),
+    ]
+    for step in HOST_STEPS:
+        commands += [StartHostStep("a", step), FinishHostStep("a", step, 0, 0.1)]
+    commands.append(Pause())
+    commands += {"paused": [], "resumed": [Resume("bob")], "cancelling": [Cancel("bob", "bad canary")]}[then]
+    state, out = ReleaseState(rid), []
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    for i, command in enumerate(commands):
+        for e in decide(state, command, t0 + timedelta(seconds=i)):  # type: ignore[arg-type]
+            state = evolve(state, e)
+            out.append(e)
+    assert state.status == then if then != "resumed" else state.status == "deploying"
+    return out
+
+
+def test_paused_resumed_and_cancelling_releases_in_the_read_model(session_factory):
+    histories = {
+        f"r-{then}": _canary_history(f"r-{then}", then=then) for then in ("paused", "resumed", "cancelling")
+    }
+    seq = 0
+    stored: list[StoredEvent] = []
+    for events in histories.values():
+        for e in events:
+            seq += 1
+            stored.append(StoredEvent(seq, e))
+    Projector(session_factory).apply_batch(stored)
+    assert_rows_match_the_aggregate(session_factory, histories)
+    with session_factory() as s:
+        assert [r.id for r in repo.list_releases(s, status="paused")] == ["r-paused"]
+        assert [r.id for r in repo.list_releases(s, status="cancelling")] == ["r-cancelling"]
+        assert repo.get_release(s, "r-resumed").status == "deploying"
