@@ -86,3 +86,71 @@ async def test_duplicate_hosts_are_422(api: Api) -> None:
     assert r.status_code == 422 and error_of(r)["field"] == "hosts"
     r = await api.raw("POST", f"/api/projects/{s['project']}/environments", b'{"name": ')
     assert r.status_code == 400 and error_of(r)["field"] == "body"
+
+
+async def test_rollout_strategy_fields(api: Api) -> None:
+    s = await api.seed(hosts=3)
+    base = f"/api/projects/{s['project']}/environments"
+    env = await api.ok("GET", f"{base}/prod")
+    assert (env["strategy"], env["batch_size"], env["canary_size"], env["canary_pause"]) == (
+        "all",
+        None,
+        1,
+        None,
+    )
+
+    body = {"name": "canary", "hosts": s["hosts"], "strategy": "canary", "canary_size": 2, "canary_pause": 30}
+    env = await api.ok("POST", base, body, 201)
+    assert (env["strategy"], env["canary_size"], env["canary_pause"], env["batch_size"]) == (
+        "canary",
+        2,
+        30.0,
+        None,
+    )
+    assert await api.ok("GET", f"{base}/canary") == env
+
+    r = await api.patch(f"{base}/canary", {"strategy": "rolling", "batch_size": 2, "canary_pause": None})
+    assert r.status_code == 200, r.text
+    env = r.json()
+    assert (env["strategy"], env["batch_size"], env["canary_size"], env["canary_pause"]) == (
+        "rolling",
+        2,
+        2,
+        None,
+    )
+    r = await api.patch(f"{base}/canary", {"batch_size": None})
+    assert r.status_code == 200 and r.json()["batch_size"] is None and r.json()["strategy"] == "rolling"
+
+    plan = await api.ok(
+        "POST", "/api/releases", {"project": s["project"], "environment": "canary", "ref": "main"}, 202
+    )
+    events = (await api.ok("GET", f"/api/releases/{plan['id']}/events"))["events"]
+    requested = events[0]["event"]
+    assert requested["schema_version"] == 2
+    assert requested["plan"]["strategy"] == "rolling" and requested["plan"]["canary_size"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"strategy": "blue-green"}, "strategy"),
+        ({"strategy": 1}, "strategy"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "2"}, "batch_size"),
+        ({"canary_size": 0}, "canary_size"),
+        ({"canary_size": None}, "canary_size"),
+        ({"canary_pause": -1}, "canary_pause"),
+        ({"canary_pause": "5"}, "canary_pause"),
+        ({"canary_pause": 10**9}, "canary_pause"),
+    ],
+)
+async def test_wrong_rollout_fields_are_422_naming_them(api: Api, change: dict, field: str) -> None:
+    s = await api.seed(hosts=1)
+    base = f"/api/projects/{s['project']}/environments"
+    r = await api.post(base, {"name": "qa", "hosts": s["hosts"], **change})
+    assert r.status_code == 422, r.text
+    assert error_of(r)["field"] == field
+    if change != {"canary_size": None}:  # null in a patch means "leave as is"
+        r = await api.patch(f"{base}/prod", change)
+        assert r.status_code == 422, r.text
+        assert error_of(r)["field"] == field

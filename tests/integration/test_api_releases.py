@@ -201,3 +201,53 @@ async def test_list_from_the_read_model(api: Api) -> None:
     ):
         r = await api.get(f"/api/releases?{query}")
         assert r.status_code == 422 and error_of(r)["field"] == field, r.text
+
+
+async def _paused_canary(api: Api) -> str:
+    from ferry.release import FinishHostStep, Pause, StartHostStep
+
+    s = await api.seed(hosts=3)
+    await api.ok("PATCH", f"/api/projects/{s['project']}/environments/prod", {"strategy": "canary"}, 200)
+    body = {"project": s["project"], "environment": "prod", "ref": "main"}
+    rid = (await api.ok("POST", "/api/releases", body, 202))["id"]
+    await _advance(api, rid, StartBuild(), RecordSource("f" * 40), RecordArtifact("d" * 64, 10, "zst"))
+    first = s["hosts"][0]
+    for step in HOST_STEPS:
+        await _advance(api, rid, StartHostStep(first, step), FinishHostStep(first, step, 0, 0.1))
+    await _advance(api, rid, Pause())
+    return rid
+
+
+async def test_resume_a_paused_canary(api: Api) -> None:
+    rid = await _paused_canary(api)
+    view = await api.ok("GET", f"/api/releases/{rid}")
+    assert view["status"] == "paused"
+    assert view["pause"]["hosts_done"] == [view["hosts"][0]["name"]] and view["pause"]["resume_at"] is None
+
+    r = await api.post(f"/api/releases/{rid}/resume", headers={"X-Ferry-User": "bob"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "deploying" and r.json()["pause"]["resumed_by"] == "bob"
+    events = (await api.ok("GET", f"/api/releases/{rid}/events"))["events"]
+    assert events[-1]["event"] | {"at": None} == {
+        "type": "release.resumed",
+        "schema_version": 1,
+        "release_id": rid,
+        "version": events[-1]["event"]["version"],
+        "at": None,
+        "by": "bob",
+    }
+    r = await api.post(f"/api/releases/{rid}/resume")
+    assert r.status_code == 409 and "not paused" in error_of(r)["message"]
+    assert (await api.post("/api/releases/r0-ghost/resume")).status_code == 404
+
+
+async def test_approve_resumes_a_paused_canary_and_cancel_asks_for_a_rollback(api: Api) -> None:
+    rid = await _paused_canary(api)
+    r = await api.post(f"/api/releases/{rid}/approve", headers={"X-Ferry-User": "carol"})
+    assert r.status_code == 200 and r.json()["status"] == "deploying", r.text
+
+    rid = await _paused_canary(api)
+    r = await api.post(f"/api/releases/{rid}/cancel", {"reason": "canary 5xx"})
+    assert r.status_code == 200 and r.json()["status"] == "cancelling", r.text
+    r = await api.post(f"/api/releases/{rid}/cancel")
+    assert r.status_code == 409 and "rolled back" in error_of(r)["message"]
