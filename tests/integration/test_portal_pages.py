@@ -282,3 +282,77 @@ def test_js_reducer_mirrors_release_evolve(tmp_path: Path) -> None:
     assert nodes["host:b:restart"] == "failed" and nodes["host:b:activate"] == "rolled_back"
     assert nodes["host:b:health"] == "skipped" and nodes["host:b"] == "rolled_back"
     assert nodes["build:package"] == "succeeded" and nodes["end"] == "failed"
+
+
+@pytest.mark.parametrize("then", ["paused", "resumed", "cancelled"])
+def test_js_reducer_mirrors_a_canary_pause(tmp_path: Path, then: str) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    from ferry.events import Plan, Recipe
+    from ferry.release import Cancel, Pause, RequestRelease, Resume, RollBackHost, Succeed
+
+    rid = "r-canary"
+    plan = Plan(
+        recipe=Recipe(repo_url="file:///x", deploy_path="/srv/app"),
+        hosts=("a", "b", "c"),
+        strategy="canary",
+        canary_pause=60.0,
+    )
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    commands: list[object] = [
+        RequestRelease("shop", "prod", "main", "alice", plan),
+        StartBuild("b"),
+        RecordSource("f" * 40, 0.5),
+        RecordArtifact("d" * 64, 2048, "zst"),
+    ]
+    for step in HOST_STEPS:
+        commands += [StartHostStep("a", step), FinishHostStep("a", step, 0, 0.1)]
+    commands.append(Pause())
+    if then == "resumed":
+        commands.append(Resume("bob"))
+        for host in ("b", "c"):
+            for step in HOST_STEPS:
+                commands += [StartHostStep(host, step), FinishHostStep(host, step, 0, 0.1)]
+        commands.append(Succeed())
+    elif then == "cancelled":
+        commands += [Cancel("bob", "5xx"), RollBackHost("a", None), Cancel("bob")]
+    state = ReleaseState(rid)
+    stored = []
+    for i, command in enumerate(commands):
+        for e in decide(state, command, now + timedelta(seconds=i)):  # type: ignore[arg-type]
+            state = evolve(state, e)
+            stored.append({"seq": 10 + len(stored), "event": e.model_dump(mode="json")})
+    (tmp_path / "events.json").write_text(json.dumps(stored))
+    script = tmp_path / "fold.mjs"
+    static = (ROOT / "services/gateway/static").as_uri()
+    script.write_text(
+        f"import {{ replay }} from '{static}/release_state.js';\n"
+        f"import {{ graphOf }} from '{static}/release_graph.js';\n"
+        "import { readFileSync } from 'node:fs';\n"
+        + f"const stored = JSON.parse(readFileSync({json.dumps(str(tmp_path / 'events.json'))}, 'utf8'));\n"
+        f"const s = replay({json.dumps(rid)}, stored);\n"
+        "const g = graphOf(s);\n"
+        "console.log(JSON.stringify({state: s, "
+        "nodes: Object.fromEntries(g.nodes.map(n => [n.key, n.status])), "
+        "subs: Object.fromEntries(g.nodes.map(n => [n.key, n.sub])), "
+        "links: g.links.map(l => l.key)}));\n"
+    )
+    out = json.loads(subprocess.run([node, str(script)], capture_output=True, text=True, check=True).stdout)
+    js = out["state"]
+    assert js["status"] == state.status and js["version"] == state.version
+    assert js["reason"] == state.reason
+    for name, h in state.hosts.items():
+        assert js["hosts"][name]["status"] == h.status and js["hosts"][name]["activated"] == h.activated
+    assert js["canary_hosts"] == ["a"]
+    assert (js["pause"]["resume_at"] is not None) and js["pause"]["hosts_done"] == ["a"]
+    # the pause node sits between the canary lane and the rest
+    links = set(out["links"])
+    assert {"host:a->pause", "pause->host:b", "pause->host:c", "host:b->end"} <= links
+    assert "build:package->host:b" not in links and "host:a->end" not in links
+    expected = {"paused": "running", "resumed": "succeeded", "cancelled": "rolled_back"}[then]
+    assert out["nodes"]["pause"] == expected
+    if then == "paused":
+        assert out["subs"]["pause"].startswith("until ")
+    if then == "resumed":
+        assert out["subs"]["pause"] == "resumed by bob" and out["nodes"]["end"] == "succeeded"

@@ -1,6 +1,7 @@
 // The release flow as graph data (pure): state -> {nodes, links} with deterministic keys
 // ("start", "build:fetch", "build:hooks", "build:package", "host:<name>" lanes,
-// "host:<name>:<step>", "end") and a status on every node and link:
+// "host:<name>:<step>", "pause" between a canary's lanes and the rest, "end") and a status
+// on every node and link:
 // waiting | running | succeeded | failed | skipped | rolled_back.
 
 import { HOST_STEPS, isTerminal } from "./release_state.js";
@@ -163,6 +164,10 @@ export function graphOf(state) {
       });
     }
   }
+  const canary = canaryLanes(state);
+  if (canary) {
+    node({ key: "pause", category: "terminal", label: "pause", sub: pauseSub(state), status: pauseStatus(state), order: 500 });
+  }
   node({ key: "end", category: "terminal", label: "end", sub: isTerminal(state) ? state.status : "", status: endStatus(state), order: 1000 });
 
   link("start", "build:fetch");
@@ -171,12 +176,38 @@ export function graphOf(state) {
   const names = hostNames(state);
   for (const name of names) {
     const lane = `host:${name}`;
-    link("build:package", lane);
+    const inCanary = canary && canary.first.includes(name);
+    link(canary && !inCanary ? "pause" : "build:package", lane);
     for (let j = 0; j + 1 < HOST_STEPS.length; j++) link(`${lane}:${HOST_STEPS[j]}`, `${lane}:${HOST_STEPS[j + 1]}`);
-    link(lane, "end");
+    link(lane, inCanary ? "pause" : "end");
   }
   if (names.length === 0) link("build:package", "end");
   return { nodes, links };
+}
+
+// A canary with hosts beyond its batch: {first: canary host names, rest: the others}.
+function canaryLanes(state) {
+  if (state.strategy !== "canary") return null;
+  const names = hostNames(state);
+  const first = names.filter((n) => (state.canary_hosts || []).includes(n));
+  const rest = names.filter((n) => !first.includes(n));
+  return rest.length && first.length ? { first, rest } : null;
+}
+
+export function pauseStatus(state) {
+  const p = state.pause;
+  if (state.status === "paused") return "running";
+  if (state.status === "cancelling" || (p && state.status === "cancelled")) return "rolled_back";
+  if (p && p.resumed_by) return "succeeded";
+  return isTerminal(state) ? "skipped" : "waiting";
+}
+
+function pauseSub(state) {
+  const p = state.pause;
+  if (!p) return "after the canary";
+  if (p.resumed_by) return `resumed by ${p.resumed_by}`;
+  if (state.status === "cancelling" || state.status === "cancelled") return "cancelled";
+  return p.resume_at ? `until ${new Date(p.resume_at).toISOString().slice(11, 19)}Z` : "awaiting resume";
 }
 
 export function hostNames(state) {

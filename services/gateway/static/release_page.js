@@ -190,8 +190,17 @@ function renderHeader(s) {
   reason.textContent = s.reason || "";
   const anyActivated = Object.values(s.hosts).some((h) => h.activated);
   $("btn-approve").hidden = s.status !== "awaiting_approval";
+  $("btn-resume").hidden = s.status !== "paused";
+  const banner = $("pause-banner");
+  banner.hidden = s.status !== "paused";
+  if (s.status === "paused" && s.pause) {
+    const done = s.pause.hosts_done.join(", ") || "no host";
+    const when = s.pause.resume_at ? `resumes by itself at ${new Date(s.pause.resume_at).toLocaleTimeString()}` : "waits for Resume";
+    banner.textContent = `Paused after the canary (${done} on the new version): ${when}. Cancel rolls the canary back.`;
+  }
   $("btn-reject").hidden = s.status !== "awaiting_approval";
-  $("btn-cancel").hidden = isTerminal(s) || s.status === "new" || anyActivated;
+  $("btn-cancel").hidden =
+    isTerminal(s) || s.status === "new" || s.status === "cancelling" || (anyActivated && s.status !== "paused");
   $("btn-rollback").hidden = !(isTerminal(s) && s.artifact);
 }
 
@@ -252,7 +261,7 @@ async function act(action) {
   err.hidden = true;
   try {
     let body = {};
-    if (action !== "approve") {
+    if (action !== "approve" && action !== "resume") {
       const reason = window.prompt(`Reason to ${action} this release (optional)`, "");
       if (reason === null) return;
       body = { reason };
@@ -313,6 +322,7 @@ function boot() {
   $("replay-play").onclick = togglePlay;
   $("replay-live").onclick = () => seek(history.length);
   $("btn-approve").onclick = () => act("approve");
+  $("btn-resume").onclick = () => act("resume");
   $("btn-reject").onclick = () => act("reject");
   $("btn-cancel").onclick = () => act("cancel");
   $("btn-rollback").onclick = rollBack;

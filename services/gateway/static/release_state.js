@@ -20,6 +20,10 @@ export function initialState(releaseId) {
     requested_at: null,
     finished_at: null,
     require_approval: false,
+    strategy: "all",
+    canary_hosts: [], // the canary batch (plan order), empty unless the strategy is canary
+    pause: null, // {at, resume_at, hosts_done, reason, resumed_by, resumed_at}
+    cancel_requested_by: null,
     build_hooks: [],
     host_order: [],
     commit: null,
@@ -66,6 +70,8 @@ export function evolve(state, event) {
         requested_by: event.requested_by,
         requested_at: event.at,
         require_approval: !!plan.require_approval,
+        strategy: plan.strategy || "all",
+        canary_hosts: plan.strategy === "canary" ? (plan.hosts || []).slice(0, plan.canary_size || 1) : [],
         build_hooks: ((plan.recipe || {}).build_hooks || []).slice(),
         host_order: (plan.hosts || []).slice(),
         hosts,
@@ -152,6 +158,27 @@ export function evolve(state, event) {
         rolled_back_to: event.to_release ?? null,
         rollback_output: event.output_tail || "",
       }));
+    case "release.paused":
+      return {
+        ...s,
+        status: "paused",
+        pause: {
+          at: event.at,
+          resume_at: event.resume_at ?? null,
+          hosts_done: (event.hosts_done || []).slice(),
+          reason: event.reason || "",
+          resumed_by: null,
+          resumed_at: null,
+        },
+      };
+    case "release.resumed":
+      return {
+        ...s,
+        status: "deploying",
+        pause: { ...(s.pause || {}), resumed_by: event.by, resumed_at: event.at },
+      };
+    case "release.cancel_requested":
+      return { ...s, status: "cancelling", cancel_requested_by: event.by };
     case "release.succeeded":
       return { ...s, status: "succeeded", finished_at: event.at };
     case "release.failed":
