@@ -90,6 +90,7 @@ def test_unknown_auth_mode_is_an_error() -> None:
         ("POST", "/releases/r1/reject", "deployer"),
         ("POST", "/releases/r1/cancel", "deployer"),
         ("POST", "/releases/r1/rollback", "deployer"),
+        ("POST", "/releases/r1/resume", "deployer"),
         ("POST", "/releases/r1/other", "admin"),
         ("POST", "/projects", "admin"),
         ("PATCH", "/projects/shop", "admin"),
