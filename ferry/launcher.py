@@ -70,6 +70,8 @@ class Launcher:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.on_stop: list[Callable[[], None]] = []
         self.extra_env: dict[str, str] = {}
+        self.agent_env: dict[str, dict[str, str]] = {}
+        """Environment for one agent by name (e.g. ``{"agent-2": {"FERRY_AGENT_GROUP": "eu"}}``)."""
         self._env: dict[str, str] = {}
         self._restarts: dict[str, list[float]] = {}
         self._stopping = False
@@ -144,7 +146,9 @@ class Launcher:
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
         """Start (or start again) one service process; agents are named agent-N."""
         service = name.split("-")[0]
-        env = dict(self._env, FERRY_AGENT_NAME=name) if service == "agent" else self._env
+        env = self._env
+        if service == "agent":
+            env = {**self._env, **self.agent_env.get(name, {}), "FERRY_AGENT_NAME": name}
         with open(self.settings.home / "logs" / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}"],

@@ -7,6 +7,10 @@ de-duplicated by id and terminal events are appended with optimistic concurrency
 A timed canary pause is a work item on ``ferry.work.timer`` (one per pause, by message id)
 that the timer consumer naks with a delay until ``resume_at`` has passed, then resumes the
 release; the periodic reconciler resumes any pause whose item was lost.
+
+Host work goes to the host's agent group (``ferry.work.host.<group>.deploy``), looked up with
+``group_of``; work for a group without a running agent waits in the queue, and the reconciler
+warns about it once it has waited longer than ``STALE_AFTER``.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from nats.aio.msg import Msg
 
+from ferry.agentgroups import DEFAULT_GROUP, host_work
 from ferry.bus import WORK_PREFIX, WORK_STREAM, Bus
 from ferry.errors import ConcurrencyError, InvariantViolation
-from ferry.events import utcnow
+from ferry.events import Event, utcnow
 from ferry.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
 from ferry.release import TIMER, Resume, decide, replay
 from ferry.rollout import Finish, ResumeAt, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
@@ -29,15 +35,37 @@ from ferry.worker import Permanent, Transient, body, run_consumer
 log = logging.getLogger("ferry.orchestrator")
 
 BUILD_WORK = "build"
-DEPLOY_WORK = "host.deploy"
-ROLLBACK_WORK = "host.rollback"
 TIMER_WORK = "timer"
 MAX_TIMER_DELAY = 30.0  # re-check a long pause at least this often (cheap: one history load)
 STALE_AFTER = timedelta(minutes=3)
 
+GroupOf = Callable[[str], str]
+"""Host name -> its agent group (a blocking look-up, run in a thread; unknown hosts: "default")."""
 
-async def react(bus: Bus, release_id: str, *, include_running: bool = False) -> None:
+
+def default_group(host: str) -> str:
+    """The look-up without a database: every host is in the default group."""
+    return DEFAULT_GROUP
+
+
+class _Groups:
+    """``group_of`` asked at most once per host during one reaction."""
+
+    def __init__(self, group_of: GroupOf) -> None:
+        self.group_of = group_of
+        self.known: dict[str, str] = {}
+
+    async def __call__(self, host: str) -> str:
+        if host not in self.known:
+            self.known[host] = await asyncio.to_thread(self.group_of, host)
+        return self.known[host]
+
+
+async def react(
+    bus: Bus, release_id: str, *, include_running: bool = False, group_of: GroupOf = default_group
+) -> None:
     """Load the release and carry out what the rollout policy asks for now."""
+    groups = _Groups(group_of)
     for _ in range(10):
         history = [s.event for s in await bus.events.load(release_id)]
         if not history:
@@ -50,13 +78,13 @@ async def react(bus: Bus, release_id: str, *, include_running: bool = False) -> 
                         await bus.publish_work(BUILD_WORK, f"build:{release_id}", {"release_id": release_id})
                     case ScheduleHost(host=host):
                         await bus.publish_work(
-                            DEPLOY_WORK,
+                            host_work(await groups(host), "deploy"),
                             f"deploy:{release_id}:{host}",
                             {"release_id": release_id, "host": host},
                         )
                     case ScheduleRollback(host=host):
                         await bus.publish_work(
-                            ROLLBACK_WORK,
+                            host_work(await groups(host), "rollback"),
                             f"rollback:{release_id}:{host}",
                             {"release_id": release_id, "host": host},
                         )
@@ -84,7 +112,7 @@ async def react(bus: Bus, release_id: str, *, include_running: bool = False) -> 
             return
 
 
-async def resume_when_due(bus: Bus, release_id: str) -> None:
+async def resume_when_due(bus: Bus, release_id: str, group_of: GroupOf = default_group) -> None:
     """Handle one timer work item: nak it until the pause runs out, then resume the release."""
     history = [s.event for s in await bus.events.load(release_id)]
     state = replay(release_id, history)
@@ -94,21 +122,21 @@ async def resume_when_due(bus: Bus, release_id: str) -> None:
             raise Transient(
                 f"pause runs until {state.resume_at.isoformat()}", delay=min(left, MAX_TIMER_DELAY)
             )
-        await react(bus, release_id)
+        await react(bus, release_id, group_of=group_of)
         # a concurrent writer may have won; what matters is that the pause is over
         after = replay(release_id, [s.event for s in await bus.events.load(release_id)])
         if after.status == "paused":
             raise Transient("still paused after the timer ran out", delay=1.0)
 
 
-async def on_timer(bus: Bus, msg: Msg) -> None:
+async def on_timer(bus: Bus, msg: Msg, group_of: GroupOf = default_group) -> None:
     release_id = body(msg).get("release_id")
     if not isinstance(release_id, str) or not release_id:
         raise Permanent("timer work without a release_id")
-    await resume_when_due(bus, release_id)
+    await resume_when_due(bus, release_id, group_of)
 
 
-async def reconcile(bus: Bus) -> int:
+async def reconcile(bus: Bus, group_of: GroupOf = default_group) -> int:
     """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet."""
     info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=f"{SUBJECT_PREFIX}.>")
     subjects = list((info.state.subjects or {}).keys())
@@ -120,22 +148,44 @@ async def reconcile(bus: Bus) -> int:
             continue
         rid = release_of(subject)
         history = await bus.events.load(rid)
-        stale = bool(history) and utcnow() - history[-1].event.at > STALE_AFTER
-        await react(bus, rid, include_running=stale)
+        quiet = utcnow() - history[-1].event.at if history else timedelta(0)
+        stale = quiet > STALE_AFTER
+        if stale:
+            await _warn_waiting(rid, [s.event for s in history], quiet, group_of)
+        await react(bus, rid, include_running=stale, group_of=group_of)
         touched += 1
     return touched
 
 
-async def run(bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0) -> None:
+async def _warn_waiting(release_id: str, history: list[Event], quiet: timedelta, group_of: GroupOf) -> None:
+    """Host work asked for in a release quiet for longer than STALE_AFTER has found no agent:
+    most likely no agent of the host's group is running."""
+    groups = _Groups(group_of)
+    for action in next_actions(replay(release_id, history)):
+        if isinstance(action, ScheduleHost | ScheduleRollback):
+            log.warning(
+                "host work waiting; is an agent of its group running?",
+                extra={
+                    "release_id": release_id,
+                    "host": action.host,
+                    "agent_group": await groups(action.host),
+                    "waited": round(quiet.total_seconds()),
+                },
+            )
+
+
+async def run(
+    bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0, group_of: GroupOf = default_group
+) -> None:
     """Follow the event stream with a durable consumer and react; reconcile periodically."""
 
     async def on_event(msg: Msg) -> None:
-        await react(bus, release_of(msg.subject))
+        await react(bus, release_of(msg.subject), group_of=group_of)
 
     async def reconciler() -> None:
         while not stop.is_set():
             try:
-                await reconcile(bus)
+                await reconcile(bus, group_of)
             except Exception:
                 log.exception("reconcile failed")
             with contextlib.suppress(TimeoutError):
@@ -149,7 +199,7 @@ async def run(bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0) -
                     WORK_STREAM,
                     "orchestrator-timer",
                     f"{WORK_PREFIX}.{TIMER_WORK}",
-                    lambda msg: on_timer(bus, msg),
+                    lambda msg: on_timer(bus, msg, group_of),
                     stop,
                     concurrency=8,
                     ack_wait=30,

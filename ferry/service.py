@@ -15,7 +15,8 @@ from ferry.settings import Settings
 
 def run(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     settings = Settings.from_env()
-    logs.configure(name, settings.log_level)
+    fields = {"agent": settings.agent_name, "agent_group": settings.agent_group} if name == "agent" else {}
+    logs.configure(name, settings.log_level, fields)
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferry.agentgroups import DEFAULT_GROUP, validate_group
 from ferry.auth import AUTH_MODES, auth_required
+from ferry.errors import InvalidInput
 
 
 def _int(name: str, default: int) -> int:
@@ -17,6 +19,13 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _agent_group(raw: str | None) -> str:
+    try:
+        return validate_group(raw or DEFAULT_GROUP, "FERRY_AGENT_GROUP")
+    except InvalidInput as exc:
+        raise SystemExit(f"{exc.message}, got {raw!r}") from None
 
 
 def _auth_mode(raw: str | None) -> str | None:
@@ -41,6 +50,8 @@ class Settings:
     secret_key: str | None = None
     gojs_license_key: str = ""
     agent_name: str = ""
+    agent_group: str = DEFAULT_GROUP
+    """``FERRY_AGENT_GROUP``: the agent serves only the hosts of this group."""
     log_level: str = "INFO"
     auth: str | None = None
     """``FERRY_AUTH``: ``token`` or ``off``; None decides by the bind address (see ``auth_required``)."""
@@ -61,6 +72,7 @@ class Settings:
             secret_key=os.environ.get("FERRY_SECRET_KEY") or None,
             gojs_license_key=os.environ.get("FERRY_GOJS_LICENSE_KEY", ""),
             agent_name=os.environ.get("FERRY_AGENT_NAME") or f"agent-{os.getpid()}",
+            agent_group=_agent_group(os.environ.get("FERRY_AGENT_GROUP")),
             log_level=os.environ.get("FERRY_LOG_LEVEL", "INFO"),
             auth=_auth_mode(os.environ.get("FERRY_AUTH")),
             bootstrap_token=os.environ.get("FERRY_BOOTSTRAP_TOKEN") or None,

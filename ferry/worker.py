@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats.errors
@@ -36,15 +36,18 @@ async def ensure_consumer(
     js: JetStreamContext,
     stream: str,
     durable: str,
-    subject: str,
+    subject: str | Sequence[str],
     *,
     ack_wait: float = 60.0,
     max_deliver: int = -1,
     deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL,
 ) -> None:
+    """Create the durable pull consumer; ``subject`` may be several filter subjects."""
+    subjects = [subject] if isinstance(subject, str) else list(subject)
     config = api.ConsumerConfig(
         durable_name=durable,
-        filter_subject=subject,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
@@ -68,7 +71,7 @@ async def run_consumer(
     js: JetStreamContext,
     stream: str,
     durable: str,
-    subject: str,
+    subject: str | Sequence[str],
     handler: Handler,
     stop: asyncio.Event,
     *,

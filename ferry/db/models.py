@@ -94,6 +94,8 @@ class Host(Base):
     )
     host_key: Mapped[str | None] = mapped_column(Text)
     host_key_policy: Mapped[str] = mapped_column(String(10), default="pinned")
+    # the agents that may serve this host (ferry.agentgroups), checked by the repo
+    agent_group: Mapped[str] = mapped_column(String(50), default="default", server_default="default")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     credential: Mapped[Credential | None] = relationship(lazy="joined")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ferry import webhooks
+from ferry.agentgroups import DEFAULT_GROUP, validate_group
 from ferry.db.models import (
     Base,
     Credential,
@@ -78,6 +79,7 @@ class HostInfo:
     credential: str | None
     host_key: str | None
     host_key_policy: str
+    agent_group: str
     created_at: datetime
 
 
@@ -169,6 +171,7 @@ def _host_info(h: Host) -> HostInfo:
         h.credential.name if h.credential else None,
         h.host_key,
         h.host_key_policy,
+        h.agent_group,
         h.created_at,
     )
 
@@ -419,6 +422,7 @@ def create_host(
     credential: str | None = None,
     host_key: str | None = None,
     host_key_policy: str = "pinned",
+    agent_group: str = DEFAULT_GROUP,
 ) -> HostInfo:
     h = Host(
         name=_name(name),
@@ -428,6 +432,7 @@ def create_host(
         credential=_credential(session, credential, "credential") if credential is not None else None,
         host_key=host_key or None,
         host_key_policy=_choice(host_key_policy, HOST_KEY_POLICIES, "host_key_policy"),
+        agent_group=validate_group(agent_group),
     )
     with _write(session, exists=f"a host named {name!r} already exists"):
         session.add(h)
@@ -442,6 +447,12 @@ def list_hosts(session: Session) -> list[HostInfo]:
     return [_host_info(h) for h in session.scalars(select(Host).order_by(Host.name))]
 
 
+def agent_group_of(session: Session, host: str) -> str:
+    """The agent group serving ``host``; "default" for a host not (or no longer) registered."""
+    group = session.scalar(select(Host.agent_group).where(Host.name == host))
+    return group or DEFAULT_GROUP
+
+
 def update_host(
     session: Session,
     name: str,
@@ -453,6 +464,7 @@ def update_host(
     credential: str | None | _Keep = KEEP,
     host_key: str | None | _Keep = KEEP,
     host_key_policy: str | None = None,
+    agent_group: str | None = None,
 ) -> HostInfo:
     """Change a host; ``credential=None`` / ``host_key=None`` clear them (an admin re-pins a key here)."""
     h = _host(session, name)
@@ -471,6 +483,8 @@ def update_host(
             h.host_key = host_key or None
         if host_key_policy is not None:
             h.host_key_policy = _choice(host_key_policy, HOST_KEY_POLICIES, "host_key_policy")
+        if agent_group is not None:
+            h.agent_group = validate_group(agent_group)
     return _host_info(h)
 
 

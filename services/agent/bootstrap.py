@@ -1,25 +1,49 @@
 """Wires an agent: NATS, credentials, the local artifact cache; then consumes host work.
 
-Agents scale as a JetStream consumer group: every agent process binds the same durable
-consumer, so the hosts of one release are shared among them.
+Agents scale as a JetStream consumer group per agent group (``FERRY_AGENT_GROUP``): every agent
+of a group binds the durable consumer ``agent-<group>`` on ``ferry.work.host.<group>.>``, so the
+hosts of one release are shared among the agents of each host's group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 
+import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
+from ferry.agentgroups import DEFAULT_GROUP, action_of, consumer_name, group_work
 from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
-from ferry.worker import run_consumer, serve_health, supervise
+from ferry.worker import Permanent, run_consumer, serve_health, supervise
 from services.agent.ssh import SSHTarget
 from services.agent.worker import HANDLERS, AgentDeps
 
+log = logging.getLogger("ferry.agent")
 CONCURRENCY = int(os.environ.get("FERRY_AGENT_CONCURRENCY", "8"))
+LEGACY_CONSUMER = "agent"
+"""Before agent groups every agent shared this consumer on ``ferry.work.host.>``."""
+LEGACY_WORK = ("host.deploy", "host.rollback")
+
+
+def work_filters(group: str) -> list[str]:
+    """The subjects a group's consumer takes; the default group also drains work queued before groups."""
+    legacy = list(LEGACY_WORK) if group == DEFAULT_GROUP else []
+    return [f"{WORK_PREFIX}.{kind}" for kind in (group_work(group), *legacy)]
+
+
+async def drop_legacy_consumer(js: JetStreamContext) -> None:
+    """Its filter overlaps every group's, which a work-queue stream refuses: remove it once."""
+    try:
+        await js.delete_consumer(WORK_STREAM, LEGACY_CONSUMER)
+    except nats.js.errors.NotFoundError:
+        return
+    log.info("removed the consumer agents shared before agent groups", extra={"consumer": LEGACY_CONSUMER})
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -53,16 +77,24 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         )
 
         async def dispatch(msg: Msg) -> None:
-            await HANDLERS[msg.subject](msg, deps)
+            handler = HANDLERS.get(action_of(msg.subject))
+            if handler is None:
+                raise Permanent(f"no handler for {msg.subject}")
+            await handler(msg, deps)
 
-        await serve_health(bus.nc, "agent", lambda: {"pid": os.getpid(), "name": settings.agent_name})
+        group = settings.agent_group
+        await drop_legacy_consumer(bus.js)
+        await serve_health(
+            bus.nc, "agent", lambda: {"pid": os.getpid(), "name": settings.agent_name, "agent_group": group}
+        )
+        log.info("serving hosts of agent group", extra={"consumer": consumer_name(group)})
         await supervise(
             "agent work",
             lambda: run_consumer(
                 bus.js,
                 WORK_STREAM,
-                "agent",
-                f"{WORK_PREFIX}.host.>",
+                consumer_name(group),
+                work_filters(group),
                 dispatch,
                 stop,
                 concurrency=CONCURRENCY,

@@ -325,6 +325,7 @@ def _last_line(output: str) -> str:
 
 
 HANDLERS = {
-    "ferry.work.host.deploy": deploy,
-    "ferry.work.host.rollback": rollback,
+    "deploy": deploy,
+    "rollback": rollback,
 }
+"""Host work by action, the last token of ``ferry.work.host.<group>.<action>``."""

@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 
 from ferry import orchestrator
 from ferry.bus import Bus, open_bus
+from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
 from ferry.errors import Conflict
 from ferry.projector import Projector
@@ -55,6 +56,16 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, "nats": gw.bus.nc.is_connected})
 
 
+def group_lookup(sessions: sessionmaker[Session]) -> orchestrator.GroupOf:
+    """The orchestrator's host -> agent group look-up, read from the hosts table."""
+
+    def group_of(host: str) -> str:
+        with sessions() as session:
+            return repo.agent_group_of(session, host)
+
+    return group_of
+
+
 def ensure_bootstrap_token(tokens: TokenChecker, token: str) -> None:
     """``FERRY_BOOTSTRAP_TOKEN``: an admin token named ``bootstrap`` with that value exists."""
     try:
@@ -88,7 +99,13 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
             if background:
                 tasks = [
                     asyncio.create_task(supervise("projector", lambda: projector.run(bus, stop), stop)),
-                    asyncio.create_task(supervise("orchestrator", lambda: orchestrator.run(bus, stop), stop)),
+                    asyncio.create_task(
+                        supervise(
+                            "orchestrator",
+                            lambda: orchestrator.run(bus, stop, group_of=group_lookup(sessions)),
+                            stop,
+                        ),
+                    ),
                 ]
             try:
                 yield

@@ -77,9 +77,12 @@ def start_system(
     agents: int = 1,
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    agent_env: dict[str, dict[str, str]] | None = None,
     auth: bool = False,
 ) -> System:
-    """The system on loopback; ``auth`` turns token authentication on (FERRY_AUTH=token)."""
+    """The system on loopback; ``auth`` turns token authentication on (FERRY_AUTH=token).
+
+    ``agent_env`` adds environment for single agents by name (``agent-2``: a group of its own)."""
     token = new_token()
     settings = Settings(
         home=home,
@@ -94,6 +97,7 @@ def start_system(
     )
     launcher = Launcher(settings, agents=agents, echo=lambda _s: None)
     launcher.extra_env = dict(extra_env or {})
+    launcher.agent_env = dict(agent_env or {})
     try:
         url = launcher.start(timeout=60)
     except Exception:

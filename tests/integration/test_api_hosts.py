@@ -126,3 +126,23 @@ async def test_host_in_an_environment_cannot_be_deleted(api: Api) -> None:
     seeded = await api.seed(hosts=1)
     r = await api.delete(f"/api/hosts/{seeded['hosts'][0]}")
     assert r.status_code == 409 and error_of(r)["field"] == "name"
+
+
+async def test_agent_group_is_created_patched_and_validated(api: Api) -> None:
+    cred = await _credential(api)
+    base = {"address": "h.example", "credential": cred, "host_key_policy": "tofu"}
+    r = await api.post("/api/hosts", {"name": "a", **base})
+    assert r.status_code == 201 and r.json()["agent_group"] == "default"
+    r = await api.post("/api/hosts", {"name": "b", **base, "agent_group": "eu-west"})
+    assert r.status_code == 201 and r.json()["agent_group"] == "eu-west"
+    assert (await api.get("/api/hosts/b")).json()["agent_group"] == "eu-west"
+    r = await api.patch("/api/hosts/a", {"agent_group": "dc2"})
+    assert r.status_code == 200 and r.json()["agent_group"] == "dc2"
+    r = await api.patch("/api/hosts/a", {"port": 2200})
+    assert r.status_code == 200 and r.json()["agent_group"] == "dc2"
+    for bad in ("EU", "", "eu.west", "-x", 7, None, "x" * 51):
+        r = await api.post("/api/hosts", {"name": "c", **base, "agent_group": bad})
+        assert r.status_code == 422 and error_of(r)["field"] == "agent_group", (bad, r.text)
+        r = await api.patch("/api/hosts/a", {"agent_group": bad})
+        assert r.status_code == 422 and error_of(r)["field"] == "agent_group", (bad, r.text)
+    assert (await api.get("/api/hosts/a")).json()["agent_group"] == "dc2"

@@ -245,3 +245,21 @@ def test_updates_keep_what_is_not_given(session_factory, box):
         assert info.value.field == "port"
         repo.update_credential(s, box, "c", new_name="c2", secret="pw2")
         assert repo.load_secret(s, box, "c2") == "pw2"
+
+
+def test_hosts_have_an_agent_group(session_factory):
+    with session_factory() as s, s.begin():
+        assert repo.create_host(s, "web1", "127.0.0.2", "deploy").agent_group == "default"
+        assert repo.create_host(s, "web2", "127.0.0.3", "deploy", agent_group="eu-1").agent_group == "eu-1"
+        assert repo.update_host(s, "web1", agent_group="dc_2").agent_group == "dc_2"
+        assert repo.update_host(s, "web1", port=2222).agent_group == "dc_2"
+        for bad in ("", "EU", "-eu", "eu.1", "a" * 51):
+            with pytest.raises(InvalidInput) as info:
+                repo.create_host(s, "web3", "127.0.0.4", "deploy", agent_group=bad)
+            assert info.value.field == "agent_group"
+            with pytest.raises(InvalidInput):
+                repo.update_host(s, "web2", agent_group=bad)
+    with session_factory() as s:
+        assert repo.agent_group_of(s, "web1") == "dc_2"
+        assert repo.agent_group_of(s, "web2") == "eu-1"
+        assert repo.agent_group_of(s, "ghost") == "default"

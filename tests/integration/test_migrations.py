@@ -6,7 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from ferry.db.engine import alembic_config, current_revision, downgrade, make_engine, normalize_url, upgrade
 from ferry.db.models import Base
@@ -66,3 +66,23 @@ def test_sqlite_engine_pragmas(tmp_path):
 def test_postgres_urls_use_psycopg3(given, expected):
     assert normalize_url(given) == expected
     assert make_engine(given).dialect.driver == ("pysqlite" if given.startswith("sqlite") else "psycopg")
+
+
+def test_agent_groups_migration_puts_existing_hosts_in_the_default_group(db_url):
+    upgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    'INSERT INTO hosts (name, address, port, "user", host_key_policy, created_at) '
+                    "VALUES ('web1', '10.0.0.1', 22, 'root', 'tofu', CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(db_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT agent_group FROM hosts")).scalar_one() == "default"
+        downgrade(db_url, "0004")
+        assert "agent_group" not in {c["name"] for c in inspect(engine).get_columns("hosts")}
+    finally:
+        engine.dispose()

@@ -23,6 +23,7 @@ def _out(info: repo.HostInfo) -> HostOut:
         credential=info.credential,
         host_key=info.host_key,
         host_key_policy=info.host_key_policy,  # type: ignore[arg-type]
+        agent_group=info.agent_group,
         created_at=info.created_at,
     )
 
@@ -39,6 +40,7 @@ async def create_host(request: Request) -> Response:
         credential=body.credential,
         host_key=body.host_key,
         host_key_policy=body.host_key_policy,
+        agent_group=body.agent_group,
         write=True,
     )
     return respond(_out(info), 201, {"Location": f"/api/hosts/{info.name}"})
@@ -62,6 +64,7 @@ def _patch(session: Session, name: str, patch: HostPatch) -> repo.HostInfo:
         "credential": current.credential,
         "host_key": current.host_key,
         "host_key_policy": current.host_key_policy,
+        "agent_group": current.agent_group,
         **changes,
     }
     # The merged host must be valid as a whole (a pinned host keeps a key).
@@ -75,6 +78,7 @@ def _patch(session: Session, name: str, patch: HostPatch) -> repo.HostInfo:
         credential=host.credential,
         host_key=host.host_key,
         host_key_policy=host.host_key_policy,
+        agent_group=host.agent_group,
     )
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ferry.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
 from ferry.errors import FerryError
 from services.agent.remote import validate_deploy_path, validate_relative_path
 from services.builder.refs import validate_ref, validate_repo_url
@@ -110,6 +111,11 @@ HostKey = Annotated[str, StringConstraints(max_length=16 * 1024), AfterValidator
 Address = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_address)]
 User = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 Reason = Annotated[str, StringConstraints(max_length=2000)]
+AgentGroup = Annotated[
+    str,
+    StringConstraints(pattern=GROUP_PATTERN),
+    Field(description="only agents started with this FERRY_AGENT_GROUP serve the host"),
+]
 
 
 class Input(BaseModel):
@@ -193,6 +199,7 @@ class HostFields(Input):
         default="pinned",
         description="pinned: refuse any key but host_key; tofu: record the key seen on first connection",
     )
+    agent_group: AgentGroup = DEFAULT_GROUP
 
     @model_validator(mode="after")
     def _pinned_needs_key(self) -> HostFields:
@@ -214,6 +221,7 @@ class HostPatch(Input):
     credential: Name | None = None
     host_key: HostKey | None = None
     host_key_policy: Literal["pinned", "tofu"] | None = None
+    agent_group: AgentGroup | None = None
 
 
 class HostOut(Output):
@@ -224,6 +232,7 @@ class HostOut(Output):
     credential: str | None
     host_key: str | None
     host_key_policy: Literal["pinned", "tofu"]
+    agent_group: str
     created_at: datetime
 
 

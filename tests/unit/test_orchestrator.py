@@ -1,0 +1,68 @@
+"""The orchestrator's reactions route host work to each host's agent group (no server: a fake bus)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from ferry import orchestrator
+from ferry.bus import Bus
+from ferry.events import Event
+from tests.unit.test_rollout import Release
+
+
+@dataclass
+class FakeEvents:
+    history: list[Event]
+
+    async def load(self, release_id: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(event=e) for e in self.history]
+
+
+@dataclass
+class FakeBus:
+    events: FakeEvents
+    published: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
+
+    async def publish_work(self, kind: str, msg_id: str, body: dict[str, object]) -> None:
+        self.published.append((kind, msg_id, body))
+
+
+def _bus(release: Release) -> Any:
+    return cast(Bus, FakeBus(FakeEvents(release.history)))
+
+
+async def test_host_work_goes_to_the_hosts_group_with_unchanged_ids() -> None:
+    release = Release(hosts=("web1", "web2"), concurrency=2).built()
+    bus = _bus(release)
+    asked: list[str] = []
+
+    def group_of(host: str) -> str:
+        asked.append(host)
+        return {"web2": "eu"}.get(host, "default")
+
+    await orchestrator.react(bus, "rel-1", group_of=group_of)
+    assert sorted(bus.published) == [
+        ("host.default.deploy", "deploy:rel-1:web1", {"release_id": "rel-1", "host": "web1"}),
+        ("host.eu.deploy", "deploy:rel-1:web2", {"release_id": "rel-1", "host": "web2"}),
+    ]
+    assert sorted(asked) == ["web1", "web2"]
+
+
+async def test_without_a_look_up_every_host_is_in_the_default_group() -> None:
+    bus = _bus(Release(hosts=("web1",)).built())
+    await orchestrator.react(bus, "rel-1")
+    assert [kind for kind, _, _ in bus.published] == ["host.default.deploy"]
+
+
+async def test_quiet_release_warns_about_host_work_nobody_took(caplog: pytest.LogCaptureFixture) -> None:
+    release = Release(hosts=("web1",)).built()
+    with caplog.at_level(logging.WARNING, logger="ferry.orchestrator"):
+        await orchestrator._warn_waiting("rel-1", release.history, timedelta(minutes=5), lambda h: "eu")
+    [record] = caplog.records
+    assert (record.host, record.agent_group, record.waited) == ("web1", "eu", 300)  # type: ignore[attr-defined]
