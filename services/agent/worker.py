@@ -18,6 +18,7 @@ from typing import IO, Any
 from nats.aio.msg import Msg
 
 from ferry.bus import Bus
+from ferry.commands import execute, load_state
 from ferry.errors import (
     ConcurrencyError,
     FerryError,
@@ -27,7 +28,7 @@ from ferry.errors import (
     HostUnreachable,
     InvariantViolation,
 )
-from ferry.events import TAIL_LIMIT, Recipe, tail, utcnow
+from ferry.events import TAIL_LIMIT, Recipe, tail
 from ferry.release import (
     Command,
     FailHost,
@@ -35,8 +36,6 @@ from ferry.release import (
     ReleaseState,
     RollBackHost,
     StartHostStep,
-    decide,
-    replay,
 )
 from ferry.rollout import failures
 from ferry.worker import Permanent, Transient, body
@@ -60,20 +59,15 @@ class AgentDeps:
 
 
 async def load(deps: AgentDeps, release_id: str) -> ReleaseState:
-    return replay(release_id, [s.event for s in await deps.bus.events.load(release_id)])
+    return await load_state(deps.bus.events, release_id)
 
 
 async def record(deps: AgentDeps, release_id: str, command: Command) -> ReleaseState:
-    for _ in range(50):
-        state = await load(deps, release_id)
-        events = decide(state, command, utcnow())
-        try:
-            await deps.bus.events.append(release_id, events, state.version)
-        except ConcurrencyError:
-            await asyncio.sleep(0.01)
-            continue
-        return await load(deps, release_id)
-    raise Transient(f"release {release_id} kept changing; will retry")
+    """Append what ``command`` decides; a release that keeps changing is retried later."""
+    try:
+        return await execute(deps.bus.events, release_id, command)
+    except ConcurrencyError as exc:
+        raise Transient(f"release {release_id} kept changing; will retry") from exc
 
 
 async def artifact_path(deps: AgentDeps, digest: str) -> Path:

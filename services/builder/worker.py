@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from ferry.bus import Bus
+from ferry.commands import execute, load_state
 from ferry.errors import ConcurrencyError, FerryError, InvariantViolation, RefNotFound, RepositoryError
-from ferry.events import tail, utcnow
+from ferry.events import tail
 from ferry.release import (
     Command,
     FailBuild,
@@ -32,8 +33,6 @@ from ferry.release import (
     RecordSource,
     ReleaseState,
     StartBuild,
-    decide,
-    replay,
 )
 from ferry.worker import Permanent, Transient, body
 from services.builder.hooks import run_hooks
@@ -71,21 +70,16 @@ async def open_builds_kv(bus: Bus) -> KeyValue:
         return await bus.js.create_key_value(bucket=BUILDS_BUCKET, history=1, replicas=bus.replicas)
 
 
-async def record(deps: BuilderDeps, release_id: str, command: Command) -> ReleaseState:
-    """Decide ``command`` against fresh history and append; retries on concurrent appends."""
-    for _ in range(20):
-        state = await load(deps, release_id)
-        events = decide(state, command, utcnow())
-        try:
-            await deps.bus.events.append(release_id, events, state.version)
-        except ConcurrencyError:
-            continue
-        return await load(deps, release_id)
-    raise Transient(f"release {release_id} kept changing; will retry")
-
-
 async def load(deps: BuilderDeps, release_id: str) -> ReleaseState:
-    return replay(release_id, [s.event for s in await deps.bus.events.load(release_id)])
+    return await load_state(deps.bus.events, release_id)
+
+
+async def record(deps: BuilderDeps, release_id: str, command: Command) -> ReleaseState:
+    """Append what ``command`` decides; a release that keeps changing is retried later."""
+    try:
+        return await execute(deps.bus.events, release_id, command)
+    except ConcurrencyError as exc:
+        raise Transient(f"release {release_id} kept changing; will retry") from exc
 
 
 async def build(msg: Msg, deps: BuilderDeps) -> None:

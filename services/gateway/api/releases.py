@@ -199,6 +199,11 @@ async def create_release(request: Request) -> Response:
         requested_by=current_user(request, claimed=body.requested_by),
         plan=plan,
     )
+    return await _request_release(request, release_id, command)
+
+
+async def _request_release(request: Request, release_id: str, command: RequestRelease) -> Response:
+    """Append a new release's ReleaseRequested; the orchestrator schedules the rest (202)."""
     events = decide(ReleaseState(release_id), command, utcnow())
     seq = await gw(request).bus.events.append(release_id, events, 0)
     state = replay(release_id, events)
@@ -312,11 +317,7 @@ async def rollback_release(request: Request) -> Response:
         requested_by=current_user(request),
         plan=plan,
     )
-    events = decide(ReleaseState(new_id), command, utcnow())
-    seq = await gw(request).bus.events.append(new_id, events, 0)
-    state = replay(new_id, events)
-    created = ReleaseCreated(id=new_id, status=state.status, last_seq=seq, links=_links(new_id))
-    return respond(created, 202, {"Location": created.links.self})
+    return await _request_release(request, new_id, command)
 
 
 async def approve_release(request: Request) -> Response:
