@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import nats
 import nats.errors
@@ -13,11 +14,13 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from ferry.artifacts import ArtifactStore
+from ferry.commands import Histories
 from ferry.errors import StoreUnavailable
 from ferry.eventstore import EventStore
 
 WORK_STREAM = "FERRY_WORK"
 WORK_PREFIX = "ferry.work"
+RECENT_WORK = 60.0
 
 
 async def connect(url: str, *, name: str) -> Client:
@@ -41,6 +44,12 @@ class Bus:
     events: EventStore
     artifacts: ArtifactStore
     replicas: int = 1
+    histories: Histories = field(init=False)
+    _published: dict[str, float] = field(init=False, default_factory=dict)
+    """Every release's state this process works on, caught up from the store on each read."""
+
+    def __post_init__(self) -> None:
+        self.histories = Histories(self.events)
 
     async def setup(self) -> None:
         await self.events.setup()
@@ -61,13 +70,23 @@ class Bus:
             await self.js.update_stream(config)
 
     async def publish_work(self, kind: str, msg_id: str, body: dict[str, object]) -> None:
-        """Queue one work item; the same ``msg_id`` within the window is queued once."""
+        """Queue one work item; the same ``msg_id`` within the window is queued once.
+
+        The server de-duplicates by ``Nats-Msg-Id`` for an hour; this process skips the round
+        trip for an id it published in the last minute (reactions ask for the same work often).
+        """
+        now = time.monotonic()
+        if now - self._published.get(msg_id, -RECENT_WORK) < RECENT_WORK:
+            return
         await self.js.publish(
             f"{WORK_PREFIX}.{kind}",
             json.dumps(body).encode(),
             stream=WORK_STREAM,
             headers={"Nats-Msg-Id": msg_id},
         )
+        if len(self._published) > 10_000:
+            self._published = {k: t for k, t in self._published.items() if now - t < RECENT_WORK}
+        self._published[msg_id] = now
 
     async def close(self) -> None:
         try:

@@ -259,6 +259,17 @@ class ReleaseCancelled(Event):
     reason: str = ""
 
 
+HOST_EVENT_TYPES: tuple[type[Event], ...] = (HostStepStarted, HostStepFinished, HostFailed, HostRolledBack)
+"""Events about one host: they live on the host's own subject, numbered by the host's own version."""
+
+
+def host_of(event: Event) -> str | None:
+    """The host a host event is about, or None for a release-level event."""
+    if isinstance(event, HostStepStarted | HostStepFinished | HostFailed | HostRolledBack):
+        return event.host
+    return None
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ReleaseRequested,
     ReleaseApproved,

@@ -1,44 +1,104 @@
 """The one door to JetStream for release events.
 
-One stream, one subject per release (``ferry.release.<id>``). Appends are guarded
-by ``Nats-Expected-Last-Subject-Sequence`` so two writers never interleave a
-release's history; a conflict (JetStream error 10071) becomes ``ConcurrencyError``.
+Layout (one stream, ``FERRY_EVENTS``):
+
+- ``ferry.release.<id>.release``: the release-level events (requested, build, pause, terminal);
+- ``ferry.release.<id>.host.<host>``: one host's events (steps, failure, rollback);
+- ``ferry.release.<id>``: the single subject of releases recorded before this layout (read,
+  never written: a release that was running at the upgrade carries on in the new layout).
+
+A release is read as ``ferry.release.<id>.>`` (plus its legacy subject), in stream order.
+Appends are guarded with ``Nats-Expected-Last-Subject-Sequence``: a host's ordinary step
+events against the last sequence of *its own* subject, so 100 hosts never contend for one
+sequence; release-level events and the host events that gate on the release (a host's first
+step, its switch) against the last sequence of the *whole release*
+(``Nats-Expected-Last-Subject-Sequence-Subject: ferry.release.<id>.>``), so a cancel, a pause
+or a terminal event can never interleave with a host starting or switching. A conflict
+(JetStream error 10071) becomes ``ConcurrencyError``.
+
+Reads never create a server-side consumer: they are batched direct gets
+(``$JS.API.DIRECT.GET`` with ``next_by_subj`` and ``batch``), answered by any replica.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from ferry.errors import ConcurrencyError, InvalidInput, StoreUnavailable
-from ferry.events import Event, decode
+from ferry.events import Event, decode, host_of
 
 EVENTS_STREAM = "FERRY_EVENTS"
 SUBJECT_PREFIX = "ferry.release"
+ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
 WRONG_LAST_SEQUENCE = 10071
 RELEASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BATCH = 256
+READ_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
 class StoredEvent:
     seq: int
     event: Event
+    subject: str = ""
 
 
-def subject_for(release_id: str) -> str:
+def _rid(release_id: str) -> str:
     if not RELEASE_ID.match(release_id):
         raise InvalidInput(f"invalid release id {release_id!r}", field="release_id")
-    return f"{SUBJECT_PREFIX}.{release_id}"
+    return release_id
+
+
+def host_token(host: str) -> str:
+    """A host name as one subject token (host names may hold dots; they never hold ``~``)."""
+    return host.replace(".", "~")
+
+
+def release_subject(release_id: str) -> str:
+    """The subject of a release's release-level events."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.release"
+
+
+def host_subject(release_id: str, host: str) -> str:
+    """The subject of one host's events in a release."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.host.{host_token(host)}"
+
+
+def release_filter(release_id: str) -> str:
+    """The wildcard holding every event a release appends in this layout."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.>"
+
+
+def legacy_subject(release_id: str) -> str:
+    """The one subject a release used before the per-host layout."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}"
+
+
+def release_subjects(release_id: str) -> list[str]:
+    """Every subject that may hold a release's events (legacy first)."""
+    return [legacy_subject(release_id), release_filter(release_id)]
+
+
+def subject_of(event: Event) -> str:
+    """Where ``event`` is appended: its host's subject, or the release's."""
+    host = host_of(event)
+    return release_subject(event.release_id) if host is None else host_subject(event.release_id, host)
 
 
 def release_of(subject: str) -> str:
-    return subject.rsplit(".", 1)[-1]
+    """The release id of any event subject (legacy or current layout)."""
+    return subject.split(".", 3)[2]
 
 
 class EventStore:
@@ -47,11 +107,15 @@ class EventStore:
         self.stream = stream
         self.replicas = replicas
 
+    @property
+    def nc(self) -> Client:
+        return self.js._nc  # the JetStream context's connection (nats-py keeps it there)
+
     async def setup(self) -> None:
         """Create or update the events stream (idempotent)."""
         config = api.StreamConfig(
             name=self.stream,
-            subjects=[f"{SUBJECT_PREFIX}.>"],
+            subjects=[ALL_EVENTS],
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,
@@ -63,87 +127,108 @@ class EventStore:
         except nats.js.errors.BadRequestError:
             await self.js.update_stream(config)
 
-    async def append(self, release_id: str, events: Sequence[Event], expected_version: int) -> int:
-        """Append ``events`` if the release is at ``expected_version``; returns the last stream sequence."""
-        subject = subject_for(release_id)
-        last_seq, last_version = await self._last(subject)
-        if last_version != expected_version:
-            raise ConcurrencyError(
-                f"release {release_id} is at version {last_version}, expected {expected_version}"
-            )
-        for i, event in enumerate(events):
-            if event.release_id != release_id or event.version != expected_version + i + 1:
-                raise InvalidInput(f"event {event.type} has version {event.version}, not the next one")
+    async def append(self, events: Sequence[Event], *, expected_seq: int, whole_release: bool) -> list[int]:
+        """Append ``events`` (one release; each to ``subject_of`` it) in order; returns their sequences.
+
+        ``expected_seq`` is the last stream sequence the writer saw: of the whole release when
+        ``whole_release``, else of the (single) subject the events go to. Each further event
+        is chained on the sequence of the one before it.
+        """
+        if not events:
+            return []
+        release_id = events[0].release_id
+        subjects = {subject_of(e) for e in events}
+        if any(e.release_id != release_id for e in events) or (not whole_release and len(subjects) > 1):
+            raise InvalidInput("one append writes one release (and one subject unless whole_release)")
+        seqs: list[int] = []
+        last = expected_seq
+        for event in events:
+            subject = subject_of(event)
             payload = event.to_json()
             # The id covers the bytes: a retried append of the same event is de-duplicated,
             # while a different writer's event for the same version still meets the sequence check.
-            msg_id = f"{release_id}:{event.version}:{hashlib.sha256(payload).hexdigest()[:16]}"
+            msg_id = f"{subject}:{event.version}:{hashlib.sha256(payload).hexdigest()[:16]}"
             headers = {
-                "Nats-Expected-Last-Subject-Sequence": str(last_seq),
+                "Nats-Expected-Last-Subject-Sequence": str(last),
                 "Nats-Msg-Id": msg_id,
                 "Ferry-Type": event.type,
                 "Ferry-Version": str(event.version),
             }
+            if whole_release:
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = release_filter(release_id)
             try:
                 ack = await self.js.publish(subject, payload, stream=self.stream, headers=headers)
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyError(
-                        f"release {release_id} changed while appending version {event.version}"
+                        f"release {release_id} changed while appending {event.type} v{event.version}"
                     ) from exc
                 raise StoreUnavailable(f"event store refused the append: {exc.description}") from exc
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 raise StoreUnavailable("event store did not answer") from exc
-            last_seq = ack.seq
-        return last_seq
+            last = ack.seq
+            seqs.append(ack.seq)
+        return seqs
 
-    async def _last(self, subject: str) -> tuple[int, int]:
-        try:
-            msg = await self.js.get_last_msg(self.stream, subject)
-        except nats.js.errors.NotFoundError:
-            return 0, 0
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise StoreUnavailable("event store did not answer") from exc
-        version = (msg.headers or {}).get("Ferry-Version")
-        if version is None:
-            version = str(decode(msg.data or b"").version)
-        return int(msg.seq or 0), int(version)
-
-    async def version(self, release_id: str) -> int:
-        return (await self._last(subject_for(release_id)))[1]
-
-    async def load(self, release_id: str) -> list[StoredEvent]:
-        """The release's whole history, in order, with stream sequences."""
-        return [e async for e in self.read(subject_for(release_id))]
+    async def load(self, release_id: str, after: int = 0, *, legacy: bool = True) -> list[StoredEvent]:
+        """A release's events with stream sequence > ``after``, in stream order (both layouts)."""
+        current = await self.read_batch(release_filter(release_id), after + 1)
+        if not legacy:
+            return current
+        old = await self.read_batch(legacy_subject(release_id), after + 1)
+        if not old:
+            return current
+        return sorted(old + current, key=lambda s: s.seq)
 
     async def read(self, subject: str, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
         """Every event on ``subject`` (wildcards allowed) from ``from_seq`` up to now, then stop."""
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(from_seq, 1),
-            ack_policy=api.AckPolicy.NONE,
-            filter_subject=subject,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        )
-        sub = await self.js.pull_subscribe(subject, stream=self.stream, config=config)
+        seq = max(from_seq, 1)
+        while True:
+            page, more = await self._direct(subject, seq)
+            for stored in page:
+                yield stored
+            if not more or not page:
+                return
+            seq = page[-1].seq + 1
+
+    async def read_batch(self, subject: str, from_seq: int = 1) -> list[StoredEvent]:
+        return [s async for s in self.read(subject, from_seq)]
+
+    async def _direct(self, subject: str, seq: int) -> tuple[list[StoredEvent], bool]:
+        """One batched direct get: up to BATCH events on ``subject`` from ``seq``; and whether more wait."""
+        request = json.dumps({"seq": seq, "next_by_subj": subject, "batch": BATCH}).encode()
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, max_msgs=BATCH + 1)
+        page: list[StoredEvent] = []
         try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            while pending > 0:
-                msgs = await sub.fetch(min(pending, 256), timeout=5)
-                for msg in msgs:
-                    yield StoredEvent(msg.metadata.sequence.stream, decode(msg.data))
-                pending = msgs[-1].metadata.num_pending if msgs else 0
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+            async with asyncio.timeout(READ_TIMEOUT):
+                while True:
+                    msg = await sub.next_msg(timeout=READ_TIMEOUT)
+                    status = (msg.headers or {}).get("Status")
+                    if status is None:
+                        page.append(_stored(msg))
+                        continue
+                    if status == "204":  # end of batch
+                        return page, int((msg.headers or {}).get("Nats-Num-Pending", "0") or 0) > 0
+                    if status == "404":
+                        return page, False
+                    raise StoreUnavailable(f"event store read failed: {status} {msg.headers}")
+        except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise StoreUnavailable("event store did not answer a read") from exc
+        except nats.errors.ConnectionClosedError as exc:
+            raise StoreUnavailable("event store connection closed") from exc
         finally:
-            await sub.unsubscribe()
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.BadSubscriptionError, nats.errors.ConnectionClosedError):
+                pass
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
 
-    async def follow(
-        self, subject: str = f"{SUBJECT_PREFIX}.>", from_seq: int = 1
-    ) -> AsyncIterator[StoredEvent]:
+    async def follow(self, subject: str = ALL_EVENTS, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
         """Every event on ``subject`` from ``from_seq``, then live ones, forever (ordered consumer)."""
         sub = await self.js.subscribe(
             subject,
@@ -154,6 +239,11 @@ class EventStore:
         )
         try:
             async for msg in sub.messages:
-                yield StoredEvent(msg.metadata.sequence.stream, decode(msg.data))
+                yield StoredEvent(msg.metadata.sequence.stream, decode(msg.data), msg.subject)
         finally:
             await sub.unsubscribe()
+
+
+def _stored(msg: Msg) -> StoredEvent:
+    headers = msg.headers or {}
+    return StoredEvent(int(headers["Nats-Sequence"]), decode(msg.data), headers.get("Nats-Subject", ""))

@@ -1,7 +1,8 @@
 """Reactions of the release state machine: after each event, schedule what the history calls for.
 
-Every decision is made from the release's own event history (loaded fresh), never from
-memory, so any number of orchestrators may run and any may crash: work messages are
+Every decision is made from the release's own event history (caught up from the store by
+``bus.histories`` before each reaction, so it costs what was appended since), never from
+another process's memory, so any number of orchestrators may run and any may crash: work messages are
 de-duplicated by id and terminal events are appended with optimistic concurrency.
 
 A timed canary pause is a work item on ``ferry.work.timer`` (one per pause, by message id)
@@ -25,6 +26,7 @@ from nats.aio.msg import Msg
 
 from ferry.agentgroups import DEFAULT_GROUP, host_work
 from ferry.bus import WORK_PREFIX, WORK_STREAM, Bus
+from ferry.commands import append_decided
 from ferry.errors import ConcurrencyError, InvariantViolation
 from ferry.events import Event, utcnow
 from ferry.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
@@ -38,6 +40,7 @@ BUILD_WORK = "build"
 TIMER_WORK = "timer"
 MAX_TIMER_DELAY = 30.0  # re-check a long pause at least this often (cheap: one history load)
 STALE_AFTER = timedelta(minutes=3)
+TERMINAL_TYPES = frozenset({"release.succeeded", "release.failed", "release.cancelled", "release.rejected"})
 
 GroupOf = Callable[[str], str]
 """Host name -> its agent group (a blocking look-up, run in a thread; unknown hosts: "default")."""
@@ -63,14 +66,14 @@ class _Groups:
 
 async def react(
     bus: Bus, release_id: str, *, include_running: bool = False, group_of: GroupOf = default_group
-) -> None:
-    """Load the release and carry out what the rollout policy asks for now."""
+) -> int:
+    """Carry out what the rollout policy asks for now; returns the sequence the decision was made at."""
     groups = _Groups(group_of)
     for _ in range(10):
-        history = [s.event for s in await bus.events.load(release_id)]
-        if not history:
-            return
-        state = replay(release_id, history)
+        loaded = await bus.histories.get(release_id)
+        state = loaded.state
+        if state.status == "new":
+            return loaded.last_seq
         try:
             for action in next_actions(state, include_running=include_running):
                 match action:
@@ -90,13 +93,13 @@ async def react(
                         )
                     case Finish(command=command):
                         events = decide(state, command, utcnow())
-                        await bus.events.append(release_id, events, state.version)
+                        await append_decided(bus.histories, loaded, events)
                         log.info("release decided", extra={"release_id": release_id, "type": events[0].type})
                     case ResumeAt(at=at):
                         now = utcnow()
                         if now >= at:
                             events = decide(state, Resume(by=TIMER), now)
-                            await bus.events.append(release_id, events, state.version)
+                            await append_decided(bus.histories, loaded, events)
                             log.info("pause ran out; resumed", extra={"release_id": release_id})
                         else:
                             await bus.publish_work(
@@ -104,18 +107,18 @@ async def react(
                                 f"timer:{release_id}:{state.version}",
                                 {"release_id": release_id, "at": at.isoformat()},
                             )
-            return
+            return loaded.last_seq
         except ConcurrencyError:
-            continue  # someone appended meanwhile: decide again from the new history
+            continue  # someone appended meanwhile: decide again from what is new
         except InvariantViolation as exc:
             log.info("nothing to do", extra={"release_id": release_id, "why": exc.message})
-            return
+            return loaded.last_seq
+    return 0
 
 
 async def resume_when_due(bus: Bus, release_id: str, group_of: GroupOf = default_group) -> None:
     """Handle one timer work item: nak it until the pause runs out, then resume the release."""
-    history = [s.event for s in await bus.events.load(release_id)]
-    state = replay(release_id, history)
+    state = await bus.histories.state(release_id)
     if state.status == "paused" and state.resume_at is not None:
         left = (state.resume_at - utcnow()).total_seconds()
         if left > 0:
@@ -124,7 +127,7 @@ async def resume_when_due(bus: Bus, release_id: str, group_of: GroupOf = default
             )
         await react(bus, release_id, group_of=group_of)
         # a concurrent writer may have won; what matters is that the pause is over
-        after = replay(release_id, [s.event for s in await bus.events.load(release_id)])
+        after = await bus.histories.state(release_id)
         if after.status == "paused":
             raise Transient("still paused after the timer ran out", delay=1.0)
 
@@ -136,19 +139,27 @@ async def on_timer(bus: Bus, msg: Msg, group_of: GroupOf = default_group) -> Non
     await resume_when_due(bus, release_id, group_of)
 
 
+async def unfinished(bus: Bus) -> list[str]:
+    """Releases whose release-level subject does not end with a terminal event."""
+    release_ids: dict[str, str] = {}
+    for pattern in (f"{SUBJECT_PREFIX}.*", f"{SUBJECT_PREFIX}.*.release"):  # legacy layout, current layout
+        info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=pattern)
+        for subject in (info.state.subjects or {}).keys():
+            release_ids[release_of(subject)] = subject  # the current layout's subject wins
+    found = []
+    for rid, subject in release_ids.items():
+        last = await bus.js.get_last_msg(EVENTS_STREAM, subject)
+        if (last.headers or {}).get("Ferry-Type", "") not in TERMINAL_TYPES:
+            found.append(rid)
+    return found
+
+
 async def reconcile(bus: Bus, group_of: GroupOf = default_group) -> int:
     """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet."""
-    info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=f"{SUBJECT_PREFIX}.>")
-    subjects = list((info.state.subjects or {}).keys())
     touched = 0
-    for subject in subjects:
-        last = await bus.js.get_last_msg(EVENTS_STREAM, subject)
-        kind = (last.headers or {}).get("Ferry-Type", "")
-        if kind in ("release.succeeded", "release.failed", "release.cancelled", "release.rejected"):
-            continue
-        rid = release_of(subject)
+    for rid in await unfinished(bus):
         history = await bus.events.load(rid)
-        quiet = utcnow() - history[-1].event.at if history else timedelta(0)
+        quiet = utcnow() - max(s.event.at for s in history) if history else timedelta(0)
         stale = quiet > STALE_AFTER
         if stale:
             await _warn_waiting(rid, [s.event for s in history], quiet, group_of)
@@ -179,8 +190,16 @@ async def run(
 ) -> None:
     """Follow the event stream with a durable consumer and react; reconcile periodically."""
 
+    reacted: dict[str, int] = {}
+
     async def on_event(msg: Msg) -> None:
-        await react(bus, release_of(msg.subject), group_of=group_of)
+        rid = release_of(msg.subject)
+        if msg.metadata.sequence.stream <= reacted.get(rid, 0):
+            return  # a reaction that had already read this event has run to its end
+        seq = await react(bus, rid, group_of=group_of)
+        reacted[rid] = max(reacted.get(rid, 0), seq)
+        if len(reacted) > 10_000:
+            reacted.clear()
 
     async def reconciler() -> None:
         while not stop.is_set():

@@ -40,6 +40,7 @@ from ferry.events import (
     ReleaseResumed,
     ReleaseSucceeded,
     SourceFetched,
+    host_of,
 )
 from ferry.eventstore import SUBJECT_PREFIX, StoredEvent
 
@@ -117,7 +118,8 @@ def _project(rows: _Rows, stored: StoredEvent) -> None:
             return
         release = found
         _apply(rows, release, event)
-    release.last_version = event.version
+    if host_of(event) is None:
+        release.last_version = event.version  # the release-level version (hosts number their own)
     release.last_seq = stored.seq
 
 

@@ -5,6 +5,15 @@ returns the events a command produces or raises ``InvariantViolation``.
 Invariants: nothing follows a terminal event; a host's steps run in order; no host is
 activated twice in one release; no host step before an artifact exists; nothing starts
 while a canary is paused, and a paused release resumes at most once.
+
+Versions count per subject (see ``ferry.eventstore``): release-level events are numbered by
+``ReleaseState.version``, each host's events by its ``HostState.version``, so hosts append
+without contending. ``guards_whole_release`` names the events whose decision depends on the
+whole release (every release-level event, a host's first step and its switch): they are
+appended only if nothing at all was appended to the release since the writer read it. A
+host's other events depend on that host alone; such an event may land after a terminal
+event another writer appended meanwhile (a step that had already started finishing), but
+never a host's first step nor its switch.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from typing import Literal, TypedDict
 from ferry.errors import InvariantViolation
 from ferry.events import (
     HOST_STEPS,
+    host_of,
     ArtifactPackaged,
     BuildFailed,
     BuildHookFinished,
@@ -71,6 +81,8 @@ class HostState:
     activated: bool = False
     previous_release: str | None = None
     failure: str | None = None
+    version: int = 0
+    """The number of the host's last event (on its own subject)."""
 
     def next_step(self) -> str | None:
         """The first step not yet finished successfully, or None when all are."""
@@ -136,7 +148,11 @@ def _with_host(state: ReleaseState, name: str, host: HostState) -> ReleaseState:
 
 def evolve(state: ReleaseState, event: Event) -> ReleaseState:
     """Fold one event into the state (trusts the event: validation lives in decide)."""
-    s = replace(state, version=event.version)
+    host = host_of(event)
+    if host is None:
+        s = replace(state, version=event.version)
+    else:
+        s = _with_host(state, host, replace(state.hosts[host], version=event.version))
     match event:
         case ReleaseRequested():
             return replace(
@@ -378,6 +394,23 @@ class _Meta(TypedDict):
     at: datetime
 
 
+def _host_meta(state: ReleaseState, host: str, now: datetime) -> _Meta:
+    """The metadata of ``host``'s next event: numbered on the host's own subject."""
+    return _Meta(release_id=state.release_id, version=state.host(host).version + 1, at=now)
+
+
+def guards_whole_release(event: Event) -> bool:
+    """Whether ``event`` may be appended only if nothing else was appended to its release meanwhile.
+
+    Release-level events decide from every host's state; a host's first step must not start
+    past a pause, cancel or end, and its switch must not race a cancel. Every other host
+    event depends on its own host's history only.
+    """
+    if host_of(event) is None:
+        return True
+    return isinstance(event, HostStepStarted) and event.step in (HOST_STEPS[0], "activate")
+
+
 def _guard(cond: bool, message: str, field_name: str | None = None) -> None:
     if not cond:
         raise InvariantViolation(message, field=field_name)
@@ -491,7 +524,14 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             )
             if command.step == "activate":
                 _guard(not h.activated, f"host {command.host} already activated in this release")
-            return [HostStepStarted(**base, host=command.host, step=command.step, agent=command.agent)]
+            return [
+                HostStepStarted(
+                    **_host_meta(state, command.host, now),
+                    host=command.host,
+                    step=command.step,
+                    agent=command.agent,
+                )
+            ]
         case FinishHostStep():
             h = state.host(command.host)
             _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
@@ -503,7 +543,7 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             )
             return [
                 HostStepFinished(
-                    **base,
+                    **_host_meta(state, command.host, now),
                     host=command.host,
                     step=command.step,
                     exit_code=command.exit_code,
@@ -518,7 +558,11 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
             return [
                 HostFailed(
-                    **base, host=command.host, step=command.step, reason=command.reason, code=command.code
+                    **_host_meta(state, command.host, now),
+                    host=command.host,
+                    step=command.step,
+                    reason=command.reason,
+                    code=command.code,
                 )
             ]
         case RollBackHost():
@@ -527,7 +571,10 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             _guard(h.status != "rolled_back", f"host {command.host} already rolled back")
             return [
                 HostRolledBack(
-                    **base, host=command.host, to_release=command.to_release, output_tail=command.output_tail
+                    **_host_meta(state, command.host, now),
+                    host=command.host,
+                    to_release=command.to_release,
+                    output_tail=command.output_tail,
                 )
             ]
         case Succeed():
@@ -571,6 +618,11 @@ def _pause(state: ReleaseState, command: Pause, base: _Meta, now: datetime) -> R
     return ReleasePaused(**base, hosts_done=done, resume_at=resume_at, reason=command.reason)
 
 
+def _switching(h: HostState) -> bool:
+    step = h.steps.get("activate")
+    return step is not None and step.status == "running"
+
+
 def _cancel(state: ReleaseState, command: Cancel, base: _Meta) -> list[Event]:
     """Cancel before any host runs the release; a paused canary is cancelled in two steps.
 
@@ -596,7 +648,7 @@ def _cancel(state: ReleaseState, command: Cancel, base: _Meta) -> list[Event]:
             )
         ]
     _guard(
-        not any(h.activated for h in state.hosts.values()),
-        "cannot cancel: a host already runs this release; roll back instead",
+        not any(h.activated or _switching(h) for h in state.hosts.values()),
+        "cannot cancel: a host already runs this release (or is switching to it); roll back instead",
     )
     return [ReleaseCancelled(**base, by=command.by, reason=command.reason)]

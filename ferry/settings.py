@@ -51,6 +51,9 @@ class Settings:
     gojs_license_key: str = ""
     agent_name: str = ""
     agent_group: str = DEFAULT_GROUP
+    agent_concurrency: int = 32
+    """Hosts one agent process works on at once (``FERRY_AGENT_CONCURRENCY``): host work waits on
+    SSH, not the CPU, so one process serves an environment's whole ``concurrency``."""
     """``FERRY_AGENT_GROUP``: the agent serves only the hosts of this group."""
     log_level: str = "INFO"
     auth: str | None = None
@@ -73,6 +76,7 @@ class Settings:
             gojs_license_key=os.environ.get("FERRY_GOJS_LICENSE_KEY", ""),
             agent_name=os.environ.get("FERRY_AGENT_NAME") or f"agent-{os.getpid()}",
             agent_group=_agent_group(os.environ.get("FERRY_AGENT_GROUP")),
+            agent_concurrency=max(1, _int("FERRY_AGENT_CONCURRENCY", 32)),
             log_level=os.environ.get("FERRY_LOG_LEVEL", "INFO"),
             auth=_auth_mode(os.environ.get("FERRY_AUTH")),
             bootstrap_token=os.environ.get("FERRY_BOOTSTRAP_TOKEN") or None,

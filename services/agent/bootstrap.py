@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -25,7 +26,6 @@ from services.agent.ssh import SSHTarget
 from services.agent.worker import HANDLERS, AgentDeps
 
 log = logging.getLogger("ferry.agent")
-CONCURRENCY = int(os.environ.get("FERRY_AGENT_CONCURRENCY", "8"))
 LEGACY_CONSUMER = "agent"
 """Before agent groups every agent shared this consumer on ``ferry.work.host.>``."""
 LEGACY_WORK = ("host.deploy", "host.rollback")
@@ -48,6 +48,11 @@ async def drop_legacy_consumer(js: JetStreamContext) -> None:
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
+        # Every host step blocks a thread on SSH: the default executor (cores + 4 threads)
+        # would cap the hosts in flight far below the environment's concurrency.
+        threads = ThreadPoolExecutor(max_workers=settings.agent_concurrency + 4, thread_name_prefix="host")
+        asyncio.get_running_loop().set_default_executor(threads)
+        stack.callback(threads.shutdown, wait=False, cancel_futures=True)
         bus = await open_bus(settings.nats, name=f"ferry-{settings.agent_name}")
         stack.push_async_callback(bus.close)
         creds = CredentialReader(settings)
@@ -97,7 +102,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 work_filters(group),
                 dispatch,
                 stop,
-                concurrency=CONCURRENCY,
+                concurrency=settings.agent_concurrency,
                 ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "60")),
             ),
             stop,

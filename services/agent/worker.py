@@ -1,8 +1,10 @@
 """Deploy work: run one host's steps over one SSH connection, one event pair per step.
 
-Before every step the release's history is loaded: a step already finished is never
-repeated, a terminal release stops the host, and a step that was started but never
-finished (a crash) is run again (every step is idempotent on the host).
+Before every step the release's state is caught up (``bus.histories``: only what was appended
+since the last read): a step already finished is never repeated, a terminal release stops the
+host, and a step that was started but never finished (a crash) is run again (every step is
+idempotent on the host). A host's events go to its own subject, so hosts never wait for each
+other's appends.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import IO, Any
 from nats.aio.msg import Msg
 
 from ferry.bus import Bus
-from ferry.commands import execute, load_state
+from ferry.commands import execute
 from ferry.errors import (
     ConcurrencyError,
     FerryError,
@@ -59,13 +61,13 @@ class AgentDeps:
 
 
 async def load(deps: AgentDeps, release_id: str) -> ReleaseState:
-    return await load_state(deps.bus.events, release_id)
+    return await deps.bus.histories.state(release_id)
 
 
 async def record(deps: AgentDeps, release_id: str, command: Command) -> ReleaseState:
     """Append what ``command`` decides; a release that keeps changing is retried later."""
     try:
-        return await execute(deps.bus.events, release_id, command)
+        return await execute(deps.bus.histories, release_id, command)
     except ConcurrencyError as exc:
         raise Transient(f"release {release_id} kept changing; will retry") from exc
 
@@ -226,18 +228,24 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
             # the event keeps a tail; the whole output goes to the object store, by digest
             stored = await deps.bus.artifacts.put_bytes(result.output.encode())
             detail["log_digest"] = stored.digest
-        await record(
-            deps,
-            release_id,
-            FinishHostStep(
-                host=host,
-                step=step,
-                exit_code=result.exit_code,
-                duration=result.duration,
-                output_tail=tail(result.output),
-                detail=detail,
-            ),
-        )
+        try:
+            await record(
+                deps,
+                release_id,
+                FinishHostStep(
+                    host=host,
+                    step=step,
+                    exit_code=result.exit_code,
+                    duration=result.duration,
+                    output_tail=tail(result.output),
+                    detail=detail,
+                ),
+            )
+        except InvariantViolation as exc:
+            log.warning(
+                "step result not recorded", extra={"release_id": release_id, "host": host, "why": exc.message}
+            )
+            return
         if result.exit_code != 0:
             reason = f"{step} exited with {result.exit_code}: {_last_line(result.output)}"
             await _fail(deps, release_id, host, step, reason)

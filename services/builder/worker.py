@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from ferry.bus import Bus
-from ferry.commands import execute, load_state
+from ferry.commands import execute
 from ferry.errors import ConcurrencyError, FerryError, InvariantViolation, RefNotFound, RepositoryError
 from ferry.events import tail
 from ferry.release import (
@@ -71,13 +71,13 @@ async def open_builds_kv(bus: Bus) -> KeyValue:
 
 
 async def load(deps: BuilderDeps, release_id: str) -> ReleaseState:
-    return await load_state(deps.bus.events, release_id)
+    return await deps.bus.histories.state(release_id)
 
 
 async def record(deps: BuilderDeps, release_id: str, command: Command) -> ReleaseState:
     """Append what ``command`` decides; a release that keeps changing is retried later."""
     try:
-        return await execute(deps.bus.events, release_id, command)
+        return await execute(deps.bus.histories, release_id, command)
     except ConcurrencyError as exc:
         raise Transient(f"release {release_id} kept changing; will retry") from exc
 

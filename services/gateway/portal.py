@@ -263,7 +263,7 @@ async def release_page(request: Request) -> Response:
         return not_found(request, f"release {release_id}")
     gw = _gw(request)
     try:
-        version = await gw.bus.events.version(release_id)
+        version = (await gw.bus.histories.get(release_id)).count
     except InvalidInput:
         return not_found(request, f"release {release_id}")
     except FerryError as exc:

@@ -61,6 +61,7 @@ from tests.e2e.portal_helpers import (
     wait_loaded,
     wait_nodes,
 )
+from tests.harness.history import append_next
 from tests.integration.api_harness import project_body, ssh_keypair
 
 pytestmark = pytest.mark.browser
@@ -131,7 +132,7 @@ class Stack:
         seq = history[-1].seq
         for command in commands:
             events = decide(state, command, datetime.now(UTC))
-            seq = await self.bus.events.append(release_id, events, state.version)
+            seq = await append_next(self.bus.events, events)
             for e in events:
                 state = evolve(state, e)
         return seq

@@ -12,6 +12,7 @@ import pytest
 
 from ferry.events import HOST_STEPS, utcnow
 from ferry.release import RecordArtifact, RecordSource, StartBuild, decide, replay
+from tests.harness.history import append_next
 from tests.integration.api_harness import Api, api, error_of
 
 ID = re.compile(r"^r\d{17}-[0-9a-f]{8}$")
@@ -22,7 +23,7 @@ async def _advance(api: Api, release_id: str, *commands: object) -> None:
     store = api.gw.bus.events
     for command in commands:
         state = replay(release_id, [s.event for s in await store.load(release_id)])
-        await store.append(release_id, decide(state, command, utcnow()), state.version)  # type: ignore[arg-type]
+        await append_next(store, decide(state, command, utcnow()))  # type: ignore[arg-type]
 
 
 async def test_request_appends_release_requested_with_the_plan(api: Api) -> None:

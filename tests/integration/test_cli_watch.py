@@ -41,6 +41,7 @@ from services.gateway.app import create_app as create_gateway
 from services.notifier.app import NotifierConfig
 from services.notifier.app import create_app as create_notifier
 from services.notifier.bootstrap import server_config
+from tests.harness.history import append_next
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("web1", "web2"))
 
@@ -95,7 +96,7 @@ def failing(rid: str) -> list[Event]:
 async def append(bus, events: list[Event]) -> int:
     seq = 0
     for e in events:
-        seq = await bus.events.append(e.release_id, [e], e.version - 1)
+        seq = await append_next(bus.events, [e])
     return seq
 
 

@@ -1,4 +1,5 @@
-"""ferry.commands.execute against a real nats-server: concurrent writers all land, none interleave."""
+"""ferry.commands against a real nats-server: concurrent writers all land, none interleave, reads
+cost what they read."""
 
 from __future__ import annotations
 
@@ -6,37 +7,135 @@ import asyncio
 
 import pytest
 
-from ferry.commands import execute, load_state
+from ferry.bus import open_bus
+from ferry.commands import Histories, execute
 from ferry.errors import InvariantViolation
 from ferry.events import Plan, Recipe
-from ferry.release import RecordArtifact, RecordSource, RequestRelease, StartBuild, StartHostStep
+from ferry.eventstore import EVENTS_STREAM
+from ferry.release import (
+    Cancel,
+    FinishHostStep,
+    RecordArtifact,
+    RecordSource,
+    RequestRelease,
+    StartBuild,
+    StartHostStep,
+)
 
 HOSTS = tuple(f"h{i}" for i in range(8))
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=HOSTS, concurrency=8)
 
 
-async def test_concurrent_writers_each_land_once_and_the_returned_state_is_the_stored_one(bus):
-    store = bus.events
+async def _built(histories: Histories, rid: str) -> None:
     await execute(
-        store, "c1", RequestRelease(project="p", environment="e", ref="main", requested_by="a", plan=PLAN)
+        histories, rid, RequestRelease(project="p", environment="e", ref="main", requested_by="a", plan=PLAN)
     )
     for command in (
         StartBuild(),
         RecordSource(commit="a" * 40),
         RecordArtifact(digest="b" * 64, size=1, format="zst"),
     ):
-        await execute(store, "c1", command)
+        await execute(histories, rid, command)
 
+
+async def test_concurrent_writers_each_land_once_and_the_returned_state_is_the_stored_one(bus):
+    await _built(bus.histories, "c1")
     states = await asyncio.gather(
-        *(execute(store, "c1", StartHostStep(host=h, step="upload")) for h in HOSTS)
+        *(execute(bus.histories, "c1", StartHostStep(host=h, step="upload")) for h in HOSTS)
     )
-    stored = await load_state(store, "c1")
+    fresh = Histories(bus.events)  # another process: reads everything from the store
+    stored = await fresh.state("c1")
     assert all(stored.hosts[h].steps["upload"].status == "running" for h in HOSTS)
-    assert stored.version == 4 + len(HOSTS)
-    assert max(s.version for s in states) == stored.version
+    assert stored.version == 4  # release-level events only
+    assert all(stored.hosts[h].version == 1 for h in HOSTS)
     for h, s in zip(HOSTS, states, strict=True):
         assert s.hosts[h].steps["upload"].status == "running"
 
     with pytest.raises(InvariantViolation):
-        await execute(store, "c1", StartHostStep(host="h0", step="activate"))
-    assert (await load_state(store, "c1")).version == stored.version
+        await execute(bus.histories, "c1", StartHostStep(host="h0", step="activate"))
+    assert (await fresh.get("c1")).count == 4 + len(HOSTS)
+
+
+async def test_hosts_finishing_steps_at_once_do_not_conflict(bus):
+    """Each host's ordinary steps are guarded by its own subject: no retries between hosts."""
+    await _built(bus.histories, "c2")
+    for h in HOSTS:
+        await execute(bus.histories, "c2", StartHostStep(host=h, step="upload"))
+    calls = 0
+    append = bus.events.append
+
+    async def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await append(*args, **kwargs)
+
+    bus.events.append = counting
+    await asyncio.gather(
+        *(
+            execute(bus.histories, "c2", FinishHostStep(host=h, step="upload", exit_code=0, duration=1))
+            for h in HOSTS
+        )
+    )
+    assert calls == len(HOSTS), "a host's finish never has to retry because another host appended"
+    state = await Histories(bus.events).state("c2")
+    assert all(state.hosts[h].steps["upload"].status == "succeeded" for h in HOSTS)
+
+
+async def test_a_cancel_and_a_switch_never_both_land(bus):
+    """A host's switch is guarded by the whole release: of a cancel and a switch decided from the
+    same read, exactly one lands."""
+    for i in range(10):
+        rid = f"race{i}"
+        await _built(bus.histories, rid)
+        for step in ("upload", "link", "pre_release"):
+            await execute(bus.histories, rid, StartHostStep(host="h0", step=step))
+            await execute(bus.histories, rid, FinishHostStep(host="h0", step=step, exit_code=0, duration=1))
+        cancel_side, agent_side = Histories(bus.events), Histories(bus.events)
+        await cancel_side.get(rid)
+        await agent_side.get(rid)
+        results = await asyncio.gather(
+            execute(cancel_side, rid, Cancel(by="bob")),
+            execute(agent_side, rid, StartHostStep(host="h0", step="activate")),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, InvariantViolation) for r in results) == 1, results
+        state = await Histories(bus.events).state(rid)
+        if state.status == "cancelled":
+            assert "activate" not in state.hosts["h0"].steps, "no host switches after the cancel"
+        else:
+            assert state.hosts["h0"].steps["activate"].status == "running"
+
+
+async def test_reading_a_release_a_thousand_times_creates_no_consumer(bus, nats_server):
+    await _built(bus.histories, "c3")
+    before = (await bus.js.stream_info(EVENTS_STREAM)).state.consumer_count
+    for _ in range(1000):
+        other = Histories(bus.events)  # a cold read: the whole history every time
+        assert (await other.get("c3")).count == 4
+    assert (await bus.js.stream_info(EVENTS_STREAM)).state.consumer_count == before
+    second = await open_bus(nats_server.url, name="other")
+    try:
+        for _ in range(100):
+            assert len(await second.events.load("c3")) == 4
+        assert (await bus.js.stream_info(EVENTS_STREAM)).state.consumer_count == before
+    finally:
+        await second.close()
+
+
+async def test_a_cached_read_asks_only_for_what_is_new(bus):
+    await _built(bus.histories, "c4")
+    reads: list[int] = []
+    load = bus.events.load
+
+    async def spying(release_id: str, after: int = 0, **kw):  # type: ignore[no-untyped-def]
+        got = await load(release_id, after, **kw)
+        reads.append(len(got))
+        return got
+
+    other = Histories(bus.events)
+    await other.get("c4")
+    bus.events.load = spying
+    await execute(bus.histories, "c4", StartHostStep(host="h1", step="upload"))
+    loaded = await other.get("c4")
+    assert reads[-1] == 1, "only the one new event travelled"
+    assert loaded.state.hosts["h1"].status == "running"

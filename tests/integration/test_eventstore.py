@@ -7,9 +7,11 @@ import asyncio
 import pytest
 
 from ferry.bus import open_bus
+from ferry.commands import Histories, execute
 from ferry.errors import ConcurrencyError, InvalidInput
 from ferry.events import BuildStarted, HostStepStarted, Plan, Recipe, ReleaseRequested, utcnow
-from ferry.release import RecordArtifact, RecordSource, RequestRelease, StartBuild, decide, replay
+from ferry.eventstore import legacy_subject, release_of, subject_of
+from ferry.release import RecordArtifact, RecordSource, RequestRelease, StartBuild, replay
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("a", "b"))
 
@@ -27,34 +29,68 @@ def requested(rid: str) -> ReleaseRequested:
     )
 
 
+def started(rid: str, host: str, version: int = 1, step: str = "upload") -> HostStepStarted:
+    return HostStepStarted(release_id=rid, version=version, at=utcnow(), host=host, step=step)
+
+
 async def test_append_and_load_in_order(bus):
-    seq = await bus.events.append("r1", [requested("r1")], 0)
-    seq2 = await bus.events.append("r1", [BuildStarted(release_id="r1", version=2, at=utcnow())], 1)
+    (seq,) = await bus.events.append([requested("r1")], expected_seq=0, whole_release=True)
+    (seq2,) = await bus.events.append(
+        [BuildStarted(release_id="r1", version=2, at=utcnow())], expected_seq=seq, whole_release=True
+    )
     history = await bus.events.load("r1")
     assert [e.event.version for e in history] == [1, 2]
     assert [e.seq for e in history] == [seq, seq2]
+    assert [e.subject for e in history] == ["ferry.release.r1.release"] * 2
     assert history[0].event == requested("r1").model_copy(update={"at": history[0].event.at})
     assert await bus.events.load("unknown") == []
 
 
-async def test_wrong_expected_version_raises(bus):
-    await bus.events.append("r2", [requested("r2")], 0)
+async def test_host_events_live_on_their_hosts_subjects(bus):
+    (seq,) = await bus.events.append([requested("r5")], expected_seq=0, whole_release=True)
+    await bus.events.append([started("r5", "a")], expected_seq=seq, whole_release=True)
+    await bus.events.append([started("r5", "web.example.com")], expected_seq=0, whole_release=False)
+    history = await bus.events.load("r5")
+    assert [e.subject for e in history] == [
+        "ferry.release.r5.release",
+        "ferry.release.r5.host.a",
+        "ferry.release.r5.host.web~example~com",
+    ]
+    assert subject_of(history[2].event) == history[2].subject
+    assert release_of(history[2].subject) == "r5" == release_of(legacy_subject("r5"))
+
+
+async def test_wrong_expected_sequence_raises(bus):
+    (seq,) = await bus.events.append([requested("r2")], expected_seq=0, whole_release=True)
     with pytest.raises(ConcurrencyError):
-        await bus.events.append("r2", [BuildStarted(release_id="r2", version=1, at=utcnow())], 0)
-    with pytest.raises(InvalidInput):
-        await bus.events.append("r2", [BuildStarted(release_id="r2", version=5, at=utcnow())], 1)
+        await bus.events.append(
+            [BuildStarted(release_id="r2", version=2, at=utcnow())], expected_seq=0, whole_release=True
+        )
+    with pytest.raises(InvalidInput):  # one append writes one release
+        await bus.events.append([requested("r2"), requested("r9")], expected_seq=seq, whole_release=True)
+
+
+async def test_a_host_append_is_guarded_by_its_own_subject_only(bus):
+    (seq,) = await bus.events.append([requested("r6")], expected_seq=0, whole_release=True)
+    (a1,) = await bus.events.append([started("r6", "a")], expected_seq=seq, whole_release=True)
+    # host b appends without having seen host a's event: its own subject is still empty
+    (b1,) = await bus.events.append([started("r6", "b")], expected_seq=0, whole_release=False)
+    assert b1 > a1
+    with pytest.raises(ConcurrencyError):  # but it must have seen its own last event
+        await bus.events.append([started("r6", "b", 2, "link")], expected_seq=0, whole_release=False)
+    with pytest.raises(ConcurrencyError):  # and a whole-release append must have seen everything
+        await bus.events.append(
+            [BuildStarted(release_id="r6", version=2, at=utcnow())], expected_seq=a1, whole_release=True
+        )
 
 
 async def test_two_concurrent_writers_exactly_one_wins(bus):
-    await bus.events.append("r3", [requested("r3")], 0)
+    (seq,) = await bus.events.append([requested("r3")], expected_seq=0, whole_release=True)
 
     async def writer(name: str) -> str:
-        events = [
-            HostStepStarted(release_id="r3", version=2 + i, at=utcnow(), host="a", step=f"{name}-{i}")
-            for i in range(5)
-        ]
+        events = [started("r3", "a", 1 + i, f"{name}-{i}") for i in range(5)]
         try:
-            await bus.events.append("r3", events, 1)
+            await bus.events.append(events, expected_seq=seq, whole_release=True)
         except ConcurrencyError:
             return "lost"
         return "won"
@@ -64,23 +100,21 @@ async def test_two_concurrent_writers_exactly_one_wins(bus):
     history = await bus.events.load("r3")
     writers = {e.event.step.split("-")[0] for e in history[1:]}  # type: ignore[attr-defined]
     assert len(writers) == 1, "histories interleaved"
-    assert [e.event.version for e in history] == list(range(1, len(history) + 1))
+    assert [e.event.version for e in history[1:]] == list(range(1, len(history)))
 
 
 async def test_many_races_never_interleave(bus):
-    async def writer(rid: str, name: str) -> bool:
+    async def writer(rid: str, name: str, after: int) -> bool:
         try:
-            await bus.events.append(
-                rid, [HostStepStarted(release_id=rid, version=2, at=utcnow(), host="a", step=name)], 1
-            )
+            await bus.events.append([started(rid, "a", 1, name)], expected_seq=after, whole_release=True)
             return True
         except ConcurrencyError:
             return False
 
     for i in range(20):
         rid = f"race{i}"
-        await bus.events.append(rid, [requested(rid)], 0)
-        wins = await asyncio.gather(*(writer(rid, f"w{j}") for j in range(4)))
+        (seq,) = await bus.events.append([requested(rid)], expected_seq=0, whole_release=True)
+        wins = await asyncio.gather(*(writer(rid, f"w{j}", seq) for j in range(4)))
         assert sum(wins) == 1
         assert len(await bus.events.load(rid)) == 2
 
@@ -89,15 +123,41 @@ async def test_retried_append_is_deduplicated(bus):
     ev = requested("r4")
     # the same event appended twice at once (a retry racing its original) is stored once
     results = await asyncio.gather(
-        bus.events.append("r4", [ev], 0), bus.events.append("r4", [ev], 0), return_exceptions=True
+        bus.events.append([ev], expected_seq=0, whole_release=True),
+        bus.events.append([ev], expected_seq=0, whole_release=True),
+        return_exceptions=True,
     )
-    assert all(isinstance(r, int | ConcurrencyError) for r in results)
+    assert all(isinstance(r, list | ConcurrencyError) for r in results)
     assert len(await bus.events.load("r4")) == 1
+
+
+async def test_a_release_recorded_in_the_old_layout_is_read_and_continued(bus):
+    """Releases appended before the per-host layout sit on ``ferry.release.<id>``: they are read
+    in stream order with what is appended in the new layout."""
+    old = [requested("lg"), BuildStarted(release_id="lg", version=2, at=utcnow())]
+    for i, event in enumerate(old):
+        await bus.js.publish(legacy_subject("lg"), event.to_json(), headers={"Ferry-Version": str(i + 1)})
+    histories = Histories(bus.events)
+    state = await histories.state("lg")
+    assert state.status == "building" and state.version == 2
+    await execute(histories, "lg", RecordSource(commit="c" * 40))
+    history = await bus.events.load("lg")
+    assert [s.subject for s in history] == [legacy_subject("lg")] * 2 + ["ferry.release.lg.release"]
+    assert (await Histories(bus.events).state("lg")).commit == "c" * 40
+
+
+async def test_a_long_history_is_read_in_batches(bus):
+    (seq,) = await bus.events.append([requested("long")], expected_seq=0, whole_release=True)
+    events = [started("long", "a", v, f"s{v}") for v in range(1, 601)]
+    await bus.events.append(events, expected_seq=0, whole_release=False)
+    history = await bus.events.load("long")
+    assert len(history) == 601 and [s.seq for s in history] == sorted(s.seq for s in history)
+    assert len(await bus.events.load("long", after=history[-3].seq)) == 2
 
 
 async def test_follow_from_sequence(bus):
     for i in range(3):
-        await bus.events.append(f"f{i}", [requested(f"f{i}")], 0)
+        await bus.events.append([requested(f"f{i}")], expected_seq=0, whole_release=True)
     seen = []
     async for stored in bus.events.follow(from_seq=2):
         seen.append(stored.event.release_id)
@@ -108,21 +168,17 @@ async def test_follow_from_sequence(bus):
 
 async def test_sigkill_and_restart_keeps_history_and_artifact(nats_server, tmp_path):
     bus = await open_bus(nats_server.url, name="t")
-    state = replay("k1", [])
-    events = decide(
-        state, RequestRelease(project="p", environment="e", ref="main", requested_by="a", plan=PLAN), utcnow()
+    await execute(
+        bus.histories,
+        "k1",
+        RequestRelease(project="p", environment="e", ref="main", requested_by="a", plan=PLAN),
     )
-    await bus.events.append("k1", events, 0)
-    state = replay("k1", events)
     for cmd in (StartBuild(), RecordSource(commit="a" * 40)):
-        new = decide(state, cmd, utcnow())
-        await bus.events.append("k1", new, state.version)
-        state = replay("k1", [*[e.event for e in await bus.events.load("k1")]])
+        await execute(bus.histories, "k1", cmd)
     blob = tmp_path / "artifact.bin"
     blob.write_bytes(bytes(range(256)) * 20_000)  # ~5 MB, several chunks
     stored = await bus.artifacts.put_file(blob)
-    new = decide(state, RecordArtifact(digest=stored.digest, size=stored.size, format="none"), utcnow())
-    await bus.events.append("k1", new, state.version)
+    await execute(bus.histories, "k1", RecordArtifact(digest=stored.digest, size=stored.size, format="none"))
     before = await bus.events.load("k1")
     await bus.nc.close()
 

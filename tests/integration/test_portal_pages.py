@@ -33,6 +33,7 @@ from ferry.release import (
 from ferry.settings import Settings
 from services.gateway import portal
 from services.gateway.app import create_app
+from tests.harness.history import append_next
 from tests.integration.api_harness import Api, project_body, ssh_keypair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +97,7 @@ async def drive(api: Api, release_id: str, commands: list[object]) -> None:
     now = datetime.now(UTC)
     for i, command in enumerate(commands):
         events = decide(state, command, now + timedelta(milliseconds=i))  # type: ignore[arg-type]
-        await store.append(release_id, events, state.version)
+        await append_next(store, events)
         for e in events:
             state = evolve(state, e)
 

@@ -23,6 +23,7 @@ from ferry.eventstore import StoredEvent
 from ferry.projector import Projector, rebuild
 from ferry.release import replay
 from tests.harness.db import release_histories
+from tests.harness.history import append_next
 
 Snapshot = dict[str, list[tuple[object, ...]]]
 
@@ -46,7 +47,7 @@ async def append_interleaved(bus, histories: dict[str, list[Event]], seed: int =
         rid = rng.choice(sorted(cursor))
         start = cursor[rid]
         chunk = histories[rid][start : start + rng.randint(1, 6)]
-        await bus.events.append(rid, chunk, start)
+        await append_next(bus.events, chunk)
         cursor[rid] = start + len(chunk)
         if cursor[rid] == len(histories[rid]):
             del cursor[rid]
@@ -129,7 +130,7 @@ async def test_run_follows_the_stream_and_resumes_from_its_position(bus, session
     rids = sorted(histories)
     half = rids[: len(rids) // 2]
     for rid in half:
-        await bus.events.append(rid, histories[rid], 0)
+        await append_next(bus.events, histories[rid])
 
     projector = Projector(session_factory)
     stop = asyncio.Event()
@@ -143,7 +144,7 @@ async def test_run_follows_the_stream_and_resumes_from_its_position(bus, session
 
     # Events appended while no projector runs are picked up from the stored position.
     for rid in rids[len(half) :]:
-        await bus.events.append(rid, histories[rid], 0)
+        await append_next(bus.events, histories[rid])
     stop = asyncio.Event()
     again = Projector(session_factory)
     task = asyncio.create_task(again.run(bus, stop))

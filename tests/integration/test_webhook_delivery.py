@@ -41,6 +41,7 @@ from ferry.secrets import SecretBox
 from ferry.settings import Settings
 from services.notifier import webhooks as deliverer
 from services.notifier.webhooks import ROUTER, SENDER, WEBHOOK_WORK, WebhookConfig
+from tests.harness.history import append_next
 
 FAST = (0.05, 0.05, 0.05, 0.05, 0.05)  # six attempts within a fraction of a second
 DEADLINE = 30.0
@@ -150,7 +151,7 @@ async def append(bus: Bus, events: list[Event]) -> dict[str, int]:
     """Append one by one, as the services do; returns each event type's last stream sequence."""
     seqs: dict[str, int] = {}
     for e in events:
-        seqs[e.type] = await bus.events.append(e.release_id, [e], e.version - 1)
+        seqs[e.type] = await append_next(bus.events, [e])
     return seqs
 
 

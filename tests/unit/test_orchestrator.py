@@ -5,28 +5,29 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from ferry import orchestrator
 from ferry.bus import Bus
+from ferry.commands import Loaded
 from ferry.events import Event
+from ferry.release import replay
 from tests.unit.test_rollout import Release
 
 
 @dataclass
-class FakeEvents:
+class FakeHistories:
     history: list[Event]
 
-    async def load(self, release_id: str) -> list[SimpleNamespace]:
-        return [SimpleNamespace(event=e) for e in self.history]
+    async def get(self, release_id: str) -> Loaded:
+        return Loaded(replay(release_id, self.history), len(self.history), {}, len(self.history))
 
 
 @dataclass
 class FakeBus:
-    events: FakeEvents
+    histories: FakeHistories
     published: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
     async def publish_work(self, kind: str, msg_id: str, body: dict[str, object]) -> None:
@@ -34,7 +35,7 @@ class FakeBus:
 
 
 def _bus(release: Release) -> Any:
-    return cast(Bus, FakeBus(FakeEvents(release.history)))
+    return cast(Bus, FakeBus(FakeHistories(release.history)))
 
 
 async def test_host_work_goes_to_the_hosts_group_with_unchanged_ids() -> None:

@@ -28,6 +28,7 @@ from ferry.events import (
     ReleaseSucceeded,
     decode,
     encode,
+    host_of,
 )
 from ferry.release import (
     TERMINAL,
@@ -53,6 +54,7 @@ from ferry.release import (
     Succeed,
     decide,
     evolve,
+    guards_whole_release,
     replay,
 )
 
@@ -134,8 +136,16 @@ def test_happy_path():
 
     s = r.state
     assert s.status == "succeeded" and s.terminal
-    assert s.version == len(r.history) == 5 + 2 * 2 * len(HOST_STEPS) + 1
-    assert [e.version for e in r.history] == list(range(1, len(r.history) + 1))
+    assert len(r.history) == 5 + 2 * 2 * len(HOST_STEPS) + 1
+    # release-level events and each host's events are numbered on their own subjects
+    assert (
+        [e.version for e in r.history if host_of(e) is None]
+        == list(range(1, s.version + 1))
+        == [1, 2, 3, 4, 5, 6]
+    )
+    for host in HOSTS:
+        mine = [e.version for e in r.history if host_of(e) == host]
+        assert mine == list(range(1, 2 * len(HOST_STEPS) + 1)) and s.hosts[host].version == len(mine)
     assert all(e.release_id == RID for e in r.history)
     assert (s.project, s.environment, s.ref, s.requested_by) == ("shop", "prod", "v1.4.2", "alice")
     assert s.commit == COMMIT
@@ -186,7 +196,8 @@ def test_commands_produce_one_event_with_the_next_version():
     r = release().ready()
     events = decide(r.state, StartHostStep("web-1", "upload"), T0)
     assert len(events) == 1
-    assert events[0].version == r.state.version + 1
+    assert events[0].version == r.state.hosts["web-1"].version + 1 == 1
+    assert decide(r.state, Cancel("bob"), T0)[0].version == r.state.version + 1
     assert events[0].at == T0 and events[0].release_id == RID
 
 
@@ -410,7 +421,7 @@ def test_activate_twice_refused_even_if_history_reopened_the_step():
     """A history in which activate ran again (an older writer appended it) must not allow a third."""
     r = release().ready().up_to("web-1", "restart")
     reopened = HostStepStarted(
-        release_id=RID, version=r.state.version + 1, at=T0, host="web-1", step="activate"
+        release_id=RID, version=r.state.hosts["web-1"].version + 1, at=T0, host="web-1", step="activate"
     )
     state = evolve(r.state, reopened)
     assert state.hosts["web-1"].activated
@@ -626,7 +637,7 @@ def test_cancel_allowed_before_any_host_is_activated(before: str):
     if before == "upload-running":
         r(StartHostStep("web-1", "upload"))
     if before == "pre-activate":
-        r.up_to("web-1", "activate")(StartHostStep("web-1", "activate"))
+        r.up_to("web-1", "activate")  # every step before the switch finished; the switch not started
     r(Cancel("alice", "wrong ref"))
     assert r.state.status == "cancelled"
     assert isinstance(r.history[-1], ReleaseCancelled)
@@ -704,12 +715,36 @@ def test_previous_release_ignored_on_other_steps():
 def test_evolve_sets_version_from_the_event():
     r = release().ready()
     assert r.state.version == r.history[-1].version == len(r.history)
+    r(StartHostStep("web-1", "upload"))
+    assert r.state.hosts["web-1"].version == r.history[-1].version == 1
+    assert r.state.version == len(r.history) - 1  # a host's event leaves the release's number alone
+
+
+def test_whole_release_guard_covers_release_events_first_steps_and_switches():
+    r = release().ready()
+    (first,) = decide(r.state, StartHostStep("web-1", "upload"), T0)
+    assert guards_whole_release(first)
+    r(StartHostStep("web-1", "upload"))
+    (finish,) = decide(r.state, FinishHostStep("web-1", "upload", 0, 1.0), T0)
+    assert not guards_whole_release(finish)
+    r = release().ready().up_to("web-1", "activate")
+    (switch,) = decide(r.state, StartHostStep("web-1", "activate"), T0)
+    assert guards_whole_release(switch)
+    assert guards_whole_release(decide(r.state, Cancel("bob"), T0)[0])
+    (failed,) = decide(r.state, FailHost("web-1", "activate", "boom"), T0)
+    assert not guards_whole_release(failed)
+
+
+def test_cancel_refused_while_a_host_is_switching():
+    r = release().ready().up_to("web-1", "activate")
+    r(StartHostStep("web-1", "activate"))
+    r.refuses(Cancel("bob"))
 
 
 def test_evolve_finish_without_a_start_uses_its_own_time():
     r = release().ready()
     finish = HostStepFinished(
-        release_id=RID, version=r.state.version + 1, at=T0 + timedelta(hours=1),
+        release_id=RID, version=r.state.hosts["web-1"].version + 1, at=T0 + timedelta(hours=1),
         host="web-1", step="upload", exit_code=0, duration=1.0,
     )  # fmt: skip
     state = evolve(r.state, finish)

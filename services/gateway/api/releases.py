@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from ferry.commands import Loaded, append_decided
 from ferry.db import repo
 from ferry.errors import ConcurrencyError, InvalidInput, NotFound
 from ferry.events import (
@@ -205,7 +206,8 @@ async def create_release(request: Request) -> Response:
 async def _request_release(request: Request, release_id: str, command: RequestRelease) -> Response:
     """Append a new release's ReleaseRequested; the orchestrator schedules the rest (202)."""
     events = decide(ReleaseState(release_id), command, utcnow())
-    seq = await gw(request).bus.events.append(release_id, events, 0)
+    stored = await append_decided(gw(request).bus.histories, Loaded(ReleaseState(release_id)), events)
+    seq = stored[-1].seq
     state = replay(release_id, events)
     created = ReleaseCreated(id=release_id, status=state.status, last_seq=seq, links=_links(release_id))
     return respond(created, 202, {"Location": created.links.self})
@@ -281,21 +283,21 @@ async def _command(
         command = Reject(by=by, reason=body.reason)
     else:
         command = Cancel(by=by, reason=body.reason)
-    store = gw(request).bus.events
+    histories = gw(request).bus.histories
     for attempt in range(APPEND_ATTEMPTS):
-        history = await _history(request, release_id)
-        state = replay(release_id, [s.event for s in history])
-        if isinstance(command, Approve) and state.status == "paused":
+        loaded = await histories.get(release_id)
+        if loaded.count == 0:
+            raise NotFound(f"no release {release_id!r}", field="id")
+        if isinstance(command, Approve) and loaded.state.status == "paused":
             command = Resume(by=by)  # "a pause until approved": approving a paused canary resumes it
-        events = decide(state, command, utcnow())  # InvariantViolation -> 409 with the reason
+        events = decide(loaded.state, command, utcnow())  # InvariantViolation -> 409 with the reason
         try:
-            seq = await store.append(release_id, events, state.version)
+            await append_decided(histories, loaded, events)
         except ConcurrencyError:
             if attempt == APPEND_ATTEMPTS - 1:
                 raise
-            continue  # another writer appended: decide again against the new history
-        appended = [*history, *(StoredEvent(seq - len(events) + 1 + i, e) for i, e in enumerate(events))]
-        return respond(release_view(release_id, appended))
+            continue  # another writer appended: decide again against what is new
+        return respond(release_view(release_id, await _history(request, release_id)))
     raise AssertionError("unreachable")
 
 

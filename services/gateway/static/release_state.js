@@ -54,8 +54,10 @@ function newHost() {
 }
 
 // Fold one event (the wire JSON of ferry.events) into the state; returns a new state.
+// Release-level events are numbered on the release's subject, each host's events on its own
+// (ferry/eventstore.py), so only release-level events move `version`.
 export function evolve(state, event) {
-  const s = { ...state, version: event.version ?? state.version };
+  const s = String(event.type).startsWith("host.") ? state : { ...state, version: event.version ?? state.version };
   switch (event.type) {
     case "release.requested": {
       const plan = event.plan || {};
@@ -192,7 +194,7 @@ export function evolve(state, event) {
 
 // Apply one stored event; repeats (seq at or below what was applied) change nothing.
 export function apply(state, seq, event) {
-  if (seq <= state.last_seq || (event.version != null && event.version <= state.version)) return state;
+  if (seq <= state.last_seq) return state;
   return { ...evolve(state, event), last_seq: seq };
 }
 
