@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,3 +206,49 @@ class Timings:
         if len(values) < 2:
             return ""
         return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def make_app_tree(root: Path, *, total_mb: int, seed: int) -> int:
+    """An application tree of about `total_mb`, half random and half text-like bytes; returns bytes.
+
+    Seven eighths are a few large files (alternately random and text-like, as make_big_tree), the
+    rest ~60 source-like files per MB, so that "one file changed" can mean one small source file.
+    """
+    small_mb = max(1, total_mb // 8)
+    big_mb = total_mb - small_mb
+    file_mb = max(1, min(8, big_mb // 4))
+    total = make_big_tree(root / "assets", total_mb=big_mb, seed=seed, file_mb=file_mb) if big_mb else 0
+    return total + make_small_tree(root / "src", files=60 * small_mb, total_mb=small_mb, seed=seed)
+
+
+def run_per_host(
+    scripts: Sequence[Sequence[Sequence[str]]], *, parallel: int, timeout: float
+) -> list[list[str]]:
+    """Run each host's commands in order, `parallel` hosts at a time (xargs -P style); returns stdouts.
+
+    A failure or a timeout (per command, `timeout` seconds) raises with the command's stderr.
+    """
+
+    def one(commands: Sequence[Sequence[str]]) -> list[str]:
+        outputs = []
+        for command in commands:
+            try:
+                done = subprocess.run(
+                    command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise RuntimeError(f"timed out after {timeout:g}s: {' '.join(command)}") from exc
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).decode(errors="replace")[-2000:]
+                raise RuntimeError(f"exit {done.returncode}: {' '.join(command)}\n{tail}")
+            outputs.append(done.stdout.decode(errors="replace"))
+        return outputs
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="host") as pool:
+        return list(pool.map(one, scripts))
