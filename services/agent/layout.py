@@ -4,6 +4,12 @@
 <deploy_path>/shared/                    files and dirs kept across releases
 <deploy_path>/current -> releases/<id>   switched with rename(2)
 <deploy_path>/.ferry/artifacts/<digest>.tar[.zst|.gz]   the host's artifact cache
+<deploy_path>/.ferry/manifests/<release_id>.gz   per-file digests and mtimes of each release (deltas)
+<deploy_path>/.ferry/delta-<release_id>/     staging of a delta upload in progress
+
+A release assembled by a delta upload hard-links its unchanged files from an older release:
+steps and hooks must replace files in a release (write elsewhere, rename), never write into them,
+or they would change every release sharing that inode.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from ferry.errors import InvalidInput, InvalidPath
 from services.agent.ssh import CommandResult, HostSession
 
 RELEASE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}\Z")
-_DIGEST = re.compile(r"[0-9a-f]{64}\Z")  # sha256 hex of the artifact bytes as stored (compressed)
+DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")  # sha256 hex of the artifact bytes as stored (compressed)
 # format -> (suffix in the cache, tar's decompression flag)
 FORMATS: dict[str, tuple[str, list[str]]] = {
     "zst": (".tar.zst", ["--zstd"]),
@@ -80,7 +86,7 @@ def validate_relative_path(path: str, field_name: str = "shared") -> str:
 
 
 def validate_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
         raise InvalidInput(f"artifact digest must be sha256 hex: {digest!r}", field="digest")
     return digest
 

@@ -4,6 +4,11 @@
     <deploy_path>/shared/                    files and dirs kept across releases
     <deploy_path>/current -> releases/<id>   switched with rename(2)
     <deploy_path>/.ferry/artifacts/<digest>.tar[.zst|.gz]   the host's artifact cache
+    <deploy_path>/.ferry/manifests/<release_id>.gz   what each release holds (delta uploads)
+
+Releases built by a delta upload share unchanged files' inodes with older releases (hard
+links), so no step may write into a release's files in place: replace paths (link_shared's
+rm + ln -s, a hook's write-to-temp-and-rename), never open them for writing.
 
 Every function is safe to re-run after a crash at any point, and every path
 that reaches a shell is validated and quoted.
@@ -243,6 +248,11 @@ def prune(
             '  [ -f "$f" ] || continue',
             '  d="${f##*/}"; d="${d%%.*}"',
             '  case " $inuse " in *" $d "*) ;; *) rm -f -- "$f"; echo "FERRY_ARTIFACT_REMOVED=$d" ;; esac',
+            "done",
+            # A release's manifest (a delta upload's base) goes with its release.
+            "for f in .ferry/manifests/*.gz; do",
+            '  r="${f##*/}"; r="${r%.gz}"',
+            '  if [ -f "$f" ] && [ ! -d "releases/$r" ]; then rm -f -- "$f"; fi',
             "done",
         ),
         timeout=timeout,

@@ -7,16 +7,22 @@ release never looks complete, and a re-run after a crash at any point is safe.
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Any, cast
 
 from ferry.errors import InvalidInput
+from services.agent import delta, delta_upload, manifest
 from services.agent.layout import (
+    DIGEST_RE,
     FORMATS,
     MARKER,
     READ_CHUNK,
+    RELEASE_ID_RE,
     SUFFIX_FORMAT,
     StepResult,
     q,
@@ -44,16 +50,33 @@ def _probe(session: HostSession, dp: str, release_id: str, digest: str, timeout:
             f"elif [ -e {q(rel)} ]; then echo release=incomplete; fi",
             f'for f in {cached}; do if [ -f "$f" ]; then echo "cached=$f"; fi; done',
             "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; fi",
+            f"rm -rf {q(delta_upload.stage_dir(release_id))}",  # left by a delta that crashed
+            'cur="$(readlink current 2>/dev/null || true)"; echo "current=${cur##*/}"',
+            # Releases the host keeps a manifest of, newest first: the bases a delta can build from.
+            "for r in $(ls -t releases); do",
+            f'  [ -f "releases/$r/{MARKER}" ] && read -r d < "releases/$r/{MARKER}" || continue',
+            '  if [ -f ".ferry/manifests/$r.gz" ]; then echo "candidate=$r $d"; fi',
+            "done",
         ),
         timeout=timeout,
     )
     if not result.ok:
         raise _StepFailed(result)
+    candidates = []
+    for row in values(result.output, "candidate"):
+        name, _, held = row.partition(" ")
+        if name != release_id and RELEASE_ID_RE.match(name) and DIGEST_RE.match(held):
+            candidates.append((name, held))
     return {
         "release": value(result.output, "release"),
         "cached": values(result.output, "cached"),
         "zstd": value(result.output, "zstd") == "yes",
+        "current": value(result.output, "current") or None,
+        "candidates": candidates,
     }
+
+
+_MANIFESTS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manifest")
 
 
 class _StepFailed(Exception):
@@ -99,12 +122,21 @@ def upload_artifact(
     open_stream: Callable[[], IO[bytes]],
     *,
     timeout: float = 600.0,
+    base_release: str | None = None,
+    use_delta: bool = True,
+    manifest_dir: Path | None = None,
 ) -> StepResult:
     """Make releases/<release_id> hold the artifact, transferring it only when the host lacks it.
 
     The host keeps the archive itself under .ferry/artifacts/ rather than treating an older
     release dir as the cache: release dirs change after extraction (shared links, hook output),
     so only the archive is a faithful copy. prune() drops archives no kept release uses.
+
+    Without the archive, a host that keeps a release with a manifest gets a delta instead: only
+    the changed files travel, the rest is hard-linked from that release (delta_upload.py), and any
+    doubt sends the whole artifact. `base_release` names the preferred base (by default a release
+    holding this digest, else `current`, else the newest); `manifest_dir` keeps the agent's
+    manifests on disk (beside its artifact cache); `use_delta=False` always sends the archive.
     """
     started = time.monotonic()
     dp = validate_deploy_path(deploy_path)
@@ -112,7 +144,11 @@ def upload_artifact(
     validate_digest(digest)
     if fmt not in FORMATS:
         raise InvalidInput(f"artifact format must be one of {sorted(FORMATS)}: {fmt!r}", field="format")
-    detail: dict[str, Any] = {"digest": digest, "format": fmt, "transferred": 0, "reused": False}
+    if base_release is not None:
+        validate_release_id(base_release)
+    detail: dict[str, Any] = {
+        "digest": digest, "format": fmt, "transferred": 0, "reused": False, "delta": False, "bytes_sent": 0,
+    }  # fmt: skip
     try:
         probe = _probe(session, dp, release_id, digest, timeout)
     except _StepFailed as failed:
@@ -130,12 +166,34 @@ def upload_artifact(
 
     output: list[str] = []
     partial = None
+    manifest_job: Future[manifest.Manifest] | None = None
     usable = [c for c in probe["cached"] if not c.endswith(".tar.zst") or probe["zstd"]]
     if usable:
         archive = usable[0]
         detail["reused"] = True
         output.append(f"host already holds {digest}; nothing transferred")
     else:
+        base = delta.choose_base(probe["candidates"], digest, base_release, probe["current"])
+        if use_delta and base is not None:
+            try:
+                done = delta_upload.send_delta(
+                    session, dp, release_id, digest, fmt, open_stream,
+                    base=base, host_has_zstd=probe["zstd"],
+                    manifest_dir=manifest_dir, timeout=timeout,
+                )  # fmt: skip
+            except delta_upload.Fallback as exc:
+                detail["delta_fallback"] = str(exc)
+                output.append(f"no delta from releases/{base[0]} ({exc}); sending the whole artifact")
+            except delta_upload.Refused as exc:
+                return StepResult(3, exc.result.output, time.monotonic() - started, detail)
+            else:
+                detail.update(done.detail)
+                return StepResult(0, done.output, time.monotonic() - started, detail)
+        if use_delta:
+            # Read the manifest while the bytes travel, so this release can be the base of a delta.
+            manifest_job = _MANIFESTS.submit(
+                manifest.CACHE.of_artifact, digest, fmt, open_stream, manifest_dir
+            )
         try:
             archive, partial, sent, note = _transfer(
                 session, dp, digest, fmt, probe["zstd"], open_stream, timeout
@@ -144,22 +202,35 @@ def upload_artifact(
             return step_result(failed.result, detail, started)
         except OSError as exc:
             return StepResult(1, f"upload failed: {exc}\n", time.monotonic() - started, detail)
-        detail["transferred"] = sent
+        detail["transferred"] = detail["bytes_sent"] = sent
         detail["decompressed_on_agent"] = note is not None
         output.append(f"transferred {sent} bytes in {time.monotonic() - started:.2f}s")
         if note:
             output.append(note)
     detail["stored_as"] = archive.rsplit("/", 1)[-1]
+    if use_delta and manifest_job is None:  # from the agent's cache only: reading the artifact costs
+        known = manifest.CACHE.get(digest, manifest_dir)
+        manifest_bytes = manifest.encode(known) if known is not None else b""
+    else:
+        manifest_bytes = _manifest_bytes(manifest_job, output)
 
     suffix = archive.rsplit("/", 1)[-1][len(digest) :]
     flags = " ".join(FORMATS[SUFFIX_FORMAT.get(suffix, "none")][1])
     rel, tmp = f"releases/{release_id}", f"releases/.tmp-{release_id}"
+    stored = delta_upload.manifest_path(release_id)
+    incoming = f".ferry/manifests/.partial-{release_id}-{secrets.token_hex(4)}"
     # Extract into a temp dir that is renamed into place: a half-extracted release never looks complete.
-    result = session.run(
+    # stdin carries the artifact's manifest (or nothing), kept for later delta uploads.
+    result, _ = session.stream_to_command(
+        io.BytesIO(manifest_bytes),
         script(
             f"cd {q(dp)}",
+            "mkdir -p .ferry/manifests",
+            f"cat > {q(incoming)}",
+            f"if [ -s {q(incoming)} ]; then mv -f {q(incoming)} {q(stored)};",
+            f"else rm -f {q(incoming)} {q(stored)}; fi",  # never keep a manifest of another extraction
             f"mv -f {q(partial)} {q(archive)}" if partial else ":",
-            f"rm -rf {q(tmp)}",
+            f"rm -rf {q(tmp)} {q(delta_upload.stage_dir(release_id))}",
             f"mkdir {q(tmp)}",
             f"tar -x --no-same-owner {flags} -f {q(archive)} -C {q(tmp)}",
             f"printf '%s\\n' {digest} > {q(tmp + '/' + MARKER)}",
@@ -176,6 +247,17 @@ def upload_artifact(
     )
     output.append(result.output.rstrip("\n"))
     return StepResult(result.exit_code, "\n".join(output) + "\n", time.monotonic() - started, detail)
+
+
+def _manifest_bytes(job: Future[manifest.Manifest] | None, output: list[str]) -> bytes:
+    """The encoded manifest the background job read, or b"" (the release then cannot be a delta base)."""
+    if job is None:
+        return b""
+    try:
+        return manifest.encode(job.result())
+    except (manifest.Unsupported, OSError, ValueError) as exc:
+        output.append(f"no manifest kept, later uploads of this artifact send it whole: {exc}")
+        return b""
 
 
 def _transfer(

@@ -121,9 +121,9 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def release(session, release_id: str, artifact: Artifact) -> remote.StepResult:
+def release(session, release_id: str, artifact: Artifact, **options) -> remote.StepResult:
     result = remote.upload_artifact(
-        session, DP, release_id, artifact.digest, artifact.fmt, artifact.open_stream
+        session, DP, release_id, artifact.digest, artifact.fmt, artifact.open_stream, **options
     )
     assert result.ok, result.output
     return result
@@ -139,15 +139,18 @@ def test_upload_extracts_identical_files_and_reuses_the_hosts_copy(host, session
     assert first.detail["reused"] is False
     assert_tree(srv(host) / "releases/r1", big_files)
     assert not list((srv(host) / "releases").glob(".tmp-*"))
+    # The artifact's manifest, read on the agent while the bytes travelled, is kept for deltas.
+    assert (srv(host) / ".ferry/manifests/r1.gz").is_file()
+    opened = artifact.opened  # once for the transfer, once for the manifest
 
     second = release(session, "r2", artifact)
-    assert second.detail == {**second.detail, "transferred": 0, "reused": True}
-    assert artifact.opened == 1  # nothing fetched for a host that already holds the digest
+    assert second.detail == {**second.detail, "transferred": 0, "reused": True, "delta": False}
+    assert artifact.opened == opened  # nothing fetched for a host that already holds the digest
     assert_tree(srv(host) / "releases/r2", big_files)
 
     again = release(session, "r1", artifact)  # re-running a finished step is a no-op
     assert again.detail["already_extracted"] is True and again.detail["transferred"] == 0
-    assert artifact.opened == 1
+    assert artifact.opened == opened
     assert remote.host_has_artifact(session, DP, artifact.digest)
     assert not remote.host_has_artifact(session, DP, "0" * 64)
 
@@ -323,7 +326,8 @@ def test_rollback_switches_back(host, session):
 def test_prune_keeps_the_newest_the_live_and_the_protected(host, session):
     ids = [f"r{i}" for i in range(1, 7)]
     for rid in ids:
-        release(session, rid, small(rid))
+        release(session, rid, small(rid), use_delta=False)  # every release with its archive
+        (srv(host) / f".ferry/manifests/{rid}.gz").write_bytes(b"")  # and a manifest (deltas)
     remote.activate(session, DP, "r2")  # live, but old
 
     result = remote.prune(session, DP, keep=2, protect={"r1"})
@@ -333,6 +337,7 @@ def test_prune_keeps_the_newest_the_live_and_the_protected(host, session):
     # Cached archives of removed releases go too; those still extracted stay.
     cached = {name.split(".")[0] for name in os.listdir(srv(host) / ".ferry/artifacts")}
     assert cached == {small(r).digest for r in ["r1", "r2", "r5", "r6"]}
+    assert sorted(os.listdir(srv(host) / ".ferry/manifests")) == ["r1.gz", "r2.gz", "r5.gz", "r6.gz"]
 
     again = remote.prune(session, DP, keep=1, protect=set())
     assert sorted(os.listdir(srv(host) / "releases")) == ["r2", "r6"]
