@@ -150,11 +150,39 @@ def document() -> dict[str, Any]:
         },
         "channels": {
             "releaseEvents": {
-                "address": "ferry.release.{releaseId}",
-                "description": "one release's history; appends use Nats-Expected-Last-Subject-Sequence",
+                "address": "ferry.release.{releaseId}.release",
+                "description": (
+                    "a release's release-level events (requested, approval, build, pause, the end); "
+                    "read a whole release as ferry.release.{releaseId}.> in stream order. Appends use "
+                    "Nats-Expected-Last-Subject-Sequence with "
+                    "Nats-Expected-Last-Subject-Sequence-Subject: ferry.release.{releaseId}.>. "
+                    "Releases recorded before this layout are on ferry.release.{releaseId}."
+                ),
                 "servers": [{"$ref": "#/servers/nats"}],
                 "parameters": release_param,
-                "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in event_messages},
+                "messages": {
+                    name: {"$ref": f"#/components/messages/{name}"}
+                    for name in event_messages
+                    if not name.startswith("Host")
+                },
+            },
+            "hostEvents": {
+                "address": "ferry.release.{releaseId}.host.{host}",
+                "description": (
+                    "one host's events in a release, numbered on this subject (version); a host "
+                    "name's dots are written as ~. A host's first step and its switch are appended "
+                    "guarded by the whole release, its other events by this subject only"
+                ),
+                "servers": [{"$ref": "#/servers/nats"}],
+                "parameters": {
+                    **release_param,
+                    "host": {"description": "the host's name with '.' written as '~'"},
+                },
+                "messages": {
+                    name: {"$ref": f"#/components/messages/{name}"}
+                    for name in event_messages
+                    if name.startswith("Host")
+                },
             },
             "wsRelease": ws_channel("/ws/releases/{releaseId}", "one release's events", release_param),
             "wsProject": ws_channel(
@@ -170,9 +198,19 @@ def document() -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/releaseEvents"},
                 "summary": "services append events (gateway, orchestrator, builder, agents)",
             },
+            "appendHostEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/hostEvents"},
+                "summary": "agents append a host's step events",
+            },
             "followReleaseEvents": {
                 "action": "receive",
                 "channel": {"$ref": "#/channels/releaseEvents"},
+                "summary": "projector, orchestrator and notifier follow ferry.release.>",
+            },
+            "followHostEvents": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/hostEvents"},
                 "summary": "projector, orchestrator and notifier follow ferry.release.>",
             },
             **{
