@@ -28,13 +28,16 @@ from ferry.eventstore import RELEASE_ID
 from ferry.settings import Settings
 from ferry.tokens import TokenChecker
 from services.notifier.fanout import (
+    DIRECT_SEND,
     Channel,
     ChannelKind,
     Hub,
     Item,
+    Sink,
     Subscriber,
     heartbeat_frame,
     resync_frame,
+    wire_frame,
 )
 from services.notifier.metrics import Metrics
 
@@ -167,28 +170,75 @@ async def _first_since(websocket: WebSocket, wait: float, default: int) -> int |
     return default if since is None else since
 
 
+CATCH_UP_CHUNK = 64  # history items written per socket write while a client catches up
+
+
 async def _pump(n: Notifier, sub: Subscriber, websocket: WebSocket) -> None:
-    """Send the client's catch-up, then live items and heartbeats, in sequence order."""
-    outbox = sub.outbox
+    """Send the client's catch-up, then whatever queues up while it is behind, and heartbeats.
 
-    async def send(item: Item, live: bool) -> None:
-        await websocket.send_text(item.frame)
-        outbox.sent(item)
-        n.metrics.pushed += 1
+    With a sink, queued frames go out joined in one write and the client then goes live: the
+    hub writes to it directly until its socket backs up, which hands it back to this pump.
+    """
+    outbox, sink = sub.outbox, sub.sink
+
+    async def send(items: list[Item], live: bool) -> None:
+        if sink is not None:
+            if sink.closed:
+                raise ConnectionError("client went away")
+            if not sink.write(items[0].wire if len(items) == 1 else b"".join(i.wire for i in items)):
+                await sink.drained()
+        else:
+            for item in items:
+                await websocket.send_text(item.frame)
+        outbox.last_sent = max(outbox.last_sent, items[-1].seq)
+        n.metrics.pushed += len(items)
         if live:
-            n.metrics.observe_latency(time.time() - item.at)
+            now = time.time()
+            for item in items:
+                n.metrics.observe_latency(now - item.at)
 
+    chunk: list[Item] = []
     async for item in n.hub.catch_up(sub):
         if outbox.overflowed:
             return
-        if outbox.fresh(item):
-            await send(item, live=False)
+        if item.seq > (chunk[-1].seq if chunk else outbox.last_sent):
+            chunk.append(item)
+            if len(chunk) >= CATCH_UP_CHUNK:
+                await send(chunk, live=False)
+                chunk = []
+    if chunk:
+        await send(chunk, live=False)
     while not outbox.overflowed:
-        live = await outbox.next(n.config.heartbeat)
-        if live is not None:
-            await send(live, live=True)
-        elif not outbox.overflowed:
-            await websocket.send_text(heartbeat_frame(outbox.last_sent))
+        if sink is not None and not sink.writable:
+            await sink.drained()
+            continue
+        items = outbox.take()
+        if items:
+            await send(items, live=True)
+            continue
+        outbox.wake.clear()
+        if sub.go_live():
+            seen = outbox.last_sent
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(n.config.heartbeat):
+                    await outbox.wake.wait()  # set when the socket backs up or on overflow
+            if outbox.last_sent != seen or outbox.wake.is_set():
+                continue  # events went out meanwhile: no heartbeat needed
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(n.config.heartbeat):
+                    await outbox.wake.wait()
+            if outbox.wake.is_set():
+                continue
+        if outbox.overflowed:
+            return
+        frame = heartbeat_frame(outbox.last_sent)
+        if sink is not None:
+            if not sink.write(wire_frame(frame)):
+                sub.live = False
+                await sink.drained()
+        else:
+            await websocket.send_text(frame)
 
 
 async def _drain_receive(websocket: WebSocket) -> None:
@@ -225,7 +275,8 @@ async def _serve(websocket: WebSocket, kind: ChannelKind, key: str = "") -> None
 
     n.metrics.connections += 1
     kicked = asyncio.Event()
-    sub = n.hub.subscribe(channel, since, on_overflow=lambda _sub: kicked.set())
+    sink: Sink | None = websocket.scope.get("extensions", {}).get(DIRECT_SEND)
+    sub = n.hub.subscribe(channel, since, on_overflow=lambda _sub: kicked.set(), sink=sink)
     pump = asyncio.create_task(_pump(n, sub, websocket))
     reader = asyncio.create_task(_drain_receive(websocket))
     kick = asyncio.create_task(kicked.wait())
@@ -280,13 +331,14 @@ def create_app(
             if b is None:
                 b = await open_bus(settings.nats, name="ferry-notifier")
                 stack.push_async_callback(b.close)
-            hub = Hub(b.events, ring_size=config.ring_size, queue_size=config.queue_size)
+            metrics = Metrics()
+            hub = Hub(b.events, ring_size=config.ring_size, queue_size=config.queue_size, metrics=metrics)
             authorize = chosen or token_authorizer(config.token)
             if chosen is None and settings.auth_required:
                 engine = make_engine(settings.db_url)
                 stack.callback(engine.dispose)
                 authorize = api_token_authorizer(TokenChecker(session_factory(engine)), config.token)
-            app.state.notifier = Notifier(config, hub, Metrics(), authorize)
+            app.state.notifier = Notifier(config, hub, metrics, authorize)
             stop = asyncio.Event()
             follower = asyncio.create_task(hub.run(stop), name="notifier-follower")
             ready = asyncio.create_task(hub.ready.wait())

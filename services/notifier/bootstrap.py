@@ -7,17 +7,64 @@ import logging
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
 from ferry.service import serve_http
 from ferry.settings import Settings
 from services.notifier import webhooks
 from services.notifier.app import create_app
+from services.notifier.fanout import DIRECT_SEND
 
 log = logging.getLogger("ferry.notifier")
 
 
+class ProtocolSink:
+    """A ``Sink`` over one uvicorn connection: writes whole frames to its transport, no await.
+
+    Data frames carry no protocol state (no fragmentation, no compression: permessage-deflate is
+    off, and RFC 7692 lets any message go uncompressed anyway), so writing the bytes the hub
+    encoded once is what ``send_text`` would write, minus the per-client encoding and the task
+    switch. Pings, closes and back-pressure stay with uvicorn's protocol.
+    """
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
+        self.protocol = protocol
+
+    @property
+    def closed(self) -> bool:
+        p = self.protocol
+        return p.disconnected or p.close_sent or p.transport.is_closing()
+
+    @property
+    def writable(self) -> bool:
+        return self.protocol.writable.is_set()
+
+    def write(self, data: bytes) -> bool:
+        if self.closed:
+            return True  # going away: its reader sees the disconnect and unsubscribes it
+        self.protocol.transport.write(data)
+        return self.protocol.writable.is_set()
+
+    async def drained(self) -> None:
+        await self.protocol.writable.wait()  # uvicorn sets it on resume_writing and on connection loss
+
+
+class NotifierWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, offering the app a ``Sink`` as an ASGI extension."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:  # the app's task is created, not yet started
+            extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
+            extensions[DIRECT_SEND] = ProtocolSink(self)
+
+
 def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.Config:
-    """uvicorn settings for many small WebSocket clients: sans-I/O websockets, no compression."""
+    """uvicorn settings for many small WebSocket clients: sans-I/O websockets with direct frame
+    writes, no compression (deflate would compress every frame once per client)."""
     return uvicorn.Config(
         app or create_app(settings),
         host=settings.http_host,
@@ -25,7 +72,7 @@ def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.C
         log_config=None,
         access_log=False,
         lifespan="on",
-        ws="websockets-sansio",
+        ws=NotifierWebSocketProtocol,
         ws_per_message_deflate=False,  # ~64 KiB per connection with it, ~14 KiB without
         ws_max_size=64 * 1024,  # clients only send {"since": N}
         ws_ping_interval=20.0,

@@ -7,6 +7,13 @@ resync. A client joining with ``since`` is registered first and snapshots the ri
 synchronous step, so every event is either in its backlog (seq <= head at registration) or
 offered to its outbox (seq > head) — never both, never neither; ``last_sent`` dedupes anyway.
 History older than the ring is read from the event store.
+
+Each event is serialised once, as JSON and as a complete WebSocket text frame. A client whose
+connection offers a synchronous ``Sink`` (the notifier's uvicorn protocol does) and that is caught
+up is *live*: the follower writes the encoded frame straight to its socket, as a broadcast relay
+would, with no task switch and no per-client encoding. A client that is behind (catching up, or
+its socket backed up) gets its items through the outbox, and its pump writes what queued up in
+one go.
 """
 
 from __future__ import annotations
@@ -19,15 +26,19 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
+
+from websockets.frames import Frame, Opcode
 
 from ferry.events import Event, ReleaseRequested
-from ferry.eventstore import SUBJECT_PREFIX, EventStore, StoredEvent, subject_for
+from ferry.eventstore import ALL_EVENTS, EventStore, StoredEvent, release_subjects
+from services.notifier.metrics import Metrics
 
 log = logging.getLogger("ferry.notifier")
 
 ChannelKind = Literal["release", "project", "all"]
-ALL_SUBJECTS = f"{SUBJECT_PREFIX}.>"
+DIRECT_SEND = "ferry.notifier.sink"
+"""The ASGI scope extension under which the notifier's uvicorn protocol offers a ``Sink``."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +55,6 @@ class Channel:
             return project == self.key
         return True
 
-    @property
-    def subject(self) -> str:
-        """The narrowest stream subject holding this channel's history."""
-        return subject_for(self.key) if self.kind == "release" else ALL_SUBJECTS
-
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -59,6 +65,30 @@ class Item:
     project: str | None
     at: float
     frame: str
+    wire: bytes = b""  # ``frame`` as a whole WebSocket text frame (server to client: unmasked)
+
+
+class Sink(Protocol):
+    """A client's socket, written synchronously with frames encoded once for every client."""
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data`` (whole WebSocket frames) on the socket; False once it is backed up."""
+        ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    async def drained(self) -> None:
+        """Return once the socket takes writes again (or is closed)."""
+        ...
+
+
+def wire_frame(text: str) -> bytes:
+    """``text`` as one complete, unmasked, uncompressed WebSocket text frame."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 def event_frame(seq: int, event: Event) -> str:
@@ -79,9 +109,15 @@ async def _close(stream: AsyncIterator[StoredEvent]) -> None:
         await aclose()
 
 
+async def _iterate(events: list[StoredEvent]) -> AsyncIterator[StoredEvent]:
+    for stored in events:
+        yield stored
+
+
 def make_item(stored: StoredEvent, project: str | None) -> Item:
     e = stored.event
-    return Item(stored.seq, e.release_id, project, e.at.timestamp(), event_frame(stored.seq, e))
+    frame = event_frame(stored.seq, e)
+    return Item(stored.seq, e.release_id, project, e.at.timestamp(), frame, wire_frame(frame))
 
 
 class Outbox:
@@ -118,6 +154,12 @@ class Outbox:
     def sent(self, item: Item) -> None:
         self.last_sent = max(self.last_sent, item.seq)
 
+    def take(self) -> list[Item]:
+        """Every queued item not yet sent, in order (the outbox is empty afterwards)."""
+        items = [i for i in self.items if i.seq > self.last_sent]
+        self.items.clear()
+        return items
+
     def pop(self) -> Item | None:
         """The next live item not yet sent, or None when empty."""
         while self.items:
@@ -145,14 +187,30 @@ class Subscriber:
     store_from: int
     store_upto: int
     on_overflow: Callable[[Subscriber], None] | None = None
+    sink: Sink | None = None
+    live: bool = False
+    """Caught up with an empty outbox and a socket taking writes: the follower writes directly."""
     connected_at: float = field(default_factory=time.monotonic)
+
+    def go_live(self) -> bool:
+        """Let the follower write to this client directly, if nothing waits and its socket takes writes."""
+        self.live = self.sink is not None and not self.outbox.items and self.sink.writable
+        return self.live
 
 
 class Hub:
     """One shared follower of ``ferry.release.>`` per process, fanning out to subscribers."""
 
-    def __init__(self, events: EventStore, *, ring_size: int = 4096, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        events: EventStore,
+        *,
+        ring_size: int = 4096,
+        queue_size: int = 1000,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.events = events
+        self.metrics = metrics or Metrics()
         self.ring: deque[Item] = deque()
         self.ring_size = ring_size
         self.queue_size = queue_size
@@ -160,6 +218,7 @@ class Hub:
         self.floor = 1  # every event with seq >= floor (and <= head) is in the ring
         self.projects: dict[str, str] = {}
         self.subscribers: set[Subscriber] = set()
+        self.channels: dict[Channel, set[Subscriber]] = {}
         self.ready = asyncio.Event()
         self.overflows = 0
 
@@ -181,7 +240,7 @@ class Hub:
                     await asyncio.wait_for(stop.wait(), 0.5)
 
     async def _follow(self, stop: asyncio.Event) -> None:
-        stream = self.events.follow(ALL_SUBJECTS, self.head + 1)
+        stream = self.events.follow(ALL_EVENTS, self.head + 1)
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
@@ -208,9 +267,34 @@ class Hub:
             self.floor = self.ring.popleft().seq + 1
         self.ring.append(item)
         self.head = stored.seq
-        for sub in tuple(self.subscribers):
-            if sub.channel.matches(item.release_id, project) and not sub.outbox.offer(item):
+        written = 0
+        for sub in self._listeners(item):
+            box = sub.outbox
+            if sub.live and sub.sink is not None:
+                if item.seq > box.last_sent:
+                    box.last_sent = item.seq
+                    written += 1
+                    if not sub.sink.write(item.wire):
+                        sub.live = False  # backed up: queue from now on; the pump drains it
+                        box.wake.set()
+            elif not box.offer(item):
                 self._overflowed(sub)
+        if written:
+            self.metrics.pushed += written
+            self.metrics.direct += written
+            self.metrics.observe_latency(time.time() - item.at, written)
+
+    def _listeners(self, item: Item) -> list[Subscriber]:
+        found: list[Subscriber] = []
+        for channel in (
+            Channel("all"),
+            Channel("release", item.release_id),
+            *((Channel("project", item.project),) if item.project is not None else ()),
+        ):
+            subs = self.channels.get(channel)
+            if subs:
+                found.extend(subs)
+        return found
 
     async def project_of(self, event: Event) -> str | None:
         """The project a release belongs to, learnt from its ReleaseRequested (cached)."""
@@ -220,43 +304,59 @@ class Hub:
         known = self.projects.get(event.release_id)
         if known is not None:
             return known
-        # Requested before this process started: its first event says.
-        stream = self.events.read(subject_for(event.release_id), 1)
-        try:
-            async for first in stream:
-                if isinstance(first.event, ReleaseRequested):
-                    self.projects[event.release_id] = first.event.project
-                    return first.event.project
-                break
-        finally:
-            await _close(stream)
+        # Requested before this process started: its first event (either layout) says.
+        for subject in release_subjects(event.release_id):
+            stream = self.events.read(subject, 1)
+            try:
+                async for first in stream:
+                    if isinstance(first.event, ReleaseRequested):
+                        self.projects[event.release_id] = first.event.project
+                        return first.event.project
+                    break
+            finally:
+                await _close(stream)
         return None
 
     def _overflowed(self, sub: Subscriber) -> None:
         self.overflows += 1
-        self.subscribers.discard(sub)
+        self.unsubscribe(sub)
         if sub.on_overflow is not None:
             sub.on_overflow(sub)
 
     # --- clients -------------------------------------------------------------
     def subscribe(
-        self, channel: Channel, since: int, on_overflow: Callable[[Subscriber], None] | None = None
+        self,
+        channel: Channel,
+        since: int,
+        on_overflow: Callable[[Subscriber], None] | None = None,
+        sink: Sink | None = None,
     ) -> Subscriber:
         """Register a client that saw everything up to ``since``; synchronous by design."""
         since = max(since, 0)
         backlog = [i for i in self.ring if i.seq > since and channel.matches(i.release_id, i.project)]
         store_upto = min(self.head, self.floor - 1) if since < self.floor - 1 else 0
-        sub = Subscriber(channel, Outbox(since, self.queue_size), backlog, since + 1, store_upto, on_overflow)
+        outbox = Outbox(since, self.queue_size)
+        sub = Subscriber(channel, outbox, backlog, since + 1, store_upto, on_overflow, sink)
         self.subscribers.add(sub)
+        self.channels.setdefault(channel, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        sub.live = False
         self.subscribers.discard(sub)
+        subs = self.channels.get(sub.channel)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.channels[sub.channel]
 
     async def catch_up(self, sub: Subscriber) -> AsyncIterator[Item]:
         """The client's history before it joined: from the store (older than the ring), then the ring."""
         if sub.store_upto >= sub.store_from:
-            stream = self.events.read(sub.channel.subject, sub.store_from)
+            if sub.channel.kind == "release":
+                stream = _iterate(await self.events.load(sub.channel.key, after=sub.store_from - 1))
+            else:
+                stream = self.events.read(ALL_EVENTS, sub.store_from)
             try:
                 async for stored in stream:
                     if stored.seq > sub.store_upto:

@@ -11,6 +11,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 class Metrics:
     def __init__(self) -> None:
         self.pushed = 0
+        self.direct = 0  # of ``pushed``: written by the follower itself to live clients
         self.resyncs = 0
         self.connections = 0
         self.refused = 0
@@ -18,11 +19,12 @@ class Metrics:
         self.latency_sum = 0.0
         self.latency_count = 0
 
-    def observe_latency(self, seconds: float) -> None:
+    def observe_latency(self, seconds: float, frames: int = 1) -> None:
+        """``frames`` client frames sent ``seconds`` after their event's time."""
         seconds = max(seconds, 0.0)
-        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
-        self.latency_count += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += frames
+        self.latency_sum += seconds * frames
+        self.latency_count += frames
 
     def render(self, clients: Mapping[str, int], head: int) -> str:
         lines = [
@@ -38,6 +40,9 @@ class Metrics:
             "# HELP ferry_notifier_events_pushed_total Event frames written to client sockets.",
             "# TYPE ferry_notifier_events_pushed_total counter",
             f"ferry_notifier_events_pushed_total {self.pushed}",
+            "# HELP ferry_notifier_events_direct_total Event frames written by the follower to live clients.",
+            "# TYPE ferry_notifier_events_direct_total counter",
+            f"ferry_notifier_events_direct_total {self.direct}",
             "# HELP ferry_notifier_resyncs_total Clients told to resync because they fell behind.",
             "# TYPE ferry_notifier_resyncs_total counter",
             f"ferry_notifier_resyncs_total {self.resyncs}",

@@ -15,7 +15,7 @@ import uvicorn
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from ferry.events import HOST_STEPS, Event, Plan, Recipe, utcnow
+from ferry.events import HOST_STEPS, Event, Plan, Recipe, host_of, utcnow
 from ferry.natsserver import free_port
 from ferry.release import (
     FinishHostStep,
@@ -58,14 +58,31 @@ def release_history(rid: str, project: str = "shop", hosts: tuple[str, ...] = ("
         for e in decide(state, command, utcnow()):
             state = evolve(state, e)
             events.append(e)
+    remember_positions(events)
     return events
+
+
+POSITION: dict[tuple[str, str | None, int], int] = {}
+"""(release, host, version) -> position in its release's history: host events are numbered per host."""
+
+
+def remember_positions(events: list[Event]) -> None:
+    for i, e in enumerate(events, start=1):
+        POSITION[(e.release_id, host_of(e), e.version)] = i
+
+
+def position(wire_event: dict) -> int:
+    return POSITION[(wire_event["release_id"], wire_event.get("host"), wire_event["version"])]
 
 
 async def append(bus, events: list[Event]) -> int:
     """Append events one by one (as the services do); returns the last stream sequence."""
     seq = 0
     for e in events:
-        seq = await bus.events.append(e.release_id, [e], e.version - 1)
+        history = await bus.events.load(e.release_id)
+        (seq,) = await bus.events.append(
+            [e], expected_seq=history[-1].seq if history else 0, whole_release=True
+        )
     return seq
 
 
@@ -112,7 +129,8 @@ async def no_more_events(ws, wait: float = 0.8) -> None:
 
 
 def versions(frames: list[dict]) -> list[int]:
-    return [f["event"]["version"] for f in frames]
+    """Each frame's position in its release's history (1 for the first event)."""
+    return [position(f["event"]) for f in frames]
 
 
 def assert_ordered_once(frames: list[dict]) -> None:
@@ -195,7 +213,7 @@ async def test_project_and_all_channels_filter(bus, nats_server):
             assert {f["event"]["release_id"] for f in blog_frames} == {"r2"}
             by_release = {}
             for f in all_frames:
-                by_release.setdefault(f["event"]["release_id"], []).append(f["event"]["version"])
+                by_release.setdefault(f["event"]["release_id"], []).append(position(f["event"]))
             assert by_release == {
                 r: list(range(1, len(h) + 1)) for r, h in (("r1", r1), ("r2", r2), ("r3", r3))
             }
