@@ -41,7 +41,7 @@ from ferry.release import (
 )
 from ferry.rollout import failures
 from ferry.worker import Permanent, Transient, body
-from services.agent import remote
+from services.agent import manifest, remote
 from services.agent.health import health_check
 from services.agent.ssh import HostSession, SSHTarget
 
@@ -72,13 +72,17 @@ async def record(deps: AgentDeps, release_id: str, command: Command) -> ReleaseS
         raise Transient(f"release {release_id} kept changing; will retry") from exc
 
 
-async def artifact_path(deps: AgentDeps, digest: str) -> Path:
-    """The artifact in this agent's local cache, downloaded from the object store once."""
+async def artifact_path(deps: AgentDeps, digest: str, fmt: str) -> Path:
+    """The artifact in this agent's local cache, downloaded from the object store once, with its
+    file manifest read once (delta uploads compare it with what each host holds)."""
     path = deps.cache_dir / digest
     lock = deps._downloads.setdefault(digest, asyncio.Lock())
     async with lock:
         if not path.exists():
             await deps.bus.artifacts.get_file(digest, path)
+        await asyncio.to_thread(
+            manifest.CACHE.of_artifact, digest, fmt, lambda: open(path, "rb"), deps.cache_dir
+        )
     return path
 
 
@@ -111,7 +115,12 @@ async def connect(deps: AgentDeps, host: str) -> HostSession:
 
 
 def run_step(
-    session: HostSession, step: str, state: ReleaseState, host: str, open_artifact: Callable[[], IO[bytes]]
+    session: HostSession,
+    step: str,
+    state: ReleaseState,
+    host: str,
+    open_artifact: Callable[[], IO[bytes]],
+    manifest_dir: Path | None = None,
 ) -> remote.StepResult:
     """Carry out one step on the host (blocking: called from a worker thread)."""
     assert state.plan is not None and state.artifact is not None
@@ -124,7 +133,13 @@ def run_step(
         case "upload":
             remote.prepare(session, path)
             return remote.upload_artifact(
-                session, path, rid, state.artifact.digest, state.artifact.format, open_artifact
+                session,
+                path,
+                rid,
+                state.artifact.digest,
+                state.artifact.format,
+                open_artifact,
+                manifest_dir=manifest_dir,
             )
         case "link":
             return remote.link_shared(session, path, rid, list(recipe.shared_files), list(recipe.shared_dirs))
@@ -210,14 +225,16 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         if step is None:
             return
         if step == "upload" and state.artifact is not None:
-            artifact = await artifact_path(deps, state.artifact.digest)
+            artifact = await artifact_path(deps, state.artifact.digest, state.artifact.format)
         try:
             state = await record(deps, release_id, StartHostStep(host=host, step=step, agent=deps.name))
         except InvariantViolation:
             return
         started = time.monotonic()
         try:
-            result = await asyncio.to_thread(run_step, session, step, state, host, open_artifact)
+            result = await asyncio.to_thread(
+                run_step, session, step, state, host, open_artifact, deps.cache_dir
+            )
         except HostUnreachable as exc:
             # the connection dropped mid-step: record it, the host failed
             result = remote.StepResult(255, exc.message, time.monotonic() - started, {})
