@@ -28,28 +28,31 @@ class ProtocolSink:
     switch. Pings, closes and back-pressure stay with uvicorn's protocol.
     """
 
-    __slots__ = ("protocol",)
+    __slots__ = ("protocol", "transport", "ready")
 
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
         self.protocol = protocol
+        self.transport = protocol.transport
+        self.ready = protocol.writable  # uvicorn clears it on pause_writing, sets it on resume or loss
 
     @property
     def closed(self) -> bool:
-        p = self.protocol
-        return p.disconnected or p.close_sent or p.transport.is_closing()
+        return self.protocol.close_sent or self.transport.is_closing()
 
     @property
     def writable(self) -> bool:
-        return self.protocol.writable.is_set()
+        return self.ready.is_set()
 
     def write(self, data: bytes) -> bool:
-        if self.closed:
+        # The hot path: one call per client and event. The app closes (close_sent) only clients it
+        # has unsubscribed, so a closing transport is the one case to skip.
+        if self.transport.is_closing():
             return True  # going away: its reader sees the disconnect and unsubscribes it
-        self.protocol.transport.write(data)
-        return self.protocol.writable.is_set()
+        self.transport.write(data)
+        return self.ready.is_set()
 
     async def drained(self) -> None:
-        await self.protocol.writable.wait()  # uvicorn sets it on resume_writing and on connection loss
+        await self.ready.wait()
 
 
 class NotifierWebSocketProtocol(WebSocketsSansIOProtocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -87,11 +88,19 @@ async def append(bus, events: list[Event]) -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_notifier(nats_url: str, config: NotifierConfig | None = None) -> AsyncIterator[str]:
-    """A real notifier on a free port (its own NATS connection); yields its ws:// base URL."""
+async def running_notifier(
+    nats_url: str, config: NotifierConfig | None = None, ws: str | None = None
+) -> AsyncIterator[str]:
+    """A real notifier on a free port (its own NATS connection); yields its ws:// base URL.
+
+    ``ws`` swaps the production WebSocket protocol for one of uvicorn's own (no direct writes).
+    """
     settings = replace(Settings(), nats_url=nats_url, ws_port=free_port())
     app = create_app(settings, config or NotifierConfig(heartbeat=0.3, first_message_timeout=0.3))
-    server = uvicorn.Server(server_config(settings, app))
+    uvicorn_config = server_config(settings, app)
+    if ws is not None:
+        uvicorn_config.ws = ws
+    server = uvicorn.Server(uvicorn_config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 15
@@ -282,3 +291,34 @@ async def test_healthz_and_metrics(bus, nats_server):
         assert "ferry_notifier_events_pushed_total 4" in text
         assert "ferry_notifier_push_latency_seconds_count 4" in text
         assert "ferry_notifier_resyncs_total 0" in text
+
+
+async def notifier_metrics(url: str) -> str:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url.replace("ws://", "http://") + "/metrics")).text
+
+
+@pytest.mark.parametrize("ws", [None, "websockets-sansio"], ids=["direct-writes", "asgi-sends"])
+async def test_long_catch_up_then_live_with_and_without_direct_writes(bus, nats_server, ws):
+    events = release_history("r1", hosts=("a", "b", "c", "d", "e"))
+    assert len(events) > 64  # more history than one catch-up write carries
+    config = NotifierConfig(heartbeat=0.3, ring_size=8)
+    async with running_notifier(nats_server.url, config, ws=ws) as url:
+        await append(bus, events[:-5])  # mostly older than the ring: read from the store
+        async with (
+            websockets.connect(f"{url}/ws/releases/r1?since=0") as ws1,
+            websockets.connect(f"{url}/ws/all?since=0") as ws2,
+        ):
+            first = [await receive_events(c, len(events) - 5) for c in (ws1, ws2)]
+            await append(bus, events[-5:])
+            for client, before in zip((ws1, ws2), first, strict=True):
+                frames = before + await receive_events(client, 5)
+                assert versions(frames) == list(range(1, len(events) + 1))
+                assert_ordered_once(frames)
+                await no_more_events(client, 0.5)
+        text = await notifier_metrics(url)
+    assert f"ferry_notifier_events_pushed_total {2 * len(events)}\n" in text
+    # live events go straight from the follower to the clients, unless uvicorn's own protocol serves
+    direct = re.search(r"^ferry_notifier_events_direct_total (\d+)$", text, re.M)
+    assert direct is not None
+    assert (int(direct.group(1)) > 0) is (ws is None)

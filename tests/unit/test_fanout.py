@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
 from ferry.events import Plan, Recipe, utcnow
 from ferry.eventstore import StoredEvent
 from ferry.release import RecordHook, RecordSource, RequestRelease, StartBuild, decide, evolve, replay
-from services.notifier.fanout import Channel, Hub, Item, Outbox, event_frame, resync_frame
+from services.notifier.fanout import Channel, Hub, Item, Outbox, event_frame, resync_frame, wire_frame
+from services.notifier.metrics import Metrics
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("a",))
 
@@ -132,3 +136,106 @@ async def test_full_outbox_is_dropped_and_reported_while_others_continue():
     assert hub.overflows == 1
     assert fast.outbox.last_sent == hub.head == 6
     assert hub.counts() == {"release": 1, "project": 0, "all": 0}
+
+
+class MemorySink:
+    """A client socket in memory: records what is written; ``room`` frames fit before it backs up."""
+
+    def __init__(self, room: int = 1000) -> None:
+        self.room = room
+        self.written: list[bytes] = []
+        self.closed = False
+        self.drained_calls = 0
+
+    @property
+    def writable(self) -> bool:
+        return len(self.written) < self.room
+
+    def write(self, data: bytes) -> bool:
+        self.written.append(data)
+        return self.writable
+
+    async def drained(self) -> None:
+        self.drained_calls += 1
+
+
+def texts(written: list[bytes]) -> list[str]:
+    """The text messages in raw server frames, parsed by the websockets library's frame parser."""
+    reader = StreamReader()
+    reader.feed_data(b"".join(written))
+    out = []
+    while reader.buffer:
+        try:
+            next(Frame.parse(reader.read_exact, mask=False))
+            raise AssertionError("truncated frame")
+        except StopIteration as parsed:
+            frame: Frame = parsed.value
+        assert frame.opcode is Opcode.TEXT and frame.fin and not frame.rsv1
+        out.append(bytes(frame.data).decode())
+    return out
+
+
+def test_wire_frame_is_the_text_frame_a_client_reads():
+    for text in ('{"kind":"event"}', "é" * 200, "x" * 70_000):  # 7-bit, 16-bit and 64-bit lengths
+        assert texts([wire_frame(text)]) == [text]
+
+
+def test_outbox_take_returns_unsent_items_and_empties():
+    box = Outbox(since=2, maxsize=10)
+    for s in (1, 3, 4):
+        box.offer(item(s))
+    assert [i.seq for i in box.take()] == [3, 4]
+    assert box.take() == [] and not box.items
+
+
+async def test_live_clients_get_the_encoded_frame_written_directly():
+    metrics = Metrics()
+    hub = Hub(NoStore(), ring_size=100, queue_size=100, metrics=metrics)  # type: ignore[arg-type]
+    sinks = [MemorySink() for _ in range(3)]
+    subs = [hub.subscribe(Channel("all"), 0, sink=s) for s in sinks]
+    queued = hub.subscribe(Channel("all"), 0)  # no sink: its pump sends through ASGI
+    assert all(sub.go_live() for sub in subs) and not queued.go_live()
+    events = history("r1", "p", 2)
+    for seq, e in enumerate(events, start=1):
+        await hub.publish(StoredEvent(seq, e))
+    expected = [i.frame for i in hub.ring]
+    for sink, sub in zip(sinks, subs, strict=True):
+        assert texts(sink.written) == expected
+        assert sub.outbox.last_sent == len(events) and not sub.outbox.items
+    assert [i.seq for i in queued.outbox.take()] == list(range(1, len(events) + 1))
+    assert metrics.direct == metrics.pushed == 3 * len(events)
+    assert metrics.latency_count == 3 * len(events)
+    # one encoding per event, shared by every client
+    assert all(a is b for a, b in zip(sinks[0].written, sinks[1].written, strict=True))
+
+
+async def test_a_backed_up_socket_sends_the_client_back_to_its_outbox_then_to_resync():
+    hub = Hub(NoStore(), ring_size=100, queue_size=3)  # type: ignore[arg-type]
+    kicked: list = []
+    slow_sink, fast_sink = MemorySink(room=2), MemorySink()
+    slow = hub.subscribe(Channel("release", "r1"), 0, on_overflow=kicked.append, sink=slow_sink)
+    fast = hub.subscribe(Channel("release", "r1"), 0, sink=fast_sink)
+    assert slow.go_live() and fast.go_live()
+    events = history("r1", "p", 4)
+    for seq, e in enumerate(events[:2], start=1):
+        await hub.publish(StoredEvent(seq, e))
+    assert not slow.live and slow.outbox.wake.is_set()  # the second write filled its socket
+    assert slow.go_live() is False  # not while the socket is backed up
+    for seq, e in enumerate(events[2:5], start=3):
+        await hub.publish(StoredEvent(seq, e))
+    assert [i.seq for i in slow.outbox.items] == [3, 4, 5] and not kicked
+    await hub.publish(StoredEvent(6, events[5]))
+    assert kicked == [slow] and slow not in hub.subscribers
+    assert slow.outbox.last_sent == 2  # where its resync frame tells it to resume
+    assert fast.live and fast.outbox.last_sent == 6 and len(fast_sink.written) == 6
+
+
+async def test_unsubscribe_stops_direct_writes():
+    hub = Hub(NoStore(), ring_size=100, queue_size=10)  # type: ignore[arg-type]
+    sink = MemorySink()
+    sub = hub.subscribe(Channel("project", "p"), 0, sink=sink)
+    assert sub.go_live()
+    hub.unsubscribe(sub)
+    for seq, e in enumerate(history("r1", "p", 0), start=1):
+        await hub.publish(StoredEvent(seq, e))
+    assert sink.written == [] and hub.channels == {}
