@@ -136,6 +136,8 @@ class Environment(Base):
     batch_size: Mapped[int | None] = mapped_column(Integer)
     canary_size: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     canary_pause: Mapped[float | None] = mapped_column(Float)
+    # a request while another release holds the environment: "queue" | "reject" (ON_BUSY)
+    on_busy: Mapped[str] = mapped_column(String(10), default="queue", server_default="queue")
 
     project: Mapped[Project] = relationship(back_populates="environments")
     members: Mapped[list[EnvironmentHost]] = relationship(

@@ -111,6 +111,7 @@ class EnvironmentInfo:
     batch_size: int | None = None
     canary_size: int = 1
     canary_pause: float | None = None
+    on_busy: str = "queue"
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def _environment_info(e: Environment) -> EnvironmentInfo:
         e.batch_size,
         e.canary_size,
         e.canary_pause,
+        e.on_busy,
     )
 
 
@@ -292,6 +294,8 @@ def _int_range(value: int, field: str, low: int, high: int | None = None) -> int
 
 
 STRATEGIES = ("all", "rolling", "canary")
+ON_BUSY = ("queue", "reject")
+"""What a request does while another release holds the environment: wait its turn, or 409."""
 
 
 class Unset:
@@ -651,6 +655,7 @@ def create_environment(
     batch_size: int | None = None,
     canary_size: int = 1,
     canary_pause: float | None = None,
+    on_busy: str = "queue",
 ) -> EnvironmentInfo:
     """An environment of ``project`` whose hosts are released in the given order."""
     p = _project(session, project, field="project")
@@ -665,6 +670,7 @@ def create_environment(
         batch_size=None if batch_size is None else _int_range(batch_size, "batch_size", 1),
         canary_size=_int_range(canary_size, "canary_size", 1),
         canary_pause=_seconds(canary_pause, "canary_pause"),
+        on_busy=_choice(on_busy, ON_BUSY, "on_busy"),
         members=members,
     )
     with _write(session, exists=f"project {project!r} already has an environment named {name!r}"):
@@ -699,6 +705,7 @@ def update_environment(
     batch_size: int | None | Unset = UNSET,
     canary_size: int | None = None,
     canary_pause: float | None | Unset = UNSET,
+    on_busy: str | None = None,
 ) -> EnvironmentInfo:
     """Change an environment; ``hosts`` replaces the whole ordered host list. ``batch_size`` and
     ``canary_pause`` may be set to None (batches of ``concurrency``; wait for a resume)."""
@@ -722,6 +729,8 @@ def update_environment(
             e.canary_size = _int_range(canary_size, "canary_size", 1)
         if not isinstance(canary_pause, Unset):
             e.canary_pause = _seconds(canary_pause, "canary_pause")
+        if on_busy is not None:
+            e.on_busy = _choice(on_busy, ON_BUSY, "on_busy")
         if hosts is not None:
             members = _members(session, hosts)
             e.members.clear()

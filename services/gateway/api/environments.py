@@ -25,6 +25,7 @@ def _out(info: repo.EnvironmentInfo) -> EnvironmentOut:
         batch_size=info.batch_size,
         canary_size=info.canary_size,
         canary_pause=info.canary_pause,
+        on_busy=info.on_busy,  # type: ignore[arg-type]  # the repo stores only ON_BUSY values
     )
 
 
@@ -45,6 +46,7 @@ async def create_environment(request: Request) -> Response:
         batch_size=body.batch_size,
         canary_size=body.canary_size,
         canary_pause=body.canary_pause,
+        on_busy=body.on_busy,
         write=True,
     )
     return respond(_out(info), 201, {"Location": f"/api/projects/{project}/environments/{info.name}"})

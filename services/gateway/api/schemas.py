@@ -360,6 +360,13 @@ _STRATEGY_DOC = (
 )
 
 
+OnBusy = Literal["queue", "reject"]
+_ON_BUSY_DOC = (
+    "a release requested while another release of this environment runs: queue waits its turn "
+    "(status queued, with its position); reject answers 409 naming the running release"
+)
+
+
 class EnvironmentFields(Input):
     hosts: HostNames = Field(description="host names, in rollout order")
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 1
@@ -375,6 +382,7 @@ class EnvironmentFields(Input):
         default=None,
         description="canary: seconds before the rollout resumes by itself; null waits for a resume",
     )
+    on_busy: OnBusy = Field(default="queue", description=_ON_BUSY_DOC)
 
     @model_validator(mode="after")
     def _hosts_unique(self) -> EnvironmentFields:
@@ -396,6 +404,7 @@ class EnvironmentPatch(Input):
     batch_size: BatchSize | None = Field(default=None, description="null: batches of `concurrency`")
     canary_size: BatchSize | None = None
     canary_pause: CanaryPause | None = Field(default=None, description="null: wait for a resume")
+    on_busy: OnBusy | None = Field(default=None, description=_ON_BUSY_DOC)
 
     @model_validator(mode="after")
     def _hosts_unique(self) -> EnvironmentPatch:
@@ -415,6 +424,11 @@ class EnvironmentOut(Output):
     batch_size: int | None
     canary_size: int
     canary_pause: float | None
+    on_busy: OnBusy
+    active_release: str | None = Field(
+        default=None, description="the release holding the environment (one at a time), if any"
+    )
+    queue: list[str] = Field(default_factory=list, description="releases waiting their turn, in order")
 
 
 class EnvironmentList(Output):
