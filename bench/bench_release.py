@@ -27,6 +27,7 @@ consumers on FERRY_EVENTS (and in the account) are sampled before, during and af
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,7 @@ class Results:
     steps: dict[int, dict[str, float]] = field(default_factory=dict)  # last run's median step seconds
     phases: dict[tuple[str, int], list[tuple[float, float]]] = field(default_factory=dict)  # (build, hosts)
     upload_detail: dict[str, Any] = field(default_factory=dict)
+    timeline: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     consumers: dict[str, tuple[int, int]] = field(default_factory=dict)
     peak: tuple[int, int] = (0, 0)
@@ -156,11 +158,9 @@ class Bench:
         if first.ok:
             res.add("ferry", n, first.seconds)
             self.record_phases("ferry", n, first)
-            res.steps[n] = {
-                s: median([e["duration"] for e in first.steps(s)])
-                for s in ("upload", "link_shared", "activate", "prune")
-                if first.steps(s)
-            }
+            res.timeline[n] = timeline(first.events)
+            names = dict.fromkeys(e["step"] for e in first.of("host.step_finished"))
+            res.steps[n] = {s: median([e["duration"] for e in first.steps(s)]) for s in names}
         archive = self.archive_of(first, BIG, repo.path)
         base.rsync(repo.path, n, self.args.concurrency)  # the rsync copy of the first version (not timed)
 
@@ -170,6 +170,7 @@ class Bench:
         changed = self.release(f"N={n} change", lambda: self.api.release("big", env, sha_b))
         if changed.ok:
             res.add("ferry change", n, changed.seconds)
+            self.record_phases("ferry change", n, changed)
             sent = [int(e.get("detail", {}).get("transferred", 0)) for e in changed.steps("upload")]
             packaged = changed.of("build.artifact_packaged")
             size = int(packaged[-1]["size"]) if packaged else 0
@@ -186,6 +187,7 @@ class Bench:
             back = self.release(f"N={n} rollback", lambda: self.api.rollback(first.release_id))
             if back.ok:
                 res.add("rollback", n, back.seconds)
+                self.record_phases("rollback", n, back)
                 base.check_current(n, BIG, version)
             say.append(f"rollback {back.seconds:.2f}s")
 
@@ -226,6 +228,32 @@ class Bench:
         if requested and packaged and done:
             phases = ((packaged - requested).total_seconds(), (done - packaged).total_seconds())
             self.results.phases.setdefault((method, n), []).append(phases)
+
+
+def timeline(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Seconds between milestones of one release, from its events' `at`: where the time goes."""
+    times = [(e["type"], e.get("step", ""), datetime.fromisoformat(e["at"])) for e in events]
+    if not times:
+        return []
+
+    def first(kind: str, step: str = "") -> datetime | None:
+        return next((t for k, s, t in times if k == kind and (not step or s == step)), None)
+
+    def last(kind: str) -> datetime | None:
+        return next((t for k, _, t in reversed(times) if k == kind), None)
+
+    marks = [
+        ("requested", times[0][2]),
+        ("build started", first("build.started")),
+        ("source fetched", first("build.source_fetched")),
+        ("packaged", first("build.artifact_packaged")),
+        ("first host step", first("host.step_started")),
+        ("first upload done", first("host.step_finished", "upload")),
+        ("last host step done", last("host.step_finished")),
+        ("terminal", times[-1][2]),
+    ]
+    known = [(label, at) for label, at in marks if at is not None]
+    return [(f"{a} → {b}", (tb - ta).total_seconds()) for (a, ta), (b, tb) in itertools.pairwise(known)]
 
 
 def make_app(path: Path, total_mb: int, seed: int) -> SampleRepo:

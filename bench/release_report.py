@@ -33,6 +33,11 @@ def _phases(res: Results, method: str, n: int) -> str:
     return f"{median([b for b, _ in runs]):.2f} + {median([h for _, h in runs]):.2f} s"
 
 
+def _hosts_phase(res: Results, method: str, n: int) -> float | None:
+    runs = res.phases.get((method, n))
+    return median([h for _, h in runs]) if runs else None
+
+
 def _mb(size: float) -> str:
     return f"{size / 1e6:.1f} MB"
 
@@ -47,21 +52,23 @@ def print_report(args: argparse.Namespace, res: Results, server_errors: list[str
           f"hosts' /srv on {'disk' if app.get('disk') else 'tmpfs'}")  # fmt: skip
     print()
     print("| hosts | ferry POST → succeeded | build + hosts (events) | scp -c aes128-gcm + extract + switch "
-          "| Ansible unarchive | ferry ÷ scp | ferry ÷ Ansible |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "| Ansible unarchive | ferry ÷ scp | ferry hosts ÷ scp | ferry ÷ Ansible |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in args.counts:
         print(
             f"| {n} | {_cell(res.seconds.get(('ferry', n)))} | {_phases(res, 'ferry', n)} "
             f"| {_cell(res.seconds.get(('scp', n)))} | {_cell(res.seconds.get(('ansible', n)))} "
             f"| {_ratio(res.med('ferry', n), res.med('scp', n))} "
+            f"| {_ratio(_hosts_phase(res, 'ferry', n), res.med('scp', n))} "
             f"| {_ratio(res.med('ferry', n), res.med('ansible', n))} |"
         )
     if not app.get("ansible"):
         print("(Ansible skipped: pass --with-ansible)")
     print()
-    print("| hosts | one-file change: ferry | sent per host (% of artifact) | rsync -a | rsync sent per host "
-          "| ferry ÷ rsync | rollback (POST → succeeded) |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| hosts | one-file change: ferry | build + hosts (events) | sent per host (% of artifact) "
+          "| rsync -a | rsync sent per host | ferry ÷ rsync | rollback (POST → succeeded) "
+          "| build + hosts |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in args.counts:
         sent = res.change_bytes.get(n, [])
         if sent:
@@ -75,10 +82,11 @@ def print_report(args: argparse.Namespace, res: Results, server_errors: list[str
         rsync = res.rsync_bytes.get(n, [])
         rsync_sent = f"{median([float(b) for b in rsync]):,.0f} B" if rsync else "—"
         print(
-            f"| {n} | {_cell(res.seconds.get(('ferry change', n)))} | {share} "
+            f"| {n} | {_cell(res.seconds.get(('ferry change', n)))} "
+            f"| {_phases(res, 'ferry change', n)} | {share} "
             f"| {_cell(res.seconds.get(('rsync change', n)))} | {rsync_sent} "
             f"| {_ratio(res.med('ferry change', n), res.med('rsync change', n))} "
-            f"| {_cell(res.seconds.get(('rollback', n)))} |"
+            f"| {_cell(res.seconds.get(('rollback', n)))} | {_phases(res, 'rollback', n)} |"
         )
     if res.upload_detail:
         print(f"upload step detail of the last one-file change (first host): {_short(res.upload_detail)}")
@@ -102,6 +110,10 @@ def print_report(args: argparse.Namespace, res: Results, server_errors: list[str
                 f"N={n} last ferry run, median host step: "
                 + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items())
             )
+    for n in args.counts:
+        gaps = res.timeline.get(n)
+        if gaps:
+            print(f"N={n} last ferry run, from its events: " + ", ".join(f"{k} {v:.2f}s" for k, v in gaps))
     print("NATS consumers (FERRY_EVENTS / whole account): "
           + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in res.consumers.items())
           + f", peak sampled during releases {res.peak[0]}/{res.peak[1]}")  # fmt: skip
