@@ -178,6 +178,7 @@ async def _pump(n: Notifier, sub: Subscriber, websocket: WebSocket) -> None:
 
     With a sink, queued frames go out joined in one write and the client then goes live: the
     hub writes to it directly until its socket backs up, which hands it back to this pump.
+    Heartbeats go out only after ``heartbeat`` seconds without a frame.
     """
     outbox, sink = sub.outbox, sub.sink
 
@@ -235,7 +236,7 @@ async def _pump(n: Notifier, sub: Subscriber, websocket: WebSocket) -> None:
         frame = heartbeat_frame(outbox.last_sent)
         if sink is not None:
             if not sink.write(wire_frame(frame)):
-                sub.live = False
+                n.hub.demote(sub)
                 await sink.drained()
         else:
             await websocket.send_text(frame)

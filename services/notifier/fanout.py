@@ -10,10 +10,12 @@ History older than the ring is read from the event store.
 
 Each event is serialised once, as JSON and as a complete WebSocket text frame. A client whose
 connection offers a synchronous ``Sink`` (the notifier's uvicorn protocol does) and that is caught
-up is *live*: the follower writes the encoded frame straight to its socket, as a broadcast relay
-would, with no task switch and no per-client encoding. A client that is behind (catching up, or
-its socket backed up) gets its items through the outbox, and its pump writes what queued up in
-one go.
+up is *live*: the hub writes the encoded frames straight to its socket, as a broadcast relay
+would, with no task switch and no per-client encoding. Those writes are flushed a moment after
+the event, at most as long as the last flush took (capped at ``COALESCE_MAX``): idle, that is at
+once; when fan-out is the bottleneck, the events that arrive meanwhile go out to each client in
+one write. A client that is behind (catching up, or its socket backed up) gets its items through
+the outbox, and its pump writes what queued up in one go.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from services.notifier.metrics import Metrics
 log = logging.getLogger("ferry.notifier")
 
 ChannelKind = Literal["release", "project", "all"]
+COALESCE_MAX = 0.005  # seconds a live write may wait for the next events while fan-out is busy
 DIRECT_SEND = "ferry.notifier.sink"
 """The ASGI scope extension under which the notifier's uvicorn protocol offers a ``Sink``."""
 
@@ -189,7 +192,9 @@ class Subscriber:
     on_overflow: Callable[[Subscriber], None] | None = None
     sink: Sink | None = None
     live: bool = False
-    """Caught up with an empty outbox and a socket taking writes: the follower writes directly."""
+    """Caught up with an empty outbox and a socket taking writes: the hub writes directly."""
+    unflushed: list[Item] = field(default_factory=list)
+    """While live: items for the hub's next flush (all newer than ``outbox.last_sent``)."""
     connected_at: float = field(default_factory=time.monotonic)
 
     def go_live(self) -> bool:
@@ -219,6 +224,10 @@ class Hub:
         self.projects: dict[str, str] = {}
         self.subscribers: set[Subscriber] = set()
         self.channels: dict[Channel, set[Subscriber]] = {}
+        self.to_flush: list[Subscriber] = []
+        self.flush_items: list[tuple[Item, int]] = []  # (item, live clients it went to) for metrics
+        self.flush_at: asyncio.TimerHandle | None = None
+        self.flush_cost = 0.0
         self.ready = asyncio.Event()
         self.overflows = 0
 
@@ -267,22 +276,52 @@ class Hub:
             self.floor = self.ring.popleft().seq + 1
         self.ring.append(item)
         self.head = stored.seq
-        written = 0
+        live = 0
         for sub in self._listeners(item):
-            box = sub.outbox
-            if sub.live and sub.sink is not None:
-                if item.seq > box.last_sent:
-                    box.last_sent = item.seq
-                    written += 1
-                    if not sub.sink.write(item.wire):
-                        sub.live = False  # backed up: queue from now on; the pump drains it
-                        box.wake.set()
-            elif not box.offer(item):
+            if sub.live:
+                if not sub.unflushed:
+                    self.to_flush.append(sub)
+                sub.unflushed.append(item)
+                live += 1
+            elif not sub.outbox.offer(item):
                 self._overflowed(sub)
-        if written:
-            self.metrics.pushed += written
-            self.metrics.direct += written
-            self.metrics.observe_latency(time.time() - item.at, written)
+        if live:
+            self.flush_items.append((item, live))
+            if self.flush_at is None:
+                delay = min(self.flush_cost, COALESCE_MAX)
+                self.flush_at = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        """Write every live client's unflushed frames, joined, in one write each."""
+        started = time.perf_counter()
+        self.flush_at = None
+        subs, self.to_flush = self.to_flush, []
+        items, self.flush_items = self.flush_items, []
+        written = 0
+        for sub in subs:
+            batch, sub.unflushed = sub.unflushed, []
+            if not batch or not sub.live or sub.sink is None:
+                continue  # demoted (its batch went to the outbox) or gone
+            sub.outbox.last_sent = batch[-1].seq
+            written += len(batch)
+            if not sub.sink.write(batch[0].wire if len(batch) == 1 else b"".join(i.wire for i in batch)):
+                sub.live = False  # backed up: queue from now on; its pump waits for the socket
+                sub.outbox.wake.set()
+        now = time.time()
+        for item, count in items:
+            self.metrics.observe_latency(now - item.at, count)
+        self.metrics.pushed += written
+        self.metrics.direct += written
+        self.flush_cost = time.perf_counter() - started
+
+    def demote(self, sub: Subscriber) -> None:
+        """Stop writing to ``sub`` directly (its socket backed up): its unflushed items go to its outbox."""
+        sub.live = False
+        batch, sub.unflushed = sub.unflushed, []
+        for item in batch:
+            if not sub.outbox.offer(item):
+                self._overflowed(sub)
+                return
 
     def _listeners(self, item: Item) -> list[Subscriber]:
         found: list[Subscriber] = []
@@ -343,6 +382,7 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         sub.live = False
+        sub.unflushed = []
         self.subscribers.discard(sub)
         subs = self.channels.get(sub.channel)
         if subs is not None:

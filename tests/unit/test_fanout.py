@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from websockets.frames import Frame, Opcode
@@ -146,6 +147,7 @@ class MemorySink:
         self.written: list[bytes] = []
         self.closed = False
         self.drained_calls = 0
+        self.got = asyncio.Event()
 
     @property
     def writable(self) -> bool:
@@ -153,6 +155,7 @@ class MemorySink:
 
     def write(self, data: bytes) -> bool:
         self.written.append(data)
+        self.got.set()
         return self.writable
 
     async def drained(self) -> None:
@@ -188,7 +191,7 @@ def test_outbox_take_returns_unsent_items_and_empties():
     assert box.take() == [] and not box.items
 
 
-async def test_live_clients_get_the_encoded_frame_written_directly():
+async def test_live_clients_get_the_encoded_frames_written_directly_in_one_flush():
     metrics = Metrics()
     hub = Hub(NoStore(), ring_size=100, queue_size=100, metrics=metrics)  # type: ignore[arg-type]
     sinks = [MemorySink() for _ in range(3)]
@@ -198,15 +201,29 @@ async def test_live_clients_get_the_encoded_frame_written_directly():
     events = history("r1", "p", 2)
     for seq, e in enumerate(events, start=1):
         await hub.publish(StoredEvent(seq, e))
+    assert all(s.written == [] for s in sinks) and subs[0].outbox.last_sent == 0  # not yet flushed
+    hub.flush()  # what the event loop runs a moment after the first publish
     expected = [i.frame for i in hub.ring]
     for sink, sub in zip(sinks, subs, strict=True):
+        assert len(sink.written) == 1  # every event published before the flush, in one write
         assert texts(sink.written) == expected
-        assert sub.outbox.last_sent == len(events) and not sub.outbox.items
+        assert sub.outbox.last_sent == len(events) and not sub.outbox.items and not sub.unflushed
     assert [i.seq for i in queued.outbox.take()] == list(range(1, len(events) + 1))
     assert metrics.direct == metrics.pushed == 3 * len(events)
     assert metrics.latency_count == 3 * len(events)
-    # one encoding per event, shared by every client
-    assert all(a is b for a, b in zip(sinks[0].written, sinks[1].written, strict=True))
+    await hub.publish(StoredEvent(len(events) + 1, history("r2", "p", 0)[0]))
+    hub.flush()
+    assert sinks[0].written[-1] is sinks[1].written[-1] is hub.ring[-1].wire  # encoded once for all
+
+
+async def test_the_hub_flushes_by_itself_after_a_publish():
+    hub = Hub(NoStore(), ring_size=100, queue_size=100)  # type: ignore[arg-type]
+    sink = MemorySink()
+    sub = hub.subscribe(Channel("all"), 0, sink=sink)
+    assert sub.go_live()
+    await hub.publish(StoredEvent(1, history("r1", "p", 0)[0]))
+    await asyncio.wait_for(sink.got.wait(), 5)  # the flush is a call_later on the running loop
+    assert texts(sink.written) == [hub.ring[-1].frame] and sub.outbox.last_sent == 1
 
 
 async def test_a_backed_up_socket_sends_the_client_back_to_its_outbox_then_to_resync():
@@ -219,12 +236,15 @@ async def test_a_backed_up_socket_sends_the_client_back_to_its_outbox_then_to_re
     events = history("r1", "p", 4)
     for seq, e in enumerate(events[:2], start=1):
         await hub.publish(StoredEvent(seq, e))
+        hub.flush()
     assert not slow.live and slow.outbox.wake.is_set()  # the second write filled its socket
     assert slow.go_live() is False  # not while the socket is backed up
     for seq, e in enumerate(events[2:5], start=3):
         await hub.publish(StoredEvent(seq, e))
+        hub.flush()
     assert [i.seq for i in slow.outbox.items] == [3, 4, 5] and not kicked
     await hub.publish(StoredEvent(6, events[5]))
+    hub.flush()
     assert kicked == [slow] and slow not in hub.subscribers
     assert slow.outbox.last_sent == 2  # where its resync frame tells it to resume
     assert fast.live and fast.outbox.last_sent == 6 and len(fast_sink.written) == 6
@@ -238,4 +258,20 @@ async def test_unsubscribe_stops_direct_writes():
     hub.unsubscribe(sub)
     for seq, e in enumerate(history("r1", "p", 0), start=1):
         await hub.publish(StoredEvent(seq, e))
+    hub.flush()
     assert sink.written == [] and hub.channels == {}
+
+
+async def test_demoted_client_keeps_its_unflushed_items_in_order():
+    hub = Hub(NoStore(), ring_size=100, queue_size=10)  # type: ignore[arg-type]
+    sub = hub.subscribe(Channel("all"), 0, sink=MemorySink())
+    assert sub.go_live()
+    events = history("r1", "p", 2)
+    for seq, e in enumerate(events[:3], start=1):
+        await hub.publish(StoredEvent(seq, e))
+    hub.demote(sub)  # e.g. its pump's heartbeat found the socket backed up
+    for seq, e in enumerate(events[3:], start=4):
+        await hub.publish(StoredEvent(seq, e))
+    hub.flush()
+    assert sub.sink.written == []  # type: ignore[union-attr]
+    assert [i.seq for i in sub.outbox.take()] == list(range(1, len(events) + 1))
