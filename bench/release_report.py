@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from bench.common import median
@@ -128,10 +130,23 @@ def print_report(args: argparse.Namespace, res: Results, server_errors: list[str
     print(f"error lines in FERRY_HOME/logs: {len(crashes)}")
     for line in crashes[:10]:
         print(f"  {line[:300]}")
+    warnings = Counter(_msg(line) for line in ferry.log_lines('"level": "warning"'))
+    print(f"warning lines in FERRY_HOME/logs: {sum(warnings.values())}")
+    for msg, count in warnings.most_common(5):
+        print(f"  {count} x {msg}")
     if res.failures:
         print(f"failures ({len(res.failures)}):")
         for line in res.failures[:20]:
             print(f"  {line[:500]}")
+
+
+def _msg(line: str) -> str:
+    """'<file>: <json line>' -> '<file>: <msg>' (the line itself when it is not JSON)."""
+    name, _, raw = line.partition(": ")
+    try:
+        return f"{name}: {json.loads(raw).get('msg', raw)}"
+    except ValueError:
+        return line[:200]
 
 
 def _short(detail: dict[str, Any]) -> str:

@@ -94,6 +94,7 @@ def test_release_to_twenty_hosts_activates_each_once_and_crashes_nothing(
         assert current_of(h) == f"releases/{rid}"
         assert fetch(h.address, port) == "A"
 
+    system.launcher.check_children()  # every service still runs
     assert crash_lines(system.settings.home / "logs") == []
     after = events_consumers(nats_server.url)
     assert after == before, f"consumers on {EVENTS_STREAM}: {before} before, {after} after"
