@@ -15,6 +15,7 @@ from nats.js import JetStreamContext, api
 
 from ferry.artifacts import ArtifactStore
 from ferry.commands import Histories
+from ferry.envlock import EnvLocks
 from ferry.errors import StoreUnavailable
 from ferry.eventstore import EventStore
 
@@ -45,11 +46,14 @@ class Bus:
     artifacts: ArtifactStore
     replicas: int = 1
     histories: Histories = field(init=False)
+    locks: EnvLocks = field(init=False)
+    """One release at a time per environment (``ferry.envlock``)."""
     _published: dict[str, float] = field(init=False, default_factory=dict)
     """Every release's state this process works on, caught up from the store on each read."""
 
     def __post_init__(self) -> None:
         self.histories = Histories(self.events)
+        self.locks = EnvLocks(self.js, replicas=self.replicas)
 
     async def setup(self) -> None:
         await self.events.setup()

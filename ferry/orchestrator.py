@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
 
@@ -40,6 +40,7 @@ BUILD_WORK = "build"
 TIMER_WORK = "timer"
 MAX_TIMER_DELAY = 30.0  # re-check a long pause at least this often (cheap: one history load)
 STALE_AFTER = timedelta(minutes=3)
+LOCK_GRACE = timedelta(seconds=60)
 TERMINAL_TYPES = frozenset({"release.succeeded", "release.failed", "release.cancelled", "release.rejected"})
 
 GroupOf = Callable[[str], str]
@@ -74,22 +75,31 @@ async def react(
         state = loaded.state
         if state.status == "new":
             return loaded.last_seq
+        if state.terminal:
+            await hand_on(bus, state.project, state.environment, release_id, group_of)
+            return loaded.last_seq
+        lock = await bus.locks.join(state.project, state.environment, release_id)
+        if lock.holder != release_id:
+            return loaded.last_seq  # waits its turn: the holder's end hands the lock on
+        token = lock.token
         try:
             for action in next_actions(state, include_running=include_running):
                 match action:
                     case ScheduleBuild():
-                        await bus.publish_work(BUILD_WORK, f"build:{release_id}", {"release_id": release_id})
+                        await bus.publish_work(
+                            BUILD_WORK, f"build:{release_id}", {"release_id": release_id, "lock": token}
+                        )
                     case ScheduleHost(host=host):
                         await bus.publish_work(
                             host_work(await groups(host), "deploy"),
                             f"deploy:{release_id}:{host}",
-                            {"release_id": release_id, "host": host},
+                            {"release_id": release_id, "host": host, "lock": token},
                         )
                     case ScheduleRollback(host=host):
                         await bus.publish_work(
                             host_work(await groups(host), "rollback"),
                             f"rollback:{release_id}:{host}",
-                            {"release_id": release_id, "host": host},
+                            {"release_id": release_id, "host": host, "lock": token},
                         )
                     case Finish(command=command):
                         events = decide(state, command, utcnow())
@@ -114,6 +124,21 @@ async def react(
             log.info("nothing to do", extra={"release_id": release_id, "why": exc.message})
             return loaded.last_seq
     return 0
+
+
+async def hand_on(bus: Bus, project: str, environment: str, release_id: str, group_of: GroupOf) -> None:
+    """A release ended: it leaves its environment's lock, and the next in line starts at once."""
+    before, after = await bus.locks.leave(project, environment, release_id)
+    if after.holder is not None and after.holder != before.holder:
+        log.info(
+            "environment handed on",
+            extra={
+                "release_id": after.holder,
+                "after": release_id,
+                "environment": f"{project}/{environment}",
+            },
+        )
+        await react(bus, after.holder, group_of=group_of)
 
 
 async def resume_when_due(bus: Bus, release_id: str, group_of: GroupOf = default_group) -> None:
@@ -154,9 +179,45 @@ async def unfinished(bus: Bus) -> list[str]:
     return found
 
 
+async def release_stale_locks(bus: Bus, group_of: GroupOf = default_group) -> list[str]:
+    """Hand on every environment lock (or queue place) whose release has ended or never began.
+
+    A release joins the lock just before its first event is appended; one still without
+    events after ``LOCK_GRACE`` was never created (its request failed half-way).
+    """
+    released = []
+    now = utcnow()
+    for lock in await bus.locks.all():
+        places = ([(lock.holder, lock.since)] if lock.holder else []) + [
+            (w.release_id, w.since) for w in lock.queue
+        ]
+        for rid, since in places:
+            loaded = await bus.histories.get(rid)
+            unknown = loaded.count == 0 and _older(since, now, LOCK_GRACE)
+            if unknown or loaded.state.terminal:
+                log.warning(
+                    "released a stale environment lock"
+                    if rid == lock.holder
+                    else "dropped a stale queue place",
+                    extra={"release_id": rid, "environment": f"{lock.project}/{lock.environment}"},
+                )
+                await hand_on(bus, lock.project, lock.environment, rid, group_of)
+                released.append(rid)
+    return released
+
+
+def _older(since: str | None, now: datetime, age: timedelta) -> bool:
+    try:
+        return since is None or now - datetime.fromisoformat(since) > age
+    except ValueError:
+        return True
+
+
 async def reconcile(bus: Bus, group_of: GroupOf = default_group) -> int:
-    """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet."""
+    """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet;
+    release environment locks whose holder has ended or never began."""
     touched = 0
+    await release_stale_locks(bus, group_of)
     for rid in await unfinished(bus):
         history = await bus.events.load(rid)
         quiet = utcnow() - max(s.event.at for s in history) if history else timedelta(0)

@@ -26,7 +26,6 @@ from typing import Literal, TypedDict
 from ferry.errors import InvariantViolation
 from ferry.events import (
     HOST_STEPS,
-    host_of,
     ArtifactPackaged,
     BuildFailed,
     BuildHookFinished,
@@ -47,6 +46,7 @@ from ferry.events import (
     ReleaseResumed,
     ReleaseSucceeded,
     SourceFetched,
+    host_of,
 )
 
 Status = Literal[
@@ -363,6 +363,17 @@ class Succeed:
 
 
 @dataclass(frozen=True)
+class Unlock:
+    """An admin takes the environment from this release: it ends as failed, whatever runs.
+
+    Hosts in flight stop at their next step; none starts or switches after this event.
+    """
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Fail:
     reason: str
 
@@ -385,6 +396,7 @@ Command = (
     | RollBackHost
     | Succeed
     | Fail
+    | Unlock
 )
 
 
@@ -583,6 +595,12 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
                 "not every host succeeded",
             )
             return [ReleaseSucceeded(**base)]
+        case Unlock():
+            return [
+                ReleaseFailed(
+                    **base, reason=f"environment lock force-released by {command.by}: {command.reason}"
+                )
+            ]
         case Fail():
             running = [n for n, h in state.hosts.items() if h.status == "running"]
             _guard(not running, f"hosts still running: {', '.join(sorted(running))}")

@@ -185,6 +185,8 @@ async def deploy(msg: Msg, deps: AgentDeps) -> None:
     state = await load(deps, release_id)
     if not _should_work(state, host):
         return
+    if await _fenced(deps, state, work):
+        return
     try:
         session = await connect(deps, host)
     except (HostKeyMismatch, HostKeyUnknown) as exc:
@@ -197,6 +199,14 @@ async def deploy(msg: Msg, deps: AgentDeps) -> None:
         await _run_steps(deps, session, release_id, host)
     finally:
         await asyncio.to_thread(session.close)
+
+
+async def _fenced(deps: AgentDeps, state: ReleaseState, work: dict[str, Any]) -> bool:
+    """Work scheduled under an older environment lock token is dropped, never run."""
+    why = await deps.bus.locks.refusal(state.project, state.environment, state.release_id, work.get("lock"))
+    if why is not None:
+        log.warning("refused fenced work", extra={"release_id": state.release_id, "why": why})
+    return why is not None
 
 
 def _should_work(state: ReleaseState, host: str) -> bool:
@@ -323,6 +333,8 @@ async def rollback(msg: Msg, deps: AgentDeps) -> None:
         return
     h = state.hosts[host]
     if not h.activated or h.status == "rolled_back":
+        return
+    if await _fenced(deps, state, work):
         return
     try:
         session = await connect(deps, host)

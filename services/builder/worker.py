@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats.js.errors
@@ -39,6 +39,7 @@ from services.builder.hooks import run_hooks
 from services.builder.mirror import MirrorCache
 from services.builder.package import make_archive, recipe_key
 from services.builder.refs import validate_ref
+from services.builder.sandbox import Sandbox
 
 log = logging.getLogger("ferry.builder")
 BUILDS_BUCKET = "ferry-builds"
@@ -61,6 +62,8 @@ class BuilderDeps:
     secret: Callable[[str], str]
     """Looks up a credential's secret by name (SSH key for private repositories)."""
     name: str = "builder"
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    """Where build hooks run (bubblewrap as the hook user unless FERRY_HOOK_SANDBOX=off)."""
 
 
 async def open_builds_kv(bus: Bus) -> KeyValue:
@@ -83,10 +86,15 @@ async def record(deps: BuilderDeps, release_id: str, command: Command) -> Releas
 
 
 async def build(msg: Msg, deps: BuilderDeps) -> None:
-    release_id = str(body(msg).get("release_id", ""))
+    item = body(msg)
+    release_id = str(item.get("release_id", ""))
     state = await load(deps, release_id)
     if state.plan is None or state.terminal or state.artifact is not None:
         return  # nothing to do: unknown, finished, or already built
+    why = await deps.bus.locks.refusal(state.project, state.environment, release_id, item.get("lock"))
+    if why is not None:
+        log.warning("refused fenced work", extra={"release_id": release_id, "why": why})
+        return
     plan = state.plan
     if state.status == "queued":
         try:
@@ -143,14 +151,20 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
             "FERRY_PROJECT": state.project,
             "FERRY_ENVIRONMENT": state.environment,
         }
-        results = await asyncio.to_thread(
-            run_hooks,
-            list(recipe.build_hooks),
-            cwd=src,
-            env=env,
-            timeout=recipe.hook_timeout,
-            log_path=log_path,
-        )
+        try:
+            results = await asyncio.to_thread(
+                run_hooks,
+                list(recipe.build_hooks),
+                cwd=src,
+                env=env,
+                timeout=recipe.hook_timeout,
+                log_path=log_path,
+                sandbox=deps.sandbox,
+                network=recipe.hook_network,
+            )
+        except FerryError as exc:  # e.g. no sandbox on this machine: nothing ran, say why
+            await record(deps, release_id, FailBuild(stage="hooks", reason=exc.message))
+            raise Permanent(exc.message) from exc
         log_digest = None
         if log_path.exists():
             log_digest = (await deps.bus.artifacts.put_file(log_path)).digest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from ferry import orchestrator
 from ferry.bus import Bus
 from ferry.commands import Loaded
+from ferry.envlock import EnvLock, joined
 from ferry.events import Event
 from ferry.release import replay
 from tests.unit.test_rollout import Release
@@ -26,8 +27,21 @@ class FakeHistories:
 
 
 @dataclass
+class FakeLocks:
+    """The environment lock's pure transitions, kept in memory."""
+
+    locks: dict[tuple[str, str], EnvLock] = field(default_factory=dict)
+
+    async def join(self, project: str, environment: str, release_id: str) -> EnvLock:
+        lock = self.locks.get((project, environment), EnvLock(project, environment))
+        self.locks[(project, environment)] = joined(lock, release_id, datetime.now(UTC))
+        return self.locks[(project, environment)]
+
+
+@dataclass
 class FakeBus:
     histories: FakeHistories
+    locks: FakeLocks = field(default_factory=FakeLocks)
     published: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
     async def publish_work(self, kind: str, msg_id: str, body: dict[str, object]) -> None:
@@ -49,8 +63,8 @@ async def test_host_work_goes_to_the_hosts_group_with_unchanged_ids() -> None:
 
     await orchestrator.react(bus, "rel-1", group_of=group_of)
     assert sorted(bus.published) == [
-        ("host.default.deploy", "deploy:rel-1:web1", {"release_id": "rel-1", "host": "web1"}),
-        ("host.eu.deploy", "deploy:rel-1:web2", {"release_id": "rel-1", "host": "web2"}),
+        ("host.default.deploy", "deploy:rel-1:web1", {"release_id": "rel-1", "host": "web1", "lock": 1}),
+        ("host.eu.deploy", "deploy:rel-1:web2", {"release_id": "rel-1", "host": "web2", "lock": 1}),
     ]
     assert sorted(asked) == ["web1", "web2"]
 
@@ -67,3 +81,13 @@ async def test_quiet_release_warns_about_host_work_nobody_took(caplog: pytest.Lo
         await orchestrator._warn_waiting("rel-1", release.history, timedelta(minutes=5), lambda h: "eu")
     [record] = caplog.records
     assert (record.host, record.agent_group, record.waited) == ("web1", "eu", 300)  # type: ignore[attr-defined]
+
+
+async def test_a_release_behind_another_in_its_environment_schedules_nothing() -> None:
+    bus = _bus(Release(hosts=("web1",)).built())
+    state = (await bus.histories.get("rel-1")).state
+    env = (state.project, state.environment)
+    bus.locks.locks[env] = EnvLock(*env, holder="other", token=7)
+    await orchestrator.react(bus, "rel-1")
+    assert bus.published == [], "no build, no host work while another release holds the environment"
+    assert bus.locks.locks[env].waiting == ["rel-1"]

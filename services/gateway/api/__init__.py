@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ferry import auth
-from services.gateway.api import credentials, environments, hosts, projects, releases, tokens, webhooks
+from services.gateway.api import credentials, environments, hosts, locks, projects, releases, tokens, webhooks
 from services.gateway.api.openapi import REF, Operation, document, routes_for
 
 RESOURCE_OPERATIONS: list[Operation] = [
@@ -21,6 +21,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *hosts.OPERATIONS,
     *projects.OPERATIONS,
     *environments.OPERATIONS,
+    *locks.OPERATIONS,
     *releases.OPERATIONS,
     *webhooks.OPERATIONS,
     *tokens.OPERATIONS,
@@ -59,10 +60,19 @@ def secured(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def api_document(auth_required: bool) -> dict[str, Any]:
+    """The OpenAPI document as this gateway serves it: with the bearer scheme when auth is on."""
+    key = "secured" if auth_required else "open"
+    if key not in _cache:
+        doc = document(operations())
+        _cache[key] = secured(doc) if auth_required else doc
+    served: dict[str, Any] = _cache[key]
+    return served
+
+
 async def openapi(request: Request) -> Response:
-    if "doc" not in _cache:
-        _cache["doc"] = secured(document(operations()))
-    return JSONResponse(_cache["doc"])
+    gw = getattr(request.app.state, "gw", None)
+    return JSONResponse(api_document(bool(gw is None or gw.settings.auth_required)))
 
 
 _cache: dict[str, Any] = {}

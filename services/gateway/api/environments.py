@@ -7,13 +7,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
-from services.gateway.api.http import in_session, read_model, respond
+from ferry.envlock import EnvLock
+from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import EnvironmentIn, EnvironmentList, EnvironmentOut, EnvironmentPatch
 
 
-def _out(info: repo.EnvironmentInfo) -> EnvironmentOut:
+def _out(info: repo.EnvironmentInfo, lock: EnvLock | None = None) -> EnvironmentOut:
     return EnvironmentOut(
+        active_release=lock.holder if lock else None,
+        queue=lock.waiting if lock else [],
         project=info.project,
         name=info.name,
         hosts=list(info.hosts),
@@ -59,7 +62,8 @@ async def list_environments(request: Request) -> Response:
 
 async def get_environment(request: Request) -> Response:
     p = request.path_params
-    return respond(_out(await in_session(request, repo.get_environment, p["project"], p["env"])))
+    info = await in_session(request, repo.get_environment, p["project"], p["env"])
+    return respond(_out(info, await gw(request).bus.locks.get(p["project"], p["env"])))
 
 
 def _patch(session: Session, project: str, name: str, patch: EnvironmentPatch) -> repo.EnvironmentInfo:

@@ -41,6 +41,7 @@ from ferry.release import (
     decide,
     replay,
 )
+from services.gateway.api import locks
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import (
@@ -162,7 +163,7 @@ def release_view(release_id: str, history: Sequence[StoredEvent]) -> ReleaseOut:
         requested_at=state.requested_at,
         finished_at=state.finished_at,
         reason=state.reason,
-        version=state.version,
+        version=len(history),
         last_seq=history[-1].seq if history else 0,
         artifact=(
             ArtifactOut(digest=art.digest, size=art.size, format=art.format, reused=art.reused)  # type: ignore[arg-type]
@@ -206,7 +207,12 @@ async def create_release(request: Request) -> Response:
 async def _request_release(request: Request, release_id: str, command: RequestRelease) -> Response:
     """Append a new release's ReleaseRequested; the orchestrator schedules the rest (202)."""
     events = decide(ReleaseState(release_id), command, utcnow())
-    stored = await append_decided(gw(request).bus.histories, Loaded(ReleaseState(release_id)), events)
+    await locks.join(request, command.project, command.environment, release_id)
+    try:
+        stored = await append_decided(gw(request).bus.histories, Loaded(ReleaseState(release_id)), events)
+    except BaseException:
+        await locks.leave(request, command.project, command.environment, release_id)
+        raise
     seq = stored[-1].seq
     state = replay(release_id, events)
     created = ReleaseCreated(id=release_id, status=state.status, last_seq=seq, links=_links(release_id))
@@ -215,7 +221,12 @@ async def _request_release(request: Request, release_id: str, command: RequestRe
 
 async def get_release(request: Request) -> Response:
     release_id = _release_id(request)
-    return respond(release_view(release_id, await _history(request, release_id)))
+    view = release_view(release_id, await _history(request, release_id))
+    if view.status in ("queued", "awaiting_approval"):
+        lock = await gw(request).bus.locks.get(view.project, view.environment)
+        position = lock.position(release_id)
+        view = view.model_copy(update={"queue_position": position or None})
+    return respond(view)
 
 
 async def release_events(request: Request) -> Response:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -29,6 +30,7 @@ from ferry.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
 from ferry.errors import FerryError
 from services.agent.remote import validate_deploy_path, validate_relative_path
 from services.builder.refs import validate_ref, validate_repo_url
+from services.gateway.api.text import check_value, refuse_url_credentials
 
 T = TypeVar("T")
 
@@ -105,7 +107,12 @@ ExcludePattern = Annotated[str, StringConstraints(min_length=1, max_length=1024)
 DeployPath = Annotated[
     str, StringConstraints(min_length=1, max_length=1024), AfterValidator(ferry_check(validate_deploy_path))
 ]
-RepoUrl = Annotated[str, AfterValidator(ferry_check(validate_repo_url))]
+RepoUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(ferry_check(validate_repo_url)),
+    AfterValidator(refuse_url_credentials),
+]
 GitRef = Annotated[str, AfterValidator(ferry_check(validate_ref))]
 HostKey = Annotated[str, StringConstraints(max_length=16 * 1024), AfterValidator(_host_key)]
 Address = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_address)]
@@ -119,7 +126,14 @@ AgentGroup = Annotated[
 
 
 class Input(BaseModel):
+    """A request model: strict types, no unknown fields, and the one text policy (``api/text.py``)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text_policy(cls, value: Any) -> Any:
+        return check_value(value)
 
 
 class Output(BaseModel):
@@ -431,6 +445,13 @@ class EnvironmentOut(Output):
     queue: list[str] = Field(default_factory=list, description="releases waiting their turn, in order")
 
 
+class EnvironmentLockOut(Output):
+    active_release: str | None = Field(description="the release holding the environment, if any")
+    since: str | None = Field(default=None, description="when it took the environment (ISO time)")
+    token: int = Field(description="fencing token: grows each time the lock changes hands")
+    queue: list[str] = Field(description="releases waiting their turn, in request order")
+
+
 class EnvironmentList(Output):
     environments: list[EnvironmentOut]
 
@@ -540,6 +561,10 @@ class ReleaseOut(Output):
     hosts: list[ReleaseHostOut]
     links: ReleaseLinks
     pause: PauseOut | None = Field(default=None, description="the canary pause, once it happened")
+    queue_position: int | None = Field(
+        default=None,
+        description="while queued behind another release of the environment: 1 is next in line",
+    )
 
 
 class StoredEventOut(Output):
