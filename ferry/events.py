@@ -61,6 +61,7 @@ class Recipe(_Frozen):
     repo_credential: str | None = None
     build_hooks: tuple[str, ...] = ()
     hook_timeout: float = 600.0
+    hook_network: bool = True  # False: build hooks run without network (a namespace of their own)
     excludes: tuple[str, ...] = ()
     artifact_format: Literal["zst", "gz", "none"] = "zst"
     deploy_path: str

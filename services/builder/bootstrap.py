@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
+from pathlib import Path
 
 from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
 from ferry.worker import run_consumer, serve_health, supervise
 from services.builder.mirror import MirrorCache
+from services.builder.sandbox import Sandbox
 from services.builder.worker import BuilderDeps, build, list_refs, open_builds_kv
 
 
@@ -22,6 +25,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         creds = CredentialReader(settings)
         stack.callback(creds.close)
         root = settings.home / "builder"
+        sandbox = Sandbox.from_env(hidden=_hidden_paths(settings))
+        problem = sandbox.problem()
+        if problem is not None:  # builds without hooks still work; builds with hooks fail saying this
+            logging.getLogger("ferry.builder").error("build hooks cannot run: %s", problem)
+        sandbox.warn_if_off()
         (root / "work").mkdir(parents=True, exist_ok=True)
         deps = BuilderDeps(
             bus=bus,
@@ -30,6 +38,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             workdir=root / "work",
             secret=creds.secret,
             name=f"builder-{os.getpid()}",
+            sandbox=sandbox,
         )
         await serve_health(bus.nc, "builder", lambda: {"pid": os.getpid()})
         await bus.nc.subscribe(
@@ -49,3 +58,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             ),
             stop,
         )
+
+
+def _hidden_paths(settings: Settings) -> tuple[Path, ...]:
+    """What build hooks must never see, even if an operator binds a directory that holds it."""
+    paths = [settings.home]
+    if settings.db_url.startswith("sqlite:///"):
+        paths.append(Path(settings.db_url.removeprefix("sqlite:///")))
+    return tuple(paths)

@@ -1,8 +1,10 @@
 """Run a project's build hooks: shell commands from its configuration, one after another.
 
 Synchronous on purpose (the worker calls it through ``asyncio.to_thread``). Each hook runs
-in its own process group, so a timeout, or the end of the hook, takes every process it
-started with it: nothing a hook left running can hold the work tree or the log.
+in a sandbox (services/builder/sandbox.py) and in its own process group, so a timeout, or the
+end of the hook, takes every process it started with it: nothing a hook left running can hold
+the work tree or the log. The log keeps at most the sandbox's ``log_limit`` bytes (the events
+keep each hook's tail), so a hook printing without end costs time, never memory or disk.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ferry.errors import BuildError
+from services.builder.sandbox import Sandbox, prepare_tree
 
 TAIL_BYTES = 4096
 TIMEOUT_EXIT_CODE = 124  # what coreutils' timeout(1) returns
 _DRAIN_GRACE = 1.0  # seconds to keep reading after a hook's process group is gone
+_CUT_NOTICE = b"\nferry: log truncated here (size limit reached); each hook's tail is in its event\n"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -54,49 +58,97 @@ def base_env() -> dict[str, str]:
 
 
 def run_hooks(
-    commands: list[str], *, cwd: Path, env: dict[str, str], timeout: float, log_path: Path
+    commands: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    log_path: Path,
+    sandbox: Sandbox | None = None,
+    network: bool = True,
 ) -> list[HookResult]:
     """Run each command with ``/bin/sh -c`` in ``cwd``; stop after the first that fails.
 
     ``env`` is added to :func:`base_env`. ``timeout`` applies to each hook. Every hook's output
     (stdout and stderr interleaved) is appended to ``log_path`` after a ``$ <command>`` line.
+    ``sandbox`` defaults to the bubblewrap sandbox; when it cannot run here, BuildError says why
+    and nothing runs. ``network=False`` gives the hooks a network namespace of their own.
     """
     if timeout <= 0:
         raise BuildError("hook timeout must be positive")
     for name, value in env.items():
         if not _ENV_NAME.match(name) or "\0" in value:
             raise BuildError(f"invalid environment variable name or value: {name!r}")
-    full_env = {**base_env(), **env}
+    if any("\0" in command for command in commands):
+        raise BuildError("a build hook contains a NUL character")
+    sandbox = sandbox if sandbox is not None else Sandbox()
     results: list[HookResult] = []
+    if not commands:
+        return results
+    problem = sandbox.problem()
+    if problem is not None:
+        raise BuildError(problem)
+    sandbox.warn_if_off()
+    full_env = sandbox.environment({**base_env(), **env})
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as file:
+        log = _CappedLog(file, sandbox.log_limit - file.tell())
+        if cwd.is_dir():
+            prepare_tree(cwd, sandbox.owner())
         for index, command in enumerate(commands):
-            result = _run_one(index, command, cwd=cwd, env=full_env, timeout=timeout, log=log)
+            argv = sandbox.command(command, cwd=cwd, timeout=timeout, network=network)
+            result = _run_one(index, command, argv, cwd=cwd, env=full_env, timeout=timeout, log=log)
             results.append(result)
             if result.exit_code != 0:
                 break
     return results
 
 
+class _CappedLog:
+    """Appends to the log until ``budget`` bytes are written, then notes the cut once and drops the rest."""
+
+    def __init__(self, file: BinaryIO, budget: int) -> None:
+        self.file = file
+        self.budget = max(budget, 0)
+        self.cut = False
+
+    def write(self, data: bytes) -> int:
+        keep = data[: self.budget]
+        if keep:
+            self.file.write(keep)
+            self.budget -= len(keep)
+        if len(keep) == len(data) or self.cut:
+            return len(keep)
+        self.cut = True
+        return len(keep) + self.file.write(_CUT_NOTICE)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def _run_one(
-    index: int, command: str, *, cwd: Path, env: dict[str, str], timeout: float, log: BinaryIO
+    index: int,
+    command: str,
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    log: _CappedLog,
 ) -> HookResult:
-    header = f"$ {command}\n".encode()
-    log.write(header)
-    written = len(header)
+    written = log.write(f"$ {command}\n".encode())
     tail = bytearray()
 
     def emit(data: bytes) -> None:
         nonlocal written
-        log.write(data)
-        written += len(data)
+        written += log.write(data)
         tail.extend(data)
         del tail[:-TAIL_BYTES]
 
     started = time.monotonic()
     try:
         process = subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            argv,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
