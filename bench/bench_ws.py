@@ -3,17 +3,14 @@
     python bench/bench_ws.py                         # 1,000 and 5,000 watchers, 1 round
     python bench/bench_ws.py --watchers 1000 --rounds 3 --releases 3 --hosts 3
 
-One real nats-server; the notifier as it runs in production (``python -m services.notifier``,
-its bootstrap, uvicorn, auth off); beside it a minimal relay (``--relay``: one ordered consumer of
-``ferry.release.>``, each event serialised once with the notifier's frame and handed to
-``websockets.broadcast``). Each side runs in its own process. For each N and round, N watchers
-on ``/ws/all`` (split over ``--client-procs`` processes of a minimal hand-rolled WebSocket client
-that records arrival times and parses afterwards, so clients cost little and the same for both)
-connect to one side, then this process appends the releases' events (3 releases x 3 hosts: 141
-real events decided by ``ferry.release``, hosts stepping concurrently, each stamped ``at`` just
-before its append); then the same for the other side (sides alternate first per round).
-Latency is an event's ``at`` to its arrival at each client; p50/p99 over every (client, event).
-Nothing is asserted; docs/benchmarks.md records the figures.
+A real nats-server; the notifier as it runs in production (``python -m services.notifier``, auth
+off, migrated SQLite); a minimal relay (``--relay``: an ordered consumer of ``ferry.release.>``,
+each event serialised once with the notifier's frame, ``websockets.broadcast``), each in its own
+process. Per N and round, N watchers on ``/ws/all`` (``--client-procs`` processes of a minimal
+WebSocket client that records arrival times and parses afterwards) connect to one side; then 3
+releases x 3 hosts (141 real events decided by ``ferry.release``, hosts stepping concurrently)
+are appended, each stamped ``at`` just before; then the other side (alternating who goes first).
+Latency: an event's ``at`` to its arrival at each client. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -37,39 +34,24 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ferry import release as rel  # noqa: E402
 from ferry.bus import Bus  # noqa: E402
 from ferry.events import HOST_STEPS, Event, Plan, Recipe, decode, utcnow  # noqa: E402
 from ferry.eventstore import EventStore  # noqa: E402
-from ferry.release import (  # noqa: E402  # noqa: E402  # noqa: E402
-    Command,
-    FinishHostStep,
-    RecordArtifact,
-    RecordSource,
-    ReleaseState,
-    RequestRelease,
-    StartBuild,
-    StartHostStep,
-    Succeed,
-    decide,
-    evolve,
-)
 
 Plan_ = list[list[tuple[float, Event]]]
-EVENT_MARK = b'{"kind":"event",'
 
 
 def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 1 << 20), hard))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
 
 
-# --- the watchers: a minimal client, the same for both sides ----------------------------------
 class Watcher(asyncio.Protocol):
     """One WebSocket client: handshake, then record (arrival time, text payload); answers pings."""
 
@@ -79,23 +61,20 @@ class Watcher(asyncio.Protocol):
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-        self.buf = bytearray()
-        self.open = False
+        self.buf, self.open = bytearray(), False
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.expect, self.events, self.done = expect, 0, done
         self.frames: list[tuple[float, bytes]] = []
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
             self.opened.set_exception(ConnectionError(f"closed during handshake: {exc}"))
-        if not self.done.done():
-            self.done.set_result(None)
+        self.finish()
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -112,28 +91,27 @@ class Watcher(asyncio.Protocol):
             self.opened.set_result(None)
         buf = self.buf
         while len(buf) >= 2:
-            opcode, length, offset = buf[0] & 0x0F, buf[1] & 0x7F, 2
-            if length == 126:
-                if len(buf) < 4:
-                    return
-                length, offset = int.from_bytes(buf[2:4], "big"), 4
-            elif length == 127:
-                if len(buf) < 10:
-                    return
-                length, offset = int.from_bytes(buf[2:10], "big"), 10
+            opcode, offset = buf[0] & 0x0F, {126: 4, 127: 10}.get(buf[1] & 0x7F, 2)
+            if len(buf) < offset:
+                return
+            length = buf[1] & 0x7F if offset == 2 else int.from_bytes(buf[2:offset], "big")
             if len(buf) < offset + length:
                 return
             payload = bytes(buf[offset : offset + length])
             del buf[: offset + length]
             if opcode == 0x1:
                 self.frames.append((now, payload))
-                self.events += payload.count(EVENT_MARK)
-                if self.events >= self.expect and not self.done.done():
-                    self.done.set_result(None)
+                self.events += payload.count(b'{"kind":"event",')
+                if self.events >= self.expect:
+                    self.finish()
             elif opcode == 0x9:
                 self.send(0xA, payload)
-            elif opcode == 0x8 and not self.done.done():
-                self.done.set_result(None)
+            elif opcode == 0x8:
+                self.finish()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
     def send(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None and len(payload) < 126
@@ -142,21 +120,19 @@ class Watcher(asyncio.Protocol):
         self.transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
 
 
-async def run_clients(
-    host: str, port: int, path: str, count: int, expect: int, patience: float
-) -> dict[str, Any]:
-    """Connect ``count`` watchers, say READY, wait for GO, then until each has ``expect`` events."""
-    loop = asyncio.get_running_loop()
-    watchers: list[Watcher] = []
-    for _ in range(count):
+async def run_clients(a: argparse.Namespace) -> dict[str, Any]:
+    """Connect ``a.count`` watchers, say READY, wait for GO, then until each has ``a.expect`` events."""
+    loop, watchers = asyncio.get_running_loop(), []
+    for _ in range(a.count):
         done: asyncio.Future[None] = loop.create_future()
-        _, w = await loop.create_connection(partial(Watcher, host, port, path, expect, done), host, port)
+        connect = partial(Watcher, "127.0.0.1", a.port, a.path, a.expect, done)
+        _, w = await loop.create_connection(connect, "127.0.0.1", a.port)
         watchers.append(w)
         await asyncio.wait_for(w.opened, 60)
     print("READY", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(w.done for w in watchers)), patience)
+        await asyncio.wait_for(asyncio.gather(*(w.done for w in watchers)), a.timeout)
     result: dict[str, Any] = {"latency": [], "seqs": []}
     for w in watchers:
         seqs = []
@@ -173,13 +149,9 @@ async def run_clients(
 
 def client_main(args: argparse.Namespace) -> None:
     raise_fd_limit()
-    result = asyncio.run(
-        run_clients("127.0.0.1", args.port, args.path, args.count, args.expect, args.timeout)
-    )
-    Path(args.out).write_bytes(pickle.dumps(result))
+    Path(args.out).write_bytes(pickle.dumps(asyncio.run(run_clients(args))))
 
 
-# --- the minimal relay ------------------------------------------------------------------------
 async def relay_main(args: argparse.Namespace) -> None:
     from websockets.asyncio.server import ServerConnection, broadcast, serve
 
@@ -192,10 +164,8 @@ async def relay_main(args: argparse.Namespace) -> None:
 
     async def handler(ws: ServerConnection) -> None:
         clients.add(ws)
-        try:
-            await ws.wait_closed()
-        finally:
-            clients.discard(ws)
+        await ws.wait_closed()
+        clients.discard(ws)
 
     async with serve(handler, "127.0.0.1", args.port, compression=None, backlog=4096, ping_interval=None):
         print("READY", flush=True)
@@ -204,7 +174,6 @@ async def relay_main(args: argparse.Namespace) -> None:
             broadcast(clients, event_frame(stored.seq, stored.event))
 
 
-# --- the releases ---------------------------------------------------------------------------
 # (low, high) seconds of each step on a small host; a 3-host release takes 4-7 s
 STEP_SECONDS = dict(upload=(0.8, 2.0), link=(0.05, 0.1), pre_release=(0.1, 0.4), activate=(0.05, 0.1))
 STEP_SECONDS |= dict(restart=(0.3, 1.0), health=(0.2, 0.8), post_release=(0.1, 0.3))
@@ -215,13 +184,10 @@ def schedule(rid: str, hosts: int, rng: random.Random, start: float) -> list[tup
     names = tuple(f"h{i}" for i in range(hosts))
     plan = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=names)
     t = start
-    timed: list[tuple[float, Command]] = [(t, RequestRelease("shop", "prod", "main", "alice", plan))]
-    build: tuple[tuple[Command, tuple[float, float]], ...] = (
-        (StartBuild("b1"), (0.05, 0.2)),
-        (RecordSource("c" * 40), (0.3, 1.0)),
-        (RecordArtifact("sha256:" + "d" * 64, 1, "zst"), (0.5, 1.5)),
-    )
-    for command, (low, high) in build:
+    timed: list[tuple[float, rel.Command]] = [(t, rel.RequestRelease("shop", "prod", "main", "alice", plan))]
+    build: list[rel.Command] = [rel.StartBuild("b1"), rel.RecordSource("c" * 40)]
+    build.append(rel.RecordArtifact("sha256:" + "d" * 64, 1, "zst"))
+    for command, (low, high) in zip(build, ((0.05, 0.2), (0.3, 1.0), (0.5, 1.5)), strict=True):
         t += rng.uniform(low, high)
         timed.append((t, command))
     ends = []
@@ -229,16 +195,16 @@ def schedule(rid: str, hosts: int, rng: random.Random, start: float) -> list[tup
         h = t
         for step in HOST_STEPS:
             h += rng.uniform(0.002, 0.02)
-            timed.append((h, StartHostStep(host, step, "agent-1")))
+            timed.append((h, rel.StartHostStep(host, step, "agent-1")))
             h += rng.uniform(*STEP_SECONDS[step])
-            timed.append((h, FinishHostStep(host, step, 0, 0.1, f"{step} ok\n" * 20)))
+            timed.append((h, rel.FinishHostStep(host, step, 0, 0.1, f"{step} ok\n" * 20)))
         ends.append(h)
-    timed.append((max(ends) + 0.02, Succeed()))
+    timed.append((max(ends) + 0.02, rel.Succeed()))
     timed.sort(key=lambda p: p[0])
-    state, out = ReleaseState(rid), []
+    state, out = rel.ReleaseState(rid), []
     for offset, command in timed:
-        for e in decide(state, command, utcnow()):
-            state = evolve(state, e)
+        for e in rel.decide(state, command, utcnow()):
+            state = rel.evolve(state, e)
             out.append((offset, e))
     return out
 
@@ -259,18 +225,18 @@ async def append_releases(events: EventStore, plan: list[list[tuple[float, Event
     return sorted(s for seqs in await asyncio.gather(*(one(t) for t in plan)) for s in seqs)
 
 
-# --- the run --------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     latencies: list[float]
-    missed: int
-    disorder: int
+    missed: int  # (client, event) pairs never received
+    disorder: int  # frames at or below the sequence before them
     clients: int
 
 
-def pct(values: list[float], p: float) -> float:
+def ms(values: list[float], p: float) -> float:
+    """The ``p``th percentile of ``values`` (seconds), in milliseconds."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
 
 
 def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
@@ -280,14 +246,14 @@ def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
 async def measure(
     bus: Bus, port: int, path: str, n: int, args: argparse.Namespace, tmp: Path, tag: str, plan: Plan_
 ) -> Outcome:
-    expected_count = sum(len(t) for t in plan)
+    total = sum(len(t) for t in plan)
     per = [n // args.client_procs + (1 if i < n % args.client_procs else 0) for i in range(args.client_procs)]
     procs, outs = [], []
     for i, count in enumerate(c for c in per if c):
         out = tmp / f"{tag}-{i}.pickle"
         outs.append(out)
         cmd = [sys.executable, __file__, "--client", "--port", str(port), "--path", path]
-        cmd += ["--count", str(count), "--expect", str(expected_count), "--out", str(out)]
+        cmd += ["--count", str(count), "--expect", str(total), "--out", str(out)]
         cmd += ["--timeout", str(args.timeout)]
         procs.append(spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     try:
@@ -296,8 +262,7 @@ async def measure(
             if line.strip() != "READY":
                 raise SystemExit(f"client process failed to connect ({tag})")
         for p in procs:
-            p.stdin.write("GO\n")  # type: ignore[union-attr]
-            p.stdin.flush()  # type: ignore[union-attr]
+            print("GO", file=p.stdin, flush=True)
         seqs = await append_releases(bus.events, plan)
         for p in procs:
             await asyncio.to_thread(p.wait, args.timeout + 120)
@@ -331,26 +296,18 @@ def start_notifier(nats_url: str, port: int, home: Path, profile: str) -> subpro
 
 async def wait_listening(port: int, proc: subprocess.Popen[Any], what: str) -> None:
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            (await asyncio.open_connection("127.0.0.1", port))[1].close()
             return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"{what} did not listen on {port}")
-
-
-def ms(values: list[float], p: float) -> float:
-    return pct(values, p) * 1000
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"{what} did not listen on {port} (exit code {proc.poll()})")
 
 
 def summary(args: argparse.Namespace, rows: list[tuple[int, dict[str, list[Outcome]]]]) -> None:
     events = args.releases * (4 + 2 * len(HOST_STEPS) * args.hosts + 1)
-    print(f"\n{args.releases} releases x {args.hosts} hosts ({events} events), {args.rounds} round(s);")
-    print("p50/p99: median over rounds (ms); missed and out of order: summed over rounds and clients")
+    print(f"\n{args.releases} releases x {args.hosts} hosts ({events} events), {args.rounds} round(s)")
+    print("p50/p99 in ms: median over rounds; missed, out of order: summed over rounds and clients")
     side = f"{'p50':>9} {'p99':>7} {'missed':>6}"
     print(f"{'watchers':>8} | ferry {side} | relay {side} | {'p50 ratio':>9} {'p99 ratio':>9}")
     for n, got in rows:
@@ -386,19 +343,14 @@ async def bench(args: argparse.Namespace) -> None:
             got: dict[str, list[Outcome]] = {"ferry": [], "relay": []}
             for r in range(args.rounds):
                 for side in ("ferry", "relay") if r % 2 == 0 else ("relay", "ferry"):
-                    plan = [
-                        schedule(f"b{n}x{r}{side[0]}{k}", args.hosts, rng, k * args.stagger)
-                        for k in range(args.releases)
-                    ]
+                    rids = [(f"b{n}x{r}{side[0]}{k}", k * args.stagger) for k in range(args.releases)]
+                    plan = [schedule(rid, args.hosts, rng, start) for rid, start in rids]
                     path = f"/ws/all?since={await bus.events.last_seq()}"
                     o = await measure(bus, ports[side], path, n, args, tmp, f"{side}-{n}-{r}", plan)
                     got[side].append(o)
-                    print(
-                        f"  N={n} round {r + 1} {side}: p50 {ms(o.latencies, 50):7.1f} ms  p99 "
-                        f"{ms(o.latencies, 99):7.1f} ms  missed {o.missed}  out of order {o.disorder}  "
-                        f"clients {o.clients}",
-                        flush=True,
-                    )
+                    p50, p99 = ms(o.latencies, 50), ms(o.latencies, 99)
+                    print(f"  N={n} round {r + 1} {side}: p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  ", end="")
+                    print(f"missed {o.missed}  out of order {o.disorder}  clients {o.clients}", flush=True)
             rows.append((n, got))
         await bus.close()
     finally:
@@ -418,13 +370,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--watchers", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--releases", type=int, default=3)
-    parser.add_argument("--hosts", type=int, default=3)
+    for flag, default in (
+        ("--rounds", 1),
+        ("--releases", 3),
+        ("--hosts", 3),
+        ("--client-procs", 2),
+        ("--seed", 7),
+    ):
+        parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--stagger", type=float, default=0.5, help="seconds between release starts")
-    parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=60.0, help="per phase, after the last append")
-    parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", default="", help="write the notifier's cProfile stats to this file")
     for flag in ("--client", "--relay"):  # the bench's own child processes
         parser.add_argument(flag, action="store_true", help=argparse.SUPPRESS)

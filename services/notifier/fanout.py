@@ -74,19 +74,16 @@ class Item:
 class Sink(Protocol):
     """A client's socket, written synchronously with frames encoded once for every client."""
 
-    def write(self, data: bytes) -> bool:
-        """Queue ``data`` (whole WebSocket frames) on the socket; False once it is backed up."""
-        ...
-
     @property
     def closed(self) -> bool: ...
-
     @property
     def writable(self) -> bool: ...
 
+    def write(self, data: bytes) -> bool:
+        """Queue ``data`` (whole WebSocket frames) on the socket; False once it is backed up."""
+
     async def drained(self) -> None:
         """Return once the socket takes writes again (or is closed)."""
-        ...
 
 
 def wire_frame(text: str) -> bytes:
@@ -159,27 +156,13 @@ class Outbox:
 
     def take(self) -> list[Item]:
         """Every queued item not yet sent, in order (the outbox is empty afterwards)."""
-        items = [i for i in self.items if i.seq > self.last_sent]
+        items, last = [], self.last_sent
+        for item in self.items:
+            if item.seq > last:  # in sequence order, each once
+                items.append(item)
+                last = item.seq
         self.items.clear()
         return items
-
-    def pop(self) -> Item | None:
-        """The next live item not yet sent, or None when empty."""
-        while self.items:
-            item = self.items.popleft()
-            if self.fresh(item):
-                return item
-        self.wake.clear()
-        return None
-
-    async def next(self, wait: float) -> Item | None:
-        """The next live item, or None after ``wait`` seconds (or on overflow)."""
-        item = self.pop()
-        if item is not None or self.overflowed:
-            return item
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), wait)
-        return None if self.overflowed else self.pop()
 
 
 @dataclass(eq=False)

@@ -46,18 +46,17 @@ def test_outbox_overflow_is_sticky_and_drops_queued_items():
     assert box.offer(item(4)) is False
     assert box.overflowed
     assert box.offer(item(5)) is False
-    assert box.pop() is None  # nothing more is sent to a client told to resync
+    assert box.take() == []  # nothing more is sent to a client told to resync
 
 
 def test_outbox_dedupes_by_last_sent():
     box = Outbox(since=5, maxsize=10)
     for s in (4, 5, 6, 6, 7):
         box.offer(item(s))
-    got = []
-    while (i := box.pop()) is not None:
-        got.append(i.seq)
+    got = box.take()
+    for i in got:
         box.sent(i)
-    assert got == [6, 7]
+    assert [i.seq for i in got] == [6, 7]
     assert box.last_sent == 7
 
 
@@ -88,7 +87,7 @@ async def test_subscribe_splits_backlog_and_live_without_gap_or_repeat():
     sent = [i.seq async for i in hub.catch_up(sub)]
     for i in sent:
         sub.outbox.sent(item(i))
-    while (live := sub.outbox.pop()) is not None:
+    for live in sub.outbox.take():
         sent.append(live.seq)
         sub.outbox.sent(live)
     assert sent == list(range(3, len(events) + 1))
@@ -131,7 +130,7 @@ async def test_full_outbox_is_dropped_and_reported_while_others_continue():
     fast = hub.subscribe(Channel("release", "r1"), 0)
     for seq, e in enumerate(history("r1", "p", 3), start=1):
         await hub.publish(StoredEvent(seq, e))
-        while (i := fast.outbox.pop()) is not None:
+        for i in fast.outbox.take():
             fast.outbox.sent(i)
     assert kicked == [slow] and slow not in hub.subscribers
     assert hub.overflows == 1
