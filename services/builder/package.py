@@ -33,7 +33,10 @@ FORMATS: tuple[str, ...] = get_args(Format)
 SUFFIXES: dict[str, str] = {"zst": ".tar.zst", "gz": ".tar.gz", "none": ".tar"}
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
-RECIPE_VERSION = 1  # bump when packaging output changes, so old artifacts are not reused
+RECIPE_VERSION = 2  # bump when packaging output changes, so old artifacts are not reused (2: no setuid)
+# Permission bits an artifact may carry: setuid, setgid and sticky are dropped, since root extracts
+# artifacts on every host and a setuid file from a repository would be a root shell for anyone.
+_MODE_BITS = 0o777
 _COPY_BUFFER = 1 << 20
 _BATCH = 1 << 20
 _ALWAYS_EXCLUDED = frozenset({".git"})
@@ -169,7 +172,7 @@ def _write_tar(src: Path, out: BinaryIO | _Sink, matcher: _Matcher) -> int:
     writer = _Batcher(out)
     files = 0
     for rel, path, st in _walk(src, matcher):
-        mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        mode, mtime = st.st_mode & _MODE_BITS, int(st.st_mtime)
         if stat.S_ISDIR(st.st_mode):
             writer.add(tar_header(rel, kind=tarfile.DIRTYPE, mode=mode, size=0, mtime=mtime))
             continue
@@ -268,7 +271,8 @@ def tar_header(name: str, *, kind: bytes, mode: int, size: int, mtime: int, link
 def _walk(root: Path, matcher: _Matcher, prefix: str = "") -> Iterator[tuple[str, str, os.stat_result]]:
     """(relative path, absolute path, lstat) of every entry to pack, depth first in sorted name order.
 
-    Sockets, fifos and device files are skipped: they cannot be deployed as files.
+    Sockets, fifos and device files are skipped: they cannot be deployed as files, and a device
+    node extracted by root on a host would open that host's disks or memory.
     """
     with os.scandir(root) as scan:
         entries = sorted(scan, key=lambda entry: entry.name.encode("utf-8", "surrogateescape"))

@@ -110,9 +110,12 @@ class Sandbox:
         argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not network:
             argv.append("--unshare-net")
-        argv += _system_mounts(self.extra_ro)
+        argv += _system_mounts()
         argv += ["--proc", "/proc", "--dev", "/dev"]
         argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/var/tmp"]
+        for path in self.extra_ro:  # after the tmpfs mounts, which would cover them
+            if path.is_dir():
+                argv += ["--ro-bind", str(path), str(path)]
         argv += _hide(self.hidden, (*SYSTEM_DIRS, *map(str, self.extra_ro)))
         argv += ["--bind", str(cwd), BUILD_DIR, "--chdir", BUILD_DIR, "--hostname", "ferry-build"]
         owner = self.owner()
@@ -165,7 +168,7 @@ def prepare_tree(tree: Path, owner: tuple[int, int] | None) -> None:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
-def _system_mounts(extra: tuple[Path, ...]) -> list[str]:
+def _system_mounts() -> list[str]:
     argv: list[str] = []
     for name in SYSTEM_DIRS:
         path = Path(name)
@@ -173,9 +176,6 @@ def _system_mounts(extra: tuple[Path, ...]) -> list[str]:
             argv += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             argv += ["--ro-bind", name, name]
-    for path in extra:
-        if path.is_dir():
-            argv += ["--ro-bind", str(path), str(path)]
     return argv
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -165,3 +167,44 @@ def test_empty_tree_makes_a_valid_archive(tmp_path: Path) -> None:
     archive = make_archive(tmp_path / "empty", tmp_path / "out", excludes=[], fmt="zst")
     assert archive.files == 0
     assert snapshot(extract(archive, tmp_path / "x")) == {}
+
+
+def test_setuid_setgid_and_sticky_bits_are_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "su-like").write_bytes(b"#!/bin/sh\nid\n")
+    (root / "bin" / "su-like").chmod(0o4755)
+    (root / "bin" / "sg-like").write_bytes(b"x")
+    (root / "bin" / "sg-like").chmod(0o2750)
+    (root / "shared-tmp").mkdir()
+    (root / "shared-tmp").chmod(0o1777)
+    (root / "group-dir").mkdir()
+    (root / "group-dir").chmod(0o2775)
+    archive = make_archive(root, tmp_path / "out", excludes=[], fmt="gz")
+    with tarfile.open(archive.path) as tar:
+        modes = {m.name.rstrip("/"): m.mode for m in tar.getmembers()}
+    assert modes["bin/su-like"] == 0o755  # still executable
+    assert modes["bin/sg-like"] == 0o750
+    assert modes["shared-tmp"] == 0o777
+    assert modes["group-dir"] == 0o775
+    assert all(mode & 0o7000 == 0 for mode in modes.values())
+
+
+def test_fifos_sockets_and_device_files_are_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "app.txt").write_text("app\n")
+    os.mkfifo(root / "a-fifo")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "a-socket"))
+        devices = ["a-device"]
+        try:
+            os.mknod(root / "a-device", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+        except PermissionError:
+            devices = []  # not root: no device node to pack
+        archive = make_archive(root, tmp_path / "out", excludes=[], fmt="none")
+    with tarfile.open(archive.path) as tar:
+        names = tar.getnames()
+    assert names == ["app.txt"]
+    assert archive.files == 1
+    assert all(d not in names for d in devices)
