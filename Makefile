@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := openssh-server chromium zstd rsync git curl procps util-linux
+APT_PACKAGES := openssh-server chromium zstd rsync git curl procps util-linux bubblewrap
+HOOK_USER ?= ferry-hook
 STAMP := $(VENV)/.installed
 
 .PHONY: run demo test setup setup-test system-deps lint typecheck unit integration e2e bench clean
@@ -32,11 +33,15 @@ node_modules/gojs/package.json: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian packages the tests need (sshd test hosts, Chromium for the portal); `apt-get update` once.
+# Debian packages ferry and the tests need (sshd test hosts, Chromium for the portal, bubblewrap
+# for build hooks); `apt-get update` once. Then the unprivileged user build hooks run as.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+	@id -u $(HOOK_USER) >/dev/null 2>&1 || { echo "creating the build hook user $(HOOK_USER)"; \
+	  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+	    --shell /usr/sbin/nologin $(HOOK_USER); }
 
 setup-test: setup system-deps
 
