@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from services.agent import delta, manifest
-from services.agent.layout import MARKER, StepResult, q, script
+from services.agent.layout import EXTRACT_FLAGS, MARKER, StepResult, q, script
 from services.agent.ssh import HostSession
 
 LISTING_LIMIT = 256 * 1024 * 1024
@@ -140,7 +140,7 @@ def _assemble(dp: str, release_id: str, digest: str, base: str, expected: str, z
         f"cd {q(dp)}",
         f"rm -rf {q(tmp)} {q(stage + '/' + delta.TREE)}",
         f"mkdir -p {q(stage)}",
-        f"tar -x --no-same-owner {'--zstd ' if zstd else ''}-f - -C {q(stage)}",
+        f"(umask 0 && tar -x {EXTRACT_FLAGS} {'--zstd ' if zstd else ''}-f - -C {q(stage)})",
         f"mv -T {q(stage + '/' + delta.TREE)} {q(tmp)}",
         # cp -l only reads the base; -t and -- keep every listed path an operand.
         f"(cd {q('releases/' + base)} && xargs -0 -r cp -l --parents -t {q(f'{dp}/{tmp}')} --"
@@ -148,6 +148,7 @@ def _assemble(dp: str, release_id: str, digest: str, base: str, expected: str, z
         f"(cd {q(tmp)} && {delta.LIST_TREE}) > {q(stage + '/new.list')}",
         f'got="$(sha256sum < {q(stage + "/new.list")})"',
         f'if [ "${{got%% *}}" != {q(expected)} ]; then rm -rf {q(tmp)}; echo verified=no; exit 4; fi',
+        f"rm -rf {q(tmp + '/' + MARKER)}",
         f"printf '%s\\n' {digest} > {q(tmp + '/' + MARKER)}",
         "mkdir -p .ferry/manifests",
         f"mv -f {q(stage + '/' + delta.MANIFEST)} {q(manifest_path(release_id))}",

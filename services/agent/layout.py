@@ -34,6 +34,13 @@ FORMATS: dict[str, tuple[str, list[str]]] = {
 }
 SUFFIX_FORMAT = {suffix: fmt for fmt, (suffix, _) in FORMATS.items()}
 MARKER = ".ferry-artifact"
+# How root extracts an artifact on a host (always inside `umask 0`): files owned by the SSH user,
+# never the archive's uid/gid; permission bits as archived (so executables stay executable and
+# modes match the manifest a delta upload checks) but without setuid, setgid or sticky, which
+# GNU tar drops when it does not restore permissions exactly. GNU tar also refuses members named
+# with '..', strips a leading '/', and defers symlinks that point outside the tree until the end,
+# so no member is ever written through one: a member that would escape fails the extraction.
+EXTRACT_FLAGS = "--no-same-owner --no-same-permissions"
 READ_CHUNK = 1024 * 1024
 
 
@@ -89,6 +96,45 @@ def validate_digest(digest: str) -> str:
     if not isinstance(digest, str) or not DIGEST_RE.match(digest):
         raise InvalidInput(f"artifact digest must be sha256 hex: {digest!r}", field="digest")
     return digest
+
+
+# --- writing under a release -----------------------------------------------------
+# A release's own symlinks (a committed `config -> /etc`) must never redirect where ferry writes
+# as root. `ferry_mkdirs ROOT DIR WHAT` creates DIR under ROOT (a physical path) one component at
+# a time, refusing any component that is a symlink or not a directory, then checks that DIR
+# resolves to exactly ROOT/DIR. Nothing else writes into a release while a step runs (it is not
+# live yet, its hooks have not run), so the check holds for the write that follows it.
+# `ferry_root DIR` prints DIR's physical path, refusing a DIR that is itself a symlink.
+# Exit status 5 means "refused"; nothing after the refusal runs.
+REFUSED_EXIT = 5
+GUARD = r"""ferry_refuse() { echo "ferry: refusing to $1" >&2; exit 5; }
+ferry_mkdirs() {
+  _cur=$1; _rest=$2
+  while [ -n "$_rest" ]; do
+    _part=${_rest%%/*}
+    case $_rest in */*) _rest=${_rest#*/} ;; *) _rest= ;; esac
+    _cur=$_cur/$_part
+    if [ -L "$_cur" ]; then
+      ferry_refuse "$3: ${_cur#"$1"/} in the release is a symlink (to $(readlink "$_cur"));\
+ ferry never writes through a release's symlinks"
+    elif [ ! -e "$_cur" ]; then
+      mkdir "$_cur"
+    elif [ ! -d "$_cur" ]; then
+      ferry_refuse "$3: ${_cur#"$1"/} in the release is not a directory"
+    fi
+  done
+  [ "$(realpath -e "$_cur")" = "$_cur" ] || ferry_refuse "$3: its parent resolves outside the release"
+}
+ferry_root() {
+  if [ -L "$1" ] || [ ! -d "$1" ]; then ferry_refuse "write into $1: it is not a directory of its own"; fi
+  realpath -e "$1"
+}
+"""
+
+
+def parent_of(path: str) -> str:
+    """'a/b/c' -> 'a/b'; 'c' -> '' (a validated relative path)."""
+    return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 # --- helpers -----------------------------------------------------------------

@@ -24,10 +24,12 @@ from typing import Any
 from ferry.errors import InvalidInput
 from services.agent.layout import (
     FORMATS,
+    GUARD,
     MARKER,
     RELEASE_ID_RE,
     StepResult,
     ferry_env,
+    parent_of,
     q,
     release_of,
     script,
@@ -84,25 +86,37 @@ def link_shared(
     *,
     timeout: float = 60.0,
 ) -> StepResult:
-    """Point release/<p> at shared/<p> for each shared file and dir (creating them under shared/)."""
+    """Point release/<p> at shared/<p> for each shared file and dir (creating them under shared/).
+
+    Refuses (exit 5, nothing written past the refusal) a path whose parents in the release are
+    symlinks or not directories: a committed `config -> /etc` cannot turn
+    `shared_dirs: [config/nginx]` into root deleting /etc/nginx.
+    """
     dp = validate_deploy_path(deploy_path)
     validate_release_id(release_id)
     files = [validate_relative_path(p, "shared_files") for p in shared_files]
     dirs = [validate_relative_path(p, "shared_dirs") for p in shared_dirs]
     rel = f"releases/{release_id}"
-    lines = [f"cd {q(dp)}", f"test -d {q(rel)} || {{ echo 'no such release: {rel}' >&2; exit 2; }}"]
+    lines = [
+        GUARD,
+        f"cd {q(dp)}",
+        f"test -d {q(rel)} || {{ echo 'no such release: {rel}' >&2; exit 2; }}",
+        f'rel_root="$(ferry_root {q(rel)})"',
+    ]
+    # Every path is checked (its parents created inside the release) before anything is written.
+    for p in [*dirs, *files]:
+        lines.append(f'ferry_mkdirs "$rel_root" {q(parent_of(p))} {q(f"link {rel}/{p}")}')
     for p in dirs:
-        lines.append(f"mkdir -p {q('shared/' + p)}")
+        lines.append(f"mkdir -p {q('shared/' + p)}")  # shared/ is the operator's: their links count
     for p in files:
         shared = q("shared/" + p)
-        lines.append(f'mkdir -p "$(dirname {shared})"; [ -e {shared} ] || : > {shared}')
+        lines.append(f'mkdir -p "$(dirname {shared})"; [ -e {shared} ] || [ -L {shared} ] || : > {shared}')
     for p in [*dirs, *files]:
-        target = q(f"{rel}/{p}")
+        target = f'"$rel_root"/{q(p)}'
         lines += [
-            f'mkdir -p "$(dirname {target})"',
-            f"rm -rf {target}",
-            f"ln -s {q(f'{dp}/shared/{p}')} {target}",
-            f"echo linked {target}",
+            f"rm -rf {target}",  # removes a symlink itself, never what it points at
+            f"ln -sn {q(f'{dp}/shared/{p}')} {target}",
+            f"echo linked {q(f'{rel}/{p}')}",
         ]
     result = session.run(script(*lines), timeout=timeout)
     return step_result(result, {"files": files, "dirs": dirs})

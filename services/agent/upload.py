@@ -19,6 +19,7 @@ from ferry.errors import InvalidInput
 from services.agent import delta, delta_upload, manifest
 from services.agent.layout import (
     DIGEST_RE,
+    EXTRACT_FLAGS,
     FORMATS,
     MARKER,
     READ_CHUNK,
@@ -232,7 +233,8 @@ def upload_artifact(
             f"mv -f {q(partial)} {q(archive)}" if partial else ":",
             f"rm -rf {q(tmp)} {q(delta_upload.stage_dir(release_id))}",
             f"mkdir {q(tmp)}",
-            f"tar -x --no-same-owner {flags} -f {q(archive)} -C {q(tmp)}",
+            f"(umask 0 && tar -x {EXTRACT_FLAGS} {flags} -f {q(archive)} -C {q(tmp)})",
+            f"rm -rf {q(tmp + '/' + MARKER)}",  # an archive's own entry there is never written through
             f"printf '%s\\n' {digest} > {q(tmp + '/' + MARKER)}",
             f"if [ -e {q(rel)} ]; then",
             f'  if [ "$(readlink current || true)" = {q(rel)} ]; then',
