@@ -13,7 +13,7 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def special_bits(root: Path) -> list[str]:
 
 # --- fixtures ------------------------------------------------------------------
 @pytest.fixture
-def host(sshd_hosts) -> SshdHost:
+def host(sshd_hosts: Callable[..., list[SshdHost]]) -> SshdHost:
     host = sshd_hosts(1)[0]
     outside = host.srv_path / "outside"
     (outside / "nginx").mkdir(parents=True)
@@ -222,7 +222,8 @@ def test_extraction_drops_special_bits_and_foreign_owners_of_any_artifact(
     assert upload(session, "r1", artifact).ok
     rel = host.srv_path / "app/releases/r1"
     assert special_bits(rel) == []
-    modes = {p: stat.S_IMODE((rel / p).lstat().st_mode) for p in ["bin", "bin/rootshell", "bin/group-writable"]}
+    names = ["bin", "bin/rootshell", "bin/group-writable"]
+    modes = {p: stat.S_IMODE((rel / p).lstat().st_mode) for p in names}
     assert modes == {"bin": 0o775, "bin/rootshell": 0o755, "bin/group-writable": 0o664}  # modes kept
     assert {(rel / p).stat().st_uid for p in ["bin", "bin/rootshell", "tmp"]} == {0}
 
