@@ -48,6 +48,13 @@ class InvariantViolation(Conflict):
     code = "INVARIANT"
 
 
+class SelfApproval(InvariantViolation):
+    """Four-eyes: the requester may not approve their own release (unless the environment allows).
+    The gateway answers 403: the rule refuses this caller, whatever the release's state."""
+
+    code = "SELF_APPROVAL"
+
+
 # --- git / build ---------------------------------------------------------
 class RepositoryError(FerryError):
     code = "REPOSITORY"

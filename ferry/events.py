@@ -89,6 +89,8 @@ class Plan(_Frozen):
     concurrency: int = 1
     max_failures: int = 0
     require_approval: bool = False
+    allow_self_approval: bool = False
+    """Four-eyes off: the requester may approve their own release."""
     rollback_on_failure: bool = True
     strategy: Strategy = "all"
     batch_size: int | None = Field(default=None, ge=1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 
-from ferry.errors import InvariantViolation
+from ferry.errors import InvariantViolation, SelfApproval
 from ferry.events import (
     HOST_STEPS,
     ArtifactPackaged,
@@ -449,6 +449,8 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
     match command:
         case Approve():
             _guard(state.status == "awaiting_approval", "release is not awaiting approval")
+            if command.by == state.requested_by and not (state.plan and state.plan.allow_self_approval):
+                raise SelfApproval(f"{command.by!r} requested this release; another deployer must approve it")
             return [ReleaseApproved(**base, by=command.by)]
         case Reject():
             _guard(state.status == "awaiting_approval", "release is not awaiting approval")

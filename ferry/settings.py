@@ -37,17 +37,21 @@ def _auth_mode(raw: str | None) -> str | None:
     return mode
 
 
+def _names(raw: str | None) -> tuple[str, ...]:
+    return tuple(n.strip().lower() for n in (raw or "").split(",") if n.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=lambda: Path("var").resolve())
     nats_url: str | None = None
     nats_port: int = 0
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     ws_port: int = 8001
     public_ws_url: str | None = None
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     gojs_license_key: str = ""
     agent_name: str = ""
     agent_group: str = DEFAULT_GROUP
@@ -59,6 +63,13 @@ class Settings:
     auth: str | None = None
     """``FERRY_AUTH``: ``token`` or ``off``; None decides by the bind address (see ``auth_required``)."""
     bootstrap_token: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    """``FERRY_PUBLIC_URL``: the portal's address as browsers reach it (links, the Host allow-list)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """``FERRY_ALLOWED_HOSTS`` (comma-separated; ``*`` allows any): the ``Host`` names the gateway
+    and notifier answer, besides the bind address, localhost and ``public_url``'s host."""
+    max_body: int = 1024 * 1024
+    """``FERRY_MAX_BODY``: the largest request body the gateway reads, in bytes."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,6 +91,9 @@ class Settings:
             log_level=os.environ.get("FERRY_LOG_LEVEL", "INFO"),
             auth=_auth_mode(os.environ.get("FERRY_AUTH")),
             bootstrap_token=os.environ.get("FERRY_BOOTSTRAP_TOKEN") or None,
+            public_url=os.environ.get("FERRY_PUBLIC_URL") or None,
+            allowed_hosts=_names(os.environ.get("FERRY_ALLOWED_HOSTS")),
+            max_body=max(1024, _int("FERRY_MAX_BODY", 1024 * 1024)),
         )
 
     @property

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -130,6 +131,8 @@ class Environment(Base):
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     max_failures: Mapped[int] = mapped_column(Integer, default=0)
     require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    # four-eyes: False refuses an approval by the release's requester (ferry.release.decide)
+    allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     rollback_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
     # rollout strategy (ferry.events.Plan): "all" | "rolling" | "canary", checked by the repo
     strategy: Mapped[str] = mapped_column(String(20), default="all", server_default="all")

@@ -112,6 +112,7 @@ class EnvironmentInfo:
     canary_size: int = 1
     canary_pause: float | None = None
     on_busy: str = "queue"
+    allow_self_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def _environment_info(e: Environment) -> EnvironmentInfo:
         e.canary_size,
         e.canary_pause,
         e.on_busy,
+        e.allow_self_approval,
     )
 
 
@@ -656,6 +658,7 @@ def create_environment(
     canary_size: int = 1,
     canary_pause: float | None = None,
     on_busy: str = "queue",
+    allow_self_approval: bool = False,
 ) -> EnvironmentInfo:
     """An environment of ``project`` whose hosts are released in the given order."""
     p = _project(session, project, field="project")
@@ -671,6 +674,7 @@ def create_environment(
         canary_size=_int_range(canary_size, "canary_size", 1),
         canary_pause=_seconds(canary_pause, "canary_pause"),
         on_busy=_choice(on_busy, ON_BUSY, "on_busy"),
+        allow_self_approval=bool(allow_self_approval),
         members=members,
     )
     with _write(session, exists=f"project {project!r} already has an environment named {name!r}"):
@@ -706,6 +710,7 @@ def update_environment(
     canary_size: int | None = None,
     canary_pause: float | None | Unset = UNSET,
     on_busy: str | None = None,
+    allow_self_approval: bool | None = None,
 ) -> EnvironmentInfo:
     """Change an environment; ``hosts`` replaces the whole ordered host list. ``batch_size`` and
     ``canary_pause`` may be set to None (batches of ``concurrency``; wait for a resume)."""
@@ -731,6 +736,8 @@ def update_environment(
             e.canary_pause = _seconds(canary_pause, "canary_pause")
         if on_busy is not None:
             e.on_busy = _choice(on_busy, ON_BUSY, "on_busy")
+        if allow_self_approval is not None:
+            e.allow_self_approval = bool(allow_self_approval)
         if hosts is not None:
             members = _members(session, hosts)
             e.members.clear()
@@ -756,6 +763,7 @@ def environment_plan(session: Session, project: str, environment: str) -> Plan:
         concurrency=e.concurrency,
         max_failures=e.max_failures,
         require_approval=e.require_approval,
+        allow_self_approval=e.allow_self_approval,
         rollback_on_failure=e.rollback_on_failure,
         strategy=e.strategy,  # type: ignore[arg-type]  # checked on write (STRATEGIES)
         batch_size=e.batch_size,
@@ -1104,6 +1112,18 @@ def ensure_token(session: Session, name: str, role: str, token_hash: str) -> Tok
     return _token_info(t)
 
 
+def token_exists(session: Session, name: str) -> bool:
+    return session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None
+
+
+def admin_token_exists(session: Session, *, besides: str | None = None) -> bool:
+    """Whether any admin token (other than ``besides``) exists."""
+    query = select(ApiToken.id).where(ApiToken.role == "admin")
+    if besides is not None:
+        query = query.where(ApiToken.name != besides)
+    return session.scalar(query.limit(1)) is not None
+
+
 def get_token(session: Session, name: str) -> TokenInfo:
     return _token_info(_token(session, name))
 
@@ -1113,8 +1133,14 @@ def list_tokens(session: Session) -> list[TokenInfo]:
 
 
 def revoke_token(session: Session, name: str) -> None:
-    """Delete a token: the next request that presents it is refused."""
+    """Delete a token: the next request that presents it is refused. The last admin token stays
+    (with auth on, nobody could make another through the API)."""
     t = _token(session, name)
+    if t.role == "admin" and not admin_token_exists(session, besides=name):
+        raise Conflict(
+            f"{name!r} is the last admin token: create another admin token first, or everyone is locked out",
+            field="name",
+        )
     with _write(session, exists=f"API token {name!r} changed concurrently"):
         session.delete(t)
 

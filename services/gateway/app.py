@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from ferry import orchestrator
+from ferry.auth import is_loopback
 from ferry.bus import Bus, open_bus
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
@@ -29,6 +30,7 @@ from ferry.worker import supervise
 from services.gateway import api, login, portal
 from services.gateway.auth import AuthMiddleware
 from services.gateway.errors import install_error_handlers
+from services.gateway.guard import GuardMiddleware
 
 log = logging.getLogger("ferry.gateway")
 BOOTSTRAP_TOKEN_NAME = "bootstrap"  # noqa: S105 - a name, not a secret
@@ -67,13 +69,39 @@ def group_lookup(sessions: sessionmaker[Session]) -> orchestrator.GroupOf:
 
 
 def ensure_bootstrap_token(tokens: TokenChecker, token: str) -> None:
-    """``FERRY_BOOTSTRAP_TOKEN``: an admin token named ``bootstrap`` with that value exists."""
+    """``FERRY_BOOTSTRAP_TOKEN``: an admin token named ``bootstrap`` with that value exists.
+
+    It is made on first start only (no admin token yet), or updated while it still exists: a
+    bootstrap token an admin revoked stays revoked however often the gateway restarts.
+    """
+    with tokens.sessions() as session:
+        needed = repo.token_exists(session, BOOTSTRAP_TOKEN_NAME) or not repo.admin_token_exists(session)
+    if not needed:
+        log.warning(
+            "FERRY_BOOTSTRAP_TOKEN is ignored: the bootstrap token was revoked and other admin tokens "
+            "exist; remove the variable from the environment"
+        )
+        return
     try:
         tokens.ensure(BOOTSTRAP_TOKEN_NAME, "admin", token)
     except ValueError as exc:
         raise SystemExit(f"FERRY_BOOTSTRAP_TOKEN: {exc}") from None
     except Conflict:  # another gateway copy wrote it at the same moment
         tokens.ensure(BOOTSTRAP_TOKEN_NAME, "admin", token)
+
+
+def warn_if_open(settings: Settings) -> None:
+    """Say loudly when anyone who reaches the gateway is an admin."""
+    if settings.auth_required:
+        return
+    if is_loopback(settings.http_host):
+        log.info("authentication is off (loopback bind): every local user is an admin")
+        return
+    log.warning(
+        "AUTHENTICATION IS OFF on %s (FERRY_AUTH=off): anyone who reaches this address is an admin "
+        "and can run commands on every host; set FERRY_AUTH=token unless a proxy in front authenticates",
+        settings.http_host,
+    )
 
 
 def create_app(settings: Settings, *, background: bool = True) -> Starlette:
@@ -94,6 +122,7 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
             box = SecretBox.from_settings(settings)
             app.state.gw = Gateway(settings, bus, sessions, box, projector, tokens)
             log.info("authentication", extra={"auth": "token" if settings.auth_required else "off"})
+            warn_if_open(settings)
             stop = asyncio.Event()
             tasks = []
             if background:
@@ -126,7 +155,7 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
             *login.routes,
             *portal.routes,
         ],
-        middleware=[Middleware(AuthMiddleware)],
+        middleware=[Middleware(GuardMiddleware, settings=settings), Middleware(AuthMiddleware)],
         lifespan=lifespan,
     )
     install_error_handlers(app)

@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ferry.errors import (
@@ -31,6 +31,7 @@ from ferry.errors import (
     NotFound,
     RefNotFound,
     RepositoryError,
+    SelfApproval,
     StoreUnavailable,
 )
 from ferry.secrets import SecretKeyError
@@ -68,11 +69,19 @@ class Forbidden(FerryError):
     code = "FORBIDDEN"
 
 
+class PayloadTooLarge(InvalidInput):
+    """The request body is larger than ``FERRY_MAX_BODY`` (declared or counted while streaming)."""
+
+    code = "TOO_LARGE"
+
+
 # Looked up along the exception's MRO, so the most specific entry wins.
 ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     MalformedBody: (400, "MALFORMED_JSON"),
     Unauthenticated: (401, "UNAUTHENTICATED"),
     Forbidden: (403, "FORBIDDEN"),
+    SelfApproval: (403, "SELF_APPROVAL"),
+    PayloadTooLarge: (413, "TOO_LARGE"),
     InvalidInput: (422, "INVALID_INPUT"),
     InvalidRef: (422, "INVALID_REF"),
     InvalidPath: (422, "INVALID_PATH"),
@@ -190,6 +199,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body("INTERNAL", "internal error; see the gateway log"), status_code=500)
 
 
+async def _client_left(request: Request, exc: Exception) -> Response:
+    # Nobody reads this answer: the client went away while sending its body.
+    log.info("client disconnected while sending its request", extra={"path": request.url.path})
+    return JSONResponse(error_body("CLIENT_DISCONNECTED", "the body was cut short", "body"), status_code=400)
+
+
 def install_error_handlers(app: Starlette) -> None:
     """Register the one translation table on ``app``."""
     for cls in ERROR_TABLE:
@@ -197,4 +212,5 @@ def install_error_handlers(app: Starlette) -> None:
             app.add_exception_handler(cls, _tabled_error)
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_exception_handler(Exception, _unexpected)

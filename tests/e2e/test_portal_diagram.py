@@ -122,7 +122,9 @@ class Stack:
         return r.json()
 
     async def release(self, project: str = "shop", ref: str = "main") -> str:
-        body = await self.ok("/api/releases", {"project": project, "environment": "prod", "ref": ref}, 202)
+        body = await self.ok(
+            "/api/releases", {"project": project, "environment": "prod", "ref": ref, "requested_by": "dev"}, 202
+        )
         return str(body["id"])
 
     async def do(self, release_id: str, *commands: Any) -> int:

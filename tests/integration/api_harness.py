@@ -141,7 +141,7 @@ async def api(tmp_path: Path, nats_server: NatsServer, migrated_db: str) -> Asyn
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://ferry.test", event_hooks={"response": [record]}
+            transport=transport, base_url="http://localhost", event_hooks={"response": [record]}
         ) as client:
             yield Api(client, app, bodies)
 

@@ -34,7 +34,7 @@ from services.notifier.bootstrap import server_config
 from tests.integration.api_harness import Api, error_of
 from tests.integration.test_cli_release import LiveGateway
 
-ORIGIN = "http://ferry.test"
+ORIGIN = "http://localhost"
 
 
 @dataclass

@@ -66,7 +66,7 @@ async def site(tmp_path: Path, nats_server: NatsServer, migrated_db: str) -> Asy
     app = create_app(settings, background=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ferry.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield Api(client, app)
 
 

@@ -23,6 +23,7 @@ def _out(info: repo.EnvironmentInfo, lock: EnvLock | None = None) -> Environment
         concurrency=info.concurrency,
         max_failures=info.max_failures,
         require_approval=info.require_approval,
+        allow_self_approval=info.allow_self_approval,
         rollback_on_failure=info.rollback_on_failure,
         strategy=info.strategy,  # type: ignore[arg-type]  # the repo stores only valid strategies
         batch_size=info.batch_size,
@@ -44,6 +45,7 @@ async def create_environment(request: Request) -> Response:
         concurrency=body.concurrency,
         max_failures=body.max_failures,
         require_approval=body.require_approval,
+        allow_self_approval=body.allow_self_approval,
         rollback_on_failure=body.rollback_on_failure,
         strategy=body.strategy,
         batch_size=body.batch_size,

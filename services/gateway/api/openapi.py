@@ -18,18 +18,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.gateway.api.schemas import ErrorResponse
+from services.gateway.api.schemas import ErrorResponse, Input
+from services.gateway.api.text import documented
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
 _ERRORS = {
     400: "the body is not JSON",
+    403: "refused: a page elsewhere (Origin), or a rule such as four-eyes approval",
     404: "not found",
     409: "conflicts with the current state",
+    413: "the body is larger than FERRY_MAX_BODY",
+    415: "the body is not Content-Type: application/json",
     422: "invalid input; the error names the field",
     503: "a backing service is unavailable",
 }
+UNSAFE_ERRORS = (403, 413, 415)
+"""What the gateway's guard may answer to any state-changing request (services/gateway/guard.py)."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,23 @@ class Operation:
     """Pattern per path parameter, where one applies."""
 
 
+def _dispatch(table: dict[str, Endpoint]) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        method = request.method.upper()
+        return await table["GET" if method == "HEAD" else method](request)
+
+    return endpoint
+
+
 def routes_for(operations: Sequence[Operation]) -> list[Route]:
-    """One route per operation; Starlette answers 405 for a known path with another method."""
+    """One route per path, dispatching on the method: a 405 then lists (``Allow``) every method
+    the path has, not only one operation's."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for op in operations:
+        by_path.setdefault(op.path, {})[op.method.upper()] = op.endpoint
     return [
-        Route(op.path, op.endpoint, methods=[op.method], name=f"{op.method.lower()} {op.path}")
-        for op in operations
+        Route(path, _dispatch(table), methods=sorted(table), name=f"{' '.join(sorted(table)).lower()} {path}")
+        for path, table in by_path.items()
     ]
 
 
@@ -66,6 +84,15 @@ def _models(operations: Sequence[Operation]) -> list[type[BaseModel]]:
             if isinstance(m, type) and issubclass(m, BaseModel):
                 seen[m] = None
     return list(seen)
+
+
+def _input_names() -> set[str]:
+    found, todo = set(), [Input]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return found
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -82,6 +109,9 @@ def document(
         [(m, "validation" if m in inputs else "serialization") for m in models], ref_template=REF
     )
     schemas = defs.get("$defs", {})
+    for name in _input_names():
+        if name in schemas:
+            documented(schemas[name])
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         item: dict[str, Any] = {
@@ -126,6 +156,8 @@ def document(
                 "content": {"application/json": {"schema": _ref(op.response)}},
             }
         codes = set(op.errors) | ({400, 422} if op.body is not None else set())
+        if op.method.upper() not in ("GET", "HEAD", "OPTIONS"):
+            codes |= set(UNSAFE_ERRORS)
         for code in sorted(codes):
             item["responses"][str(code)] = {
                 "description": _ERRORS.get(code, "error"),

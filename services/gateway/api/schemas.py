@@ -386,6 +386,9 @@ class EnvironmentFields(Input):
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 1
     max_failures: Annotated[int, Field(ge=0, le=1000)] = 0
     require_approval: bool = False
+    allow_self_approval: bool = Field(
+        default=False, description="four-eyes off: the requester may approve their own release"
+    )
     rollback_on_failure: bool = True
     strategy: RolloutStrategy = Field(default="all", description=_STRATEGY_DOC)
     batch_size: BatchSize | None = Field(
@@ -413,6 +416,7 @@ class EnvironmentPatch(Input):
     concurrency: Annotated[int, Field(ge=1, le=1000)] | None = None
     max_failures: Annotated[int, Field(ge=0, le=1000)] | None = None
     require_approval: bool | None = None
+    allow_self_approval: bool | None = None
     rollback_on_failure: bool | None = None
     strategy: RolloutStrategy | None = None
     batch_size: BatchSize | None = Field(default=None, description="null: batches of `concurrency`")
@@ -433,6 +437,7 @@ class EnvironmentOut(Output):
     concurrency: int
     max_failures: int
     require_approval: bool
+    allow_self_approval: bool = False
     rollback_on_failure: bool
     strategy: RolloutStrategy
     batch_size: int | None
