@@ -10,6 +10,7 @@ upgrades from pages elsewhere. See docs/security.md.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from ferry.settings import Settings
@@ -131,3 +132,21 @@ def same_origin(origin: str | None, host_header: str | None) -> bool:
     seen_name, seen_port = split_host(rest)
     default = 443 if seen.startswith("https") else 80
     return seen_name == name and (seen_port or default) == (port or default)
+
+
+def websocket_check(settings: Settings) -> Callable[[Mapping[str, str]], bool]:
+    """For a WebSocket upgrade's headers: an allowed ``Host``, and an ``Origin`` (browsers always
+    send one) that is the portal's or the feed's own. Tools that send no ``Origin`` pass."""
+    allowed = allowed_hosts(settings)
+    origins = portal_origins(settings)
+
+    def check(headers: Mapping[str, str]) -> bool:
+        host = headers.get("host")
+        if not host_allowed(host, allowed):
+            return False
+        origin = headers.get("origin")
+        if origin is None:
+            return True
+        return origin_of(origin) in origins or same_origin(origin, host)
+
+    return check

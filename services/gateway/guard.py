@@ -55,7 +55,9 @@ def check(scope: Scope, settings: Settings, allowed: frozenset[str] | None) -> R
     if scope["type"] != "http" or str(scope.get("method", "GET")).upper() in SAFE_METHODS:
         return None
     origin = headers.get("origin")
-    if origin is not None:
+    if settings.auth_required and headers.get("authorization"):
+        pass  # a bearer token: no page elsewhere can attach one without a CORS preflight ferry refuses
+    elif origin is not None:
         if not webguard.same_origin(origin, host):
             return _refuse(
                 scope,

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ferry import auth
+from ferry import auth, webguard
 from ferry.bus import Bus, open_bus
 from ferry.db.engine import make_engine, session_factory
 from ferry.eventstore import RELEASE_ID
@@ -45,6 +45,7 @@ log = logging.getLogger("ferry.notifier")
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REQUEST = 4400
+CLOSE_FORBIDDEN = 4403
 CLOSE_RESYNC = 4429  # fell behind: reconnect with the ``since`` of the resync frame
 
 Authorize = Callable[[WebSocket, Channel], bool | Awaitable[bool]]
@@ -250,8 +251,18 @@ async def _drain_receive(websocket: WebSocket) -> None:
             return
 
 
+def _browser_ok(websocket: WebSocket) -> bool:
+    """Host allow-list and Origin (ferry.webguard): a page elsewhere may not open the feed."""
+    check = getattr(websocket.app.state, "browser_ok", None)
+    return check is None or bool(check(websocket.headers))
+
+
 async def _serve(websocket: WebSocket, kind: ChannelKind, key: str = "") -> None:
     n = _notifier(websocket)
+    if not _browser_ok(websocket):
+        n.metrics.refused += 1
+        await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake gets HTTP 403
+        return
     channel = Channel(kind, key)
     allowed = n.authorize(websocket, channel)
     if inspect.isawaitable(allowed):
@@ -356,7 +367,7 @@ def create_app(
                 except (TimeoutError, asyncio.CancelledError):
                     follower.cancel()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
@@ -366,3 +377,5 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.state.browser_ok = webguard.websocket_check(settings)
+    return app

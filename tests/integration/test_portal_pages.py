@@ -153,7 +153,7 @@ async def test_release_page_renders_id_ws_base_and_license_key(site: Api, gojs_i
     page = html_of(r)
     assert r.status_code == 200
     assert f'data-release-id="{rid}"' in page
-    assert 'data-ws-base="ws://ferry.test:18765"' in page
+    assert 'data-ws-base="ws://localhost:18765"' in page
     assert '<script src="/static/vendor/go.js"></script>' in page
     assert 'src="/static/release_page.js"' in page
     # The key is rendered (escaped) for go.Diagram.licenseKey.

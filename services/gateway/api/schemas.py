@@ -279,6 +279,7 @@ class ProjectFields(Input):
     repo_credential: Name | None = None
     build_hooks: Annotated[list[Command], Field(max_length=100)] = []
     hook_timeout: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    hook_network: bool = Field(default=True, description="false: build hooks run without network")
     excludes: Annotated[list[ExcludePattern], Field(max_length=1000)] = []
     artifact_format: Literal["zst", "gz", "none"] = "zst"
     deploy_path: DeployPath
@@ -300,6 +301,7 @@ class ProjectPatch(Input):
     repo_credential: Name | None = None
     build_hooks: Annotated[list[Command], Field(max_length=100)] | None = None
     hook_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
+    hook_network: bool | None = None
     excludes: Annotated[list[ExcludePattern], Field(max_length=1000)] | None = None
     artifact_format: Literal["zst", "gz", "none"] | None = None
     deploy_path: DeployPath | None = None
@@ -326,6 +328,7 @@ class ProjectOut(Output):
     repo_credential: str | None
     build_hooks: list[str]
     hook_timeout: float
+    hook_network: bool = True
     excludes: list[str]
     artifact_format: Literal["zst", "gz", "none"]
     deploy_path: str
