@@ -263,10 +263,15 @@ def list_(
     project: str | None = typer.Option(None, "--project", "-p"),
     env: str | None = typer.Option(None, "--env", "-e"),
     status: str | None = typer.Option(None, "--status"),
+    queued: bool = typer.Option(
+        False, "--queued", help="Only releases waiting their turn (another release holds the environment)."
+    ),
     limit: int = typer.Option(20, "--limit"),
     as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
 ) -> None:
     """List releases, newest first."""
+    if queued:
+        status = "queued"
     given = {"project": project, "environment": env, "status": status, "limit": str(limit)}
     params = {k: v for k, v in given.items() if v is not None}
     with client() as http:

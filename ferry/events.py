@@ -126,12 +126,15 @@ class Event(_Frozen):
 
 class ReleaseRequested(Event):
     type: Literal["release.requested"] = "release.requested"
-    schema_version: int = 2  # v2: the plan's rollout strategy (v1 is lifted by _requested_v1)
+    schema_version: int = 3  # v2: the plan's rollout strategy; v3: the gateway's signature
     project: str
     environment: str
     ref: str
     requested_by: str
     plan: Plan
+    signature: str | None = None
+    """Ed25519 over the request and its plan by the gateway's key (``ferry.signing``); builder and
+    agents refuse a release without a valid one."""
 
 
 class ReleaseApproved(Event):
@@ -212,9 +215,12 @@ class HostFailed(Event):
 
 class HostRolledBack(Event):
     type: Literal["host.rolled_back"] = "host.rolled_back"
+    schema_version: int = 2  # v2: whether the restored release passed its health check
     host: str
     to_release: str | None
     output_tail: str = ""
+    healthy: bool | None = None
+    """The restored release's health check: None when none ran (no check configured, or v1)."""
 
 
 class ReleasePaused(Event):
@@ -329,9 +335,22 @@ def _requested_v1(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "plan": plan, "schema_version": 2}
 
 
+def _requested_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """release.requested v2 -> v3: requests before signed plans carry no signature (refused by
+    builder and agents: request such a release again)."""
+    return {**payload, "signature": None, "schema_version": 3}
+
+
+def _rolled_back_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """host.rolled_back v1 -> v2: rollbacks before the health check say nothing about it."""
+    return {**payload, "healthy": None, "schema_version": 2}
+
+
 # (type, from schema_version) -> function lifting a payload one version up.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("release.requested", 1): _requested_v1,
+    ("host.rolled_back", 1): _rolled_back_v1,
+    ("release.requested", 2): _requested_v2,
 }
 
 TYPE_NAMES: frozenset[str] = frozenset(t.model_fields["type"].default for t in EVENT_TYPES)

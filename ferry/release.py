@@ -219,7 +219,11 @@ def evolve(state: ReleaseState, event: Event) -> ReleaseState:
             return _with_host(s, event.host, replace(h, status="failed", failure=event.reason))
         case HostRolledBack():
             h = s.hosts[event.host]
-            return _with_host(s, event.host, replace(h, status="rolled_back"))
+            failure = h.failure
+            if event.healthy is False:  # never a quiet "rolled back": the old release is unhealthy too
+                unhealthy = f"rolled back to {event.to_release}, which failed its health check"
+                failure = f"{failure}; {unhealthy}" if failure else unhealthy
+            return _with_host(s, event.host, replace(h, status="rolled_back", failure=failure))
         case ReleasePaused():
             return replace(s, status="paused", paused_at=event.at, resume_at=event.resume_at)
         case ReleaseResumed():
@@ -355,6 +359,7 @@ class RollBackHost:
     host: str
     to_release: str | None
     output_tail: str = ""
+    healthy: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -516,6 +521,7 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
             _guard(command.step in HOST_STEPS, f"unknown step {command.step!r}", "step")
             h = state.host(command.host)
             _guard(h.status in ("waiting", "running"), f"host {command.host} is already {h.status}")
+            _guard(state.status != "cancelling", "release is cancelling: no step starts now", "step")
             if h.status == "waiting":
                 _guard(
                     state.status not in ("paused", "cancelling"),
@@ -589,6 +595,7 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
                     host=command.host,
                     to_release=command.to_release,
                     output_tail=command.output_tail,
+                    healthy=command.healthy,
                 )
             ]
         case Succeed():
@@ -638,28 +645,21 @@ def _pause(state: ReleaseState, command: Pause, base: _Meta, now: datetime) -> R
     return ReleasePaused(**base, hosts_done=done, resume_at=resume_at, reason=command.reason)
 
 
-def _switching(h: HostState) -> bool:
-    step = h.steps.get("activate")
-    return step is not None and step.status == "running"
-
-
 def _cancel(state: ReleaseState, command: Cancel, base: _Meta) -> list[Event]:
-    """Cancel before any host runs the release; a paused canary is cancelled in two steps.
+    """A cancel is accepted at any moment before the end; every host ends on exactly one release.
 
-    A paused canary has hosts serving the new version. Refusing the cancel would leave an
-    operator who distrusts the canary no way to stop it (and a timed pause would then roll
-    out by itself); cancelling at once would record "cancelled" while the canary hosts still
-    serve the new version. So cancel while paused appends ``release.cancel_requested``: the
-    rollout policy rolls the switched hosts back (whatever ``rollback_on_failure`` says: the
-    operator asked to undo), then ``release.cancelled`` ends it. Outside a pause, a host
-    that already runs the release still refuses the cancel (roll back instead).
+    Nothing in flight and nothing switched: ``release.cancelled`` at once. Otherwise
+    ``release.cancel_requested``: no step starts any more, each host in flight stops after the
+    step it runs (its agent records it failed with ``CANCELLED``), every host that switched —
+    or was switching when the cancel came — is rolled back to its previous release (restarted
+    and health-checked, whatever ``rollback_on_failure`` says: the operator asked to undo), and
+    then ``release.cancelled`` ends it. So a host serves its old release, or (when it had none
+    to go back to) the new one, and its events say which.
     """
     switched = [n for n, h in state.hosts.items() if h.activated and h.status != "rolled_back"]
-    if state.status == "paused":
-        return [ReleaseCancelRequested(**base, by=command.by, reason=command.reason)]
+    running = [n for n, h in state.hosts.items() if h.status == "running"]
     if state.status == "cancelling":
-        running = [n for n, h in state.hosts.items() if h.status == "running"]
-        _guard(not running and not switched, "already cancelling: hosts are being rolled back")
+        _guard(not running and not switched, "already cancelling: hosts are being stopped or rolled back")
         return [
             ReleaseCancelled(
                 **base,
@@ -667,8 +667,6 @@ def _cancel(state: ReleaseState, command: Cancel, base: _Meta) -> list[Event]:
                 reason=state.cancel_reason or command.reason,
             )
         ]
-    _guard(
-        not any(h.activated or _switching(h) for h in state.hosts.values()),
-        "cannot cancel: a host already runs this release (or is switching to it); roll back instead",
-    )
+    if state.status == "paused" or running or switched:
+        return [ReleaseCancelRequested(**base, by=command.by, reason=command.reason)]
     return [ReleaseCancelled(**base, by=command.by, reason=command.reason)]

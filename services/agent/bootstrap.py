@@ -22,8 +22,9 @@ from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
 from ferry.worker import Permanent, run_consumer, serve_health, supervise
+from services.agent.deps import AgentDeps
 from services.agent.ssh import SSHTarget
-from services.agent.worker import HANDLERS, AgentDeps
+from services.agent.worker import HANDLERS
 
 log = logging.getLogger("ferry.agent")
 LEGACY_CONSUMER = "agent"

@@ -13,16 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from nats.aio.msg import Msg
 
-from ferry.bus import Bus
-from ferry.commands import execute
 from ferry.errors import (
-    ConcurrencyError,
     FerryError,
     HostError,
     HostKeyMismatch,
@@ -30,88 +26,16 @@ from ferry.errors import (
     HostUnreachable,
     InvariantViolation,
 )
-from ferry.events import TAIL_LIMIT, Recipe, tail
-from ferry.release import (
-    Command,
-    FailHost,
-    FinishHostStep,
-    ReleaseState,
-    RollBackHost,
-    StartHostStep,
-)
+from ferry.events import TAIL_LIMIT, tail
+from ferry.release import FailHost, FinishHostStep, ReleaseState, StartHostStep
 from ferry.rollout import failures
-from ferry.worker import Permanent, Transient, body
-from services.agent import manifest, remote
+from ferry.worker import Permanent, body
+from services.agent import remote, rollback
+from services.agent.deps import AgentDeps, artifact_path, connect, fenced, host_env, load, record
 from services.agent.health import health_check
-from services.agent.ssh import HostSession, SSHTarget
+from services.agent.ssh import HostSession
 
 log = logging.getLogger("ferry.agent")
-CONNECT_ATTEMPTS = 3
-
-
-@dataclass
-class AgentDeps:
-    bus: Bus
-    target: Callable[[str], SSHTarget]
-    """Host name -> connection details (decrypted credential, pinned key)."""
-    record_host_key: Callable[[str, str], None]
-    cache_dir: Path
-    name: str = "agent"
-    _downloads: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-
-async def load(deps: AgentDeps, release_id: str) -> ReleaseState:
-    return await deps.bus.histories.state(release_id)
-
-
-async def record(deps: AgentDeps, release_id: str, command: Command) -> ReleaseState:
-    """Append what ``command`` decides; a release that keeps changing is retried later."""
-    try:
-        return await execute(deps.bus.histories, release_id, command)
-    except ConcurrencyError as exc:
-        raise Transient(f"release {release_id} kept changing; will retry") from exc
-
-
-async def artifact_path(deps: AgentDeps, digest: str, fmt: str) -> Path:
-    """The artifact in this agent's local cache, downloaded from the object store once, with its
-    file manifest read once (delta uploads compare it with what each host holds)."""
-    path = deps.cache_dir / digest
-    lock = deps._downloads.setdefault(digest, asyncio.Lock())
-    async with lock:
-        if not path.exists():
-            await deps.bus.artifacts.get_file(digest, path)
-        await asyncio.to_thread(
-            manifest.CACHE.of_artifact, digest, fmt, lambda: open(path, "rb"), deps.cache_dir
-        )
-    return path
-
-
-def _env(state: ReleaseState, host: str, target: SSHTarget, recipe: Recipe) -> dict[str, str]:
-    return {
-        "FERRY_PROJECT": state.project,
-        "FERRY_ENVIRONMENT": state.environment,
-        "FERRY_COMMIT": state.commit or "",
-        "FERRY_REF": state.ref,
-        "FERRY_HOST_NAME": host,
-        "FERRY_HOST_ADDRESS": target.address,
-    }
-
-
-async def connect(deps: AgentDeps, host: str) -> HostSession:
-    target = deps.target(host)
-    last: HostError | None = None
-    for attempt in range(CONNECT_ATTEMPTS):
-        try:
-            session = await asyncio.to_thread(HostSession.connect, target)
-        except HostUnreachable as exc:
-            last = exc
-            await asyncio.sleep(0.5 * (attempt + 1))
-            continue
-        if session.trusted_on_first_use and session.observed_host_key:
-            await asyncio.to_thread(deps.record_host_key, host, session.observed_host_key)
-        return session
-    assert last is not None
-    raise last
 
 
 def run_step(
@@ -127,7 +51,7 @@ def run_step(
     recipe = state.plan.recipe
     rid = state.release_id
     path = recipe.deploy_path
-    env = _env(state, host, session.target, recipe)
+    env = host_env(state, host, session.target, recipe)
     timeout = recipe.hook_timeout
     match step:
         case "upload":
@@ -185,7 +109,7 @@ async def deploy(msg: Msg, deps: AgentDeps) -> None:
     state = await load(deps, release_id)
     if not _should_work(state, host):
         return
-    if await _fenced(deps, state, work):
+    if await fenced(deps, state, work):
         return
     try:
         session = await connect(deps, host)
@@ -201,19 +125,13 @@ async def deploy(msg: Msg, deps: AgentDeps) -> None:
         await asyncio.to_thread(session.close)
 
 
-async def _fenced(deps: AgentDeps, state: ReleaseState, work: dict[str, Any]) -> bool:
-    """Work scheduled under an older environment lock token is dropped, never run."""
-    why = await deps.bus.locks.refusal(state.project, state.environment, state.release_id, work.get("lock"))
-    if why is not None:
-        log.warning("refused fenced work", extra={"release_id": state.release_id, "why": why})
-    return why is not None
-
-
 def _should_work(state: ReleaseState, host: str) -> bool:
     if state.plan is None or state.terminal or state.artifact is None or host not in state.hosts:
         return False
     h = state.hosts[host]
     if h.status not in ("waiting", "running"):
+        return False
+    if h.status == "waiting" and state.status in ("paused", "cancelling"):
         return False
     if h.status == "waiting" and len(failures(state)) > state.plan.max_failures:
         return False  # the rollout stopped: don't start new hosts
@@ -227,6 +145,7 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         assert artifact is not None
         return open(artifact, "rb")
 
+    refused = 0
     while True:
         state = await load(deps, release_id)
         if not _should_work(state, host):
@@ -234,12 +153,22 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         step = state.hosts[host].next_step()
         if step is None:
             return
+        if state.status == "cancelling":
+            # stop here; a host that already switched is rolled back by the cancel's rollback work
+            await _fail(
+                deps, release_id, host, step, f"cancelled by {state.cancel_requested_by}", "CANCELLED"
+            )
+            return
         if step == "upload" and state.artifact is not None:
             artifact = await artifact_path(deps, state.artifact.digest, state.artifact.format)
         try:
             state = await record(deps, release_id, StartHostStep(host=host, step=step, agent=deps.name))
         except InvariantViolation:
-            return
+            refused += 1
+            if refused > 1:
+                return  # refused again on a fresh read: nothing for this host to do
+            continue  # decided on a stale read (a cancel or the end came first): look again
+        refused = 0
         started = time.monotonic()
         try:
             result = await asyncio.to_thread(
@@ -276,7 +205,7 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         if result.exit_code != 0:
             reason = f"{step} exited with {result.exit_code}: {_last_line(result.output)}"
             await _fail(deps, release_id, host, step, reason)
-            await _rollback_after_failure(deps, session, release_id, host)
+            await rollback.after_failure(deps, session, release_id, host)
             return
 
 
@@ -287,63 +216,6 @@ async def _fail(
         await record(deps, release_id, FailHost(host=host, step=step, reason=reason, code=code))
     except InvariantViolation:
         pass
-
-
-async def _rollback_after_failure(deps: AgentDeps, session: HostSession, release_id: str, host: str) -> None:
-    """A host that failed after switching goes back to its previous release at once."""
-    state = await load(deps, release_id)
-    h = state.hosts[host]
-    if not h.activated or state.plan is None or not state.plan.rollback_on_failure:
-        return
-    await _rollback(deps, session, state, host)
-
-
-async def _rollback(deps: AgentDeps, session: HostSession, state: ReleaseState, host: str) -> None:
-    assert state.plan is not None
-    recipe = state.plan.recipe
-    previous = state.hosts[host].previous_release
-    outputs = []
-    if previous:
-        r = await asyncio.to_thread(remote.rollback, session, recipe.deploy_path, previous)
-        outputs.append(r.output)
-        if r.exit_code == 0 and recipe.restart:
-            env = {**_env(state, host, session.target, recipe), "FERRY_RELEASE_ID": previous}
-            r2 = await asyncio.to_thread(
-                remote.restart, session, recipe.deploy_path, recipe.restart, env, recipe.hook_timeout
-            )
-            outputs.append(r2.output)
-    else:
-        outputs.append("no previous release on this host; left as is")
-    try:
-        await record(
-            deps,
-            state.release_id,
-            RollBackHost(host=host, to_release=previous, output_tail=tail("\n".join(outputs))),
-        )
-    except InvariantViolation:
-        pass
-
-
-async def rollback(msg: Msg, deps: AgentDeps) -> None:
-    """Rollback work: switch a host that the failed rollout had activated back to its previous release."""
-    work = body(msg)
-    release_id, host = str(work.get("release_id", "")), str(work.get("host", ""))
-    state = await load(deps, release_id)
-    if state.plan is None or state.terminal or host not in state.hosts:
-        return
-    h = state.hosts[host]
-    if not h.activated or h.status == "rolled_back":
-        return
-    if await _fenced(deps, state, work):
-        return
-    try:
-        session = await connect(deps, host)
-    except HostError as exc:
-        raise Transient(exc.message, delay=5) from exc
-    try:
-        await _rollback(deps, session, state, host)
-    finally:
-        await asyncio.to_thread(session.close)
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, object]:
@@ -357,6 +229,6 @@ def _last_line(output: str) -> str:
 
 HANDLERS = {
     "deploy": deploy,
-    "rollback": rollback,
+    "rollback": rollback.rollback,
 }
 """Host work by action, the last token of ``ferry.work.host.<group>.<action>``."""

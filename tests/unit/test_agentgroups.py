@@ -8,7 +8,8 @@ from ferry.agentgroups import action_of, consumer_name, group_work, host_work, v
 from ferry.errors import InvalidInput
 from ferry.settings import Settings
 from services.agent.bootstrap import work_filters
-from services.agent.worker import HANDLERS, deploy, rollback
+from services.agent.rollback import rollback
+from services.agent.worker import HANDLERS, deploy
 
 
 @pytest.mark.parametrize("group", ["default", "eu", "dc-2", "a_b", "0", "x" * 50])

@@ -245,7 +245,14 @@ def _failed_after_hosts() -> Release:
 
 
 def _cancelled() -> Release:
-    return release().ready()(StartHostStep("web-1", "upload"), Cancel("alice", "wrong ref"))
+    """A cancel while a host uploads: the host stops (CANCELLED), then the release ends cancelled."""
+    return release().ready()(
+        StartHostStep("web-1", "upload"),
+        Cancel("alice", "wrong ref"),
+        FinishHostStep("web-1", "upload", 0, 1.0),
+        FailHost("web-1", "link", "cancelled by alice", "CANCELLED"),
+        Cancel("alice"),
+    )
 
 
 def _rejected() -> Release:
@@ -627,30 +634,48 @@ def test_cancel_while_awaiting_approval():
 # --- cancel -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("before", ["queued", "building", "deploying", "upload-running", "pre-activate"])
-def test_cancel_allowed_before_any_host_is_activated(before: str):
+@pytest.mark.parametrize("before", ["queued", "building", "deploying", "rolled-back"])
+def test_cancel_ends_at_once_when_nothing_runs_and_nothing_switched(before: str):
     r = release().requested()
     if before == "building":
         r(StartBuild())
     elif before != "queued":
         r.built()
-    if before == "upload-running":
-        r(StartHostStep("web-1", "upload"))
-    if before == "pre-activate":
-        r.up_to("web-1", "activate")  # every step before the switch finished; the switch not started
+    if before == "rolled-back":
+        r.up_to("web-1", "restart")(FailHost("web-1", "restart", "x"), RollBackHost("web-1", "rel-0"))
     r(Cancel("alice", "wrong ref"))
     assert r.state.status == "cancelled"
     assert isinstance(r.history[-1], ReleaseCancelled)
 
 
-@pytest.mark.parametrize("after", ["activated", "host-succeeded", "rolled-back"])
-def test_cancel_refused_once_a_host_is_activated(after: str):
-    r = release().ready().up_to("web-1", "restart")
-    if after == "host-succeeded":
-        r.steps("web-1", HOST_STEPS[HOST_STEPS.index("restart") :])
-    if after == "rolled-back":
-        r(FailHost("web-1", "restart", "x"), RollBackHost("web-1", "rel-0"))
-    r.refuses(Cancel("alice"), "roll back instead")
+@pytest.mark.parametrize("at", ["upload-running", "pre-activate", "switching", "activated", "host-succeeded"])
+def test_cancel_at_any_moment_stops_hosts_and_undoes_switches_first(at: str):
+    r = release().ready()
+    if at == "upload-running":
+        r(StartHostStep("web-1", "upload"))
+    if at == "pre-activate":
+        r.up_to("web-1", "activate")  # every step before the switch finished; the switch not started
+    if at == "switching":
+        r.up_to("web-1", "activate")(StartHostStep("web-1", "activate"))
+    if at == "activated":
+        r.up_to("web-1", "restart")
+    if at == "host-succeeded":
+        r.host_done("web-1")
+    r(Cancel("alice", "wrong ref"))
+    assert isinstance(r.history[-1], ReleaseCancelRequested) and r.state.status == "cancelling"
+    r.refuses(StartHostStep("web-2", "upload"), "cancelling")
+    if r.state.hosts["web-1"].status == "running":
+        step = r.state.hosts["web-1"].next_step()
+        if r.state.hosts["web-1"].steps.get(step or "") is not None:  # the step in flight finishes
+            r(FinishHostStep("web-1", step or "", 0, 1.0))
+        r.refuses(StartHostStep("web-1", r.state.hosts["web-1"].next_step() or ""), "cancelling")
+        r(FailHost("web-1", "x", "cancelled by alice", "CANCELLED"))
+    r.refuses(Cancel("bob"), "being stopped or rolled back") if r.state.hosts["web-1"].activated else None
+    if r.state.hosts["web-1"].activated:
+        r(RollBackHost("web-1", "rel-0"))
+    r(Cancel("bob"))
+    e = r.history[-1]
+    assert isinstance(e, ReleaseCancelled) and e.by == "alice" and e.reason == "wrong ref"
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -735,10 +760,12 @@ def test_whole_release_guard_covers_release_events_first_steps_and_switches():
     assert not guards_whole_release(failed)
 
 
-def test_cancel_refused_while_a_host_is_switching():
+def test_cancel_while_a_host_is_switching_waits_for_it_and_rolls_it_back():
     r = release().ready().up_to("web-1", "activate")
     r(StartHostStep("web-1", "activate"))
-    r.refuses(Cancel("bob"))
+    r(Cancel("bob"))
+    assert r.state.status == "cancelling"
+    r.refuses(Cancel("bob"), "being stopped")
 
 
 def test_evolve_finish_without_a_start_uses_its_own_time():
@@ -876,7 +903,7 @@ def test_cancel_while_paused_rolls_back_the_canary_then_ends_cancelled():
     assert isinstance(r.history[-1], ReleaseCancelRequested)
     assert r.state.status == "cancelling" and not r.state.terminal
     r.refuses(StartHostStep("web-2", "upload"), "cancelling")
-    r.refuses(Cancel("carol"), "being rolled back")
+    r.refuses(Cancel("carol"), "stopped or rolled back")
     r(RollBackHost("web-1", "rel-0"))
     r(Cancel("carol"))
     e = r.history[-1]
@@ -884,9 +911,10 @@ def test_cancel_while_paused_rolls_back_the_canary_then_ends_cancelled():
     assert r.state.status == "cancelled" and r.state.terminal
 
 
-def test_cancel_outside_a_pause_still_refused_once_a_host_runs_the_release():
+def test_cancel_outside_a_pause_once_a_host_runs_the_release_rolls_it_back_first():
     r = release().ready(THREE, strategy="canary").host_done("web-1")
-    r.refuses(Cancel("bob"), "roll back instead")
+    r(Cancel("bob"))
+    assert r.state.status == "cancelling"
 
 
 def test_pause_events_survive_the_wire():

@@ -1,0 +1,96 @@
+"""What every agent handler shares: its dependencies, reading and recording a release's state,
+the local artifact cache, the SSH connection, and the environment lock's fence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferry.bus import Bus
+from ferry.commands import execute
+from ferry.errors import ConcurrencyError, HostError, HostUnreachable
+from ferry.events import Recipe
+from ferry.release import Command, ReleaseState
+from ferry.worker import Transient
+from services.agent import manifest
+from services.agent.ssh import HostSession, SSHTarget
+
+log = logging.getLogger("ferry.agent")
+CONNECT_ATTEMPTS = 3
+
+
+@dataclass
+class AgentDeps:
+    bus: Bus
+    target: Callable[[str], SSHTarget]
+    """Host name -> connection details (decrypted credential, pinned key)."""
+    record_host_key: Callable[[str, str], None]
+    cache_dir: Path
+    name: str = "agent"
+    _downloads: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+
+async def load(deps: AgentDeps, release_id: str) -> ReleaseState:
+    return await deps.bus.histories.state(release_id)
+
+
+async def record(deps: AgentDeps, release_id: str, command: Command) -> ReleaseState:
+    """Append what ``command`` decides; a release that keeps changing is retried later."""
+    try:
+        return await execute(deps.bus.histories, release_id, command)
+    except ConcurrencyError as exc:
+        raise Transient(f"release {release_id} kept changing; will retry") from exc
+
+
+async def artifact_path(deps: AgentDeps, digest: str, fmt: str) -> Path:
+    """The artifact in this agent's local cache, downloaded from the object store once, with its
+    file manifest read once (delta uploads compare it with what each host holds)."""
+    path = deps.cache_dir / digest
+    lock = deps._downloads.setdefault(digest, asyncio.Lock())
+    async with lock:
+        if not path.exists():
+            await deps.bus.artifacts.get_file(digest, path)
+        await asyncio.to_thread(
+            manifest.CACHE.of_artifact, digest, fmt, lambda: open(path, "rb"), deps.cache_dir
+        )
+    return path
+
+
+def host_env(state: ReleaseState, host: str, target: SSHTarget, recipe: Recipe) -> dict[str, str]:
+    return {
+        "FERRY_PROJECT": state.project,
+        "FERRY_ENVIRONMENT": state.environment,
+        "FERRY_COMMIT": state.commit or "",
+        "FERRY_REF": state.ref,
+        "FERRY_HOST_NAME": host,
+        "FERRY_HOST_ADDRESS": target.address,
+    }
+
+
+async def connect(deps: AgentDeps, host: str) -> HostSession:
+    target = deps.target(host)
+    last: HostError | None = None
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            session = await asyncio.to_thread(HostSession.connect, target)
+        except HostUnreachable as exc:
+            last = exc
+            await asyncio.sleep(0.5 * (attempt + 1))
+            continue
+        if session.trusted_on_first_use and session.observed_host_key:
+            await asyncio.to_thread(deps.record_host_key, host, session.observed_host_key)
+        return session
+    assert last is not None
+    raise last
+
+
+async def fenced(deps: AgentDeps, state: ReleaseState, work: dict[str, Any]) -> bool:
+    """Work scheduled under an older environment lock token is dropped, never run."""
+    why = await deps.bus.locks.refusal(state.project, state.environment, state.release_id, work.get("lock"))
+    if why is not None:
+        log.warning("refused fenced work", extra={"release_id": state.release_id, "why": why})
+    return why is not None
