@@ -65,4 +65,8 @@ def _hidden_paths(settings: Settings) -> tuple[Path, ...]:
     paths = [settings.home]
     if settings.db_url.startswith("sqlite:///"):
         paths.append(Path(settings.db_url.removeprefix("sqlite:///")))
+    for name in ("credentials_dir", "signing_key_path"):  # NATS credentials, the work-signing key
+        path = getattr(settings, name, None)
+        if isinstance(path, Path):
+            paths.append(path)
     return tuple(paths)
