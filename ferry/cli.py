@@ -101,5 +101,14 @@ def _register_token_commands() -> None:
 _register_token_commands()
 
 
+def _register_secrets_commands() -> None:
+    from ferry import cli_secrets
+
+    app.add_typer(cli_secrets.app, name="secrets")
+
+
+_register_secrets_commands()
+
+
 def main() -> None:
     app()

@@ -52,6 +52,9 @@ class Settings:
     ws_port: int = 8001
     public_ws_url: str | None = None
     secret_key: str | None = field(default=None, repr=False)
+    previous_secret_key: str | None = field(default=None, repr=False)
+    """``FERRY_PREVIOUS_SECRET_KEY``: still decrypts (never encrypts) while ``ferry secrets rotate``
+    moves every stored secret to ``FERRY_SECRET_KEY``; remove it once the rotation is done."""
     gojs_license_key: str = ""
     agent_name: str = ""
     agent_group: str = DEFAULT_GROUP
@@ -84,6 +87,7 @@ class Settings:
             ws_port=_int("FERRY_WS_PORT", 8001),
             public_ws_url=os.environ.get("FERRY_PUBLIC_WS_URL") or None,
             secret_key=os.environ.get("FERRY_SECRET_KEY") or None,
+            previous_secret_key=os.environ.get("FERRY_PREVIOUS_SECRET_KEY") or None,
             gojs_license_key=os.environ.get("FERRY_GOJS_LICENSE_KEY", ""),
             agent_name=os.environ.get("FERRY_AGENT_NAME") or f"agent-{os.getpid()}",
             agent_group=_agent_group(os.environ.get("FERRY_AGENT_GROUP")),

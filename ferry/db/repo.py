@@ -410,6 +410,20 @@ def load_secret(session: Session, box: SecretBox, credential_name: str) -> str:
     return box.decrypt(_credential(session, credential_name, field="credential").secret)
 
 
+def rotate_secrets(session: Session, box: SecretBox) -> int:
+    """Encrypt every stored secret (credentials, webhook secrets) again under ``box``'s first key."""
+    count = 0
+    for c in session.scalars(select(Credential)):
+        c.secret = box.rotate(c.secret)
+        count += 1
+    for w in session.scalars(select(Webhook).where(Webhook.secret.is_not(None))):
+        assert w.secret is not None
+        w.secret = box.rotate(w.secret)
+        count += 1
+    session.flush()
+    return count
+
+
 # --- hosts ----------------------------------------------------------------------
 def _host(session: Session, name: str, field: str = "name") -> Host:
     h = session.scalar(select(Host).where(Host.name == name))
