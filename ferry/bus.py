@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,25 +19,57 @@ from ferry.artifacts import ArtifactStore
 from ferry.commands import Histories
 from ferry.envlock import EnvLocks
 from ferry.errors import StoreUnavailable
-from ferry.eventstore import EventStore
+from ferry.eventstore import EVENTS_STREAM, EventStore
+from ferry.natsauth import OBJECTS, Credential, credential_path, event_types, from_url, without_userinfo
+from ferry.settings import Settings
+from ferry.signing import (
+    SigningEventStore,
+    VerifyingEventStore,
+    WorkSigner,
+    ensure_signing_key,
+    load_verify_key,
+    require_signed_work,
+)
 
 WORK_STREAM = "FERRY_WORK"
 WORK_PREFIX = "ferry.work"
 RECENT_WORK = 60.0
+STREAMS_TIMEOUT = 60.0
+MANAGING = (None, "gateway", "admin")
+"""Identities that create and update the streams (None: a server without authentication)."""
+VERIFYING = ("builder", "agent")
+"""Identities that verify the gateway's signature on work and plans before doing anything."""
+log = logging.getLogger("ferry.bus")
 
 
-async def connect(url: str, *, name: str) -> Client:
+async def connect(url: str, *, name: str, credential: Credential | None = None) -> Client:
+    """Connect as ``credential``'s identity (else the one in ``url``'s userinfo, else anonymously)."""
+    credential = credential or from_url(url)
+    servers = [u.strip() for u in without_userinfo(url).split(",") if u.strip()]  # a cluster: comma-separated
+    auth: dict[str, str] = {}
+    if credential is not None:
+        auth = {
+            "user": credential.user,
+            "password": credential.password,
+            "inbox_prefix": credential.inbox_prefix,
+        }
     try:
         return await nats.connect(
-            [u.strip() for u in url.split(",") if u.strip()],  # a cluster: comma-separated URLs
+            servers,
             name=name,
             connect_timeout=5,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
+            **auth,
         )
     except (OSError, nats.errors.NoServersError, nats.errors.TimeoutError) as exc:
-        raise StoreUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
+        raise StoreUnavailable(f"cannot reach NATS at {without_userinfo(url)}: {exc}") from exc
+    except nats.errors.Error as exc:  # an authorization violation, above all
+        who = f"as {credential.user!r}" if credential else "without credentials (set FERRY_NATS_CREDS)"
+        raise StoreUnavailable(
+            f"NATS at {without_userinfo(url)} refused the connection {who}: {exc}"
+        ) from exc
 
 
 @dataclass
@@ -45,6 +79,10 @@ class Bus:
     events: EventStore
     artifacts: ArtifactStore
     replicas: int = 1
+    identity: str | None = None
+    """The NATS identity this process connected as (``ferry.natsauth``)."""
+    signer: WorkSigner | None = None
+    """The gateway's key: every work item it publishes is signed."""
     histories: Histories = field(init=False)
     locks: EnvLocks = field(init=False)
     """One release at a time per environment (``ferry.envlock``)."""
@@ -82,12 +120,11 @@ class Bus:
         now = time.monotonic()
         if now - self._published.get(msg_id, -RECENT_WORK) < RECENT_WORK:
             return
-        await self.js.publish(
-            f"{WORK_PREFIX}.{kind}",
-            json.dumps(body).encode(),
-            stream=WORK_STREAM,
-            headers={"Nats-Msg-Id": msg_id},
-        )
+        subject, data = f"{WORK_PREFIX}.{kind}", json.dumps(body).encode()
+        headers = {"Nats-Msg-Id": msg_id}
+        if self.signer is not None:
+            headers.update(self.signer.headers(subject, msg_id, data))
+        await self.js.publish(subject, data, stream=WORK_STREAM, headers=headers)
         if len(self._published) > 10_000:
             self._published = {k: t for k, t in self._published.items() if now - t < RECENT_WORK}
         self._published[msg_id] = now
@@ -99,15 +136,80 @@ class Bus:
             pass
 
 
-async def open_bus(url: str, *, name: str, setup: bool = True, replicas: int | None = None) -> Bus:
-    """Connect and (idempotently) create the streams; ``replicas`` defaults to FERRY_STREAM_REPLICAS or 1."""
+def _credential(url: str, settings: Settings, identity: str | None) -> Credential | None:
+    if settings.nats_creds is not None:
+        return Credential.read(settings.nats_creds)
+    if (in_url := from_url(url)) is not None:
+        return in_url
+    if identity is not None and (path := credential_path(settings.credentials_dir, identity)).exists():
+        return Credential.read(path)
+    return None
+
+
+async def _wait_for_streams(js: JetStreamContext) -> None:
+    """Identities that may not create streams wait (bounded) for the gateway to create them."""
+    deadline = time.monotonic() + STREAMS_TIMEOUT
+    for stream in (EVENTS_STREAM, WORK_STREAM, OBJECTS):
+        while True:
+            try:
+                await js.stream_info(stream)
+                break
+            except nats.js.errors.NotFoundError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"stream {stream} does not exist: is the gateway running?"
+                    ) from None
+                log.info("waiting for the gateway to create the streams", extra={"stream": stream})
+                await asyncio.sleep(0.5)
+
+
+async def open_bus(
+    url: str,
+    *,
+    name: str,
+    setup: bool = True,
+    replicas: int | None = None,
+    settings: Settings | None = None,
+    identity: str | None = None,
+) -> Bus:
+    """Connect as this process's NATS identity and (idempotently) create the streams.
+
+    The credential is ``FERRY_NATS_CREDS``, else the userinfo of ``url``, else ``identity``'s file
+    in the credentials directory. The identity decides the rest: the gateway signs work and
+    plans, builder and agents verify them, the store appends only the identity's event types,
+    and only the gateway (or admin) creates streams. ``replicas`` defaults to
+    FERRY_STREAM_REPLICAS or 1.
+    """
+    settings = settings or Settings.from_env()
     if replicas is None:
         replicas = int(os.environ.get("FERRY_STREAM_REPLICAS") or 1)
-    nc = await connect(url, name=name)
+    credential = _credential(url, settings, identity)
+    who = credential.user if credential is not None else None
+    nc = await connect(url, name=name, credential=credential)
     js = nc.jetstream(timeout=10)
-    bus = Bus(nc, js, EventStore(js, replicas=replicas), ArtifactStore(js, replicas=replicas), replicas)
-    if setup:
-        await bus.setup()
+    allowed = event_types(who) if who else None
+    events: EventStore
+    signer: WorkSigner | None = None
+    if who == "gateway":
+        signer = ensure_signing_key(settings.signing_key_path)
+        events = SigningEventStore(js, signer, replicas=replicas, allowed_types=allowed, identity=who)
+    elif who in VERIFYING:
+        verifier = load_verify_key(settings.public_key_path)
+        events = VerifyingEventStore(js, verifier, replicas=replicas, allowed_types=allowed, identity=who)
+        require_signed_work(nc, WORK_STREAM, verifier)
     else:
-        await bus.artifacts.setup()
+        if who is None:
+            log.warning("connected to NATS without credentials", extra={"service": name})
+        events = EventStore(js, replicas=replicas, allowed_types=allowed, identity=who or "")
+    bus = Bus(nc, js, events, ArtifactStore(js, replicas=replicas), replicas, who, signer)
+    try:
+        if setup and who in MANAGING:
+            await bus.setup()
+        else:
+            if who not in MANAGING:
+                await _wait_for_streams(js)
+            await bus.artifacts.setup()
+    except BaseException:
+        await nc.close()
+        raise
     return bus

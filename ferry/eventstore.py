@@ -35,7 +35,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from ferry.errors import ConcurrencyError, InvalidInput, StoreUnavailable
+from ferry.errors import ConcurrencyError, FerryError, InvalidInput, StoreUnavailable
 from ferry.events import Event, decode, host_of
 
 EVENTS_STREAM = "FERRY_EVENTS"
@@ -45,6 +45,12 @@ WRONG_LAST_SEQUENCE = 10071
 RELEASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BATCH = 256
 READ_TIMEOUT = 5.0
+
+
+class TypeNotAllowed(FerryError):
+    """This process's NATS identity may not append this event type (see ``ferry.natsauth``)."""
+
+    code = "TYPE_NOT_ALLOWED"
 
 
 @dataclass(frozen=True)
@@ -102,10 +108,22 @@ def release_of(subject: str) -> str:
 
 
 class EventStore:
-    def __init__(self, js: JetStreamContext, *, stream: str = EVENTS_STREAM, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str = EVENTS_STREAM,
+        replicas: int = 1,
+        allowed_types: frozenset[str] | None = None,
+        identity: str = "",
+    ) -> None:
         self.js = js
         self.stream = stream
         self.replicas = replicas
+        self.allowed_types = allowed_types
+        """The event types this process's NATS identity may append (None: any); the server's
+        subject permissions say the same per subject, this says it per type."""
+        self.identity = identity
 
     @property
     def nc(self) -> Client:
@@ -136,6 +154,12 @@ class EventStore:
         """
         if not events:
             return []
+        if self.allowed_types is not None:
+            refused = sorted({e.type for e in events} - self.allowed_types)
+            if refused:
+                raise TypeNotAllowed(
+                    f"the {self.identity or 'this'} identity may not append {', '.join(refused)}"
+                )
         release_id = events[0].release_id
         subjects = {subject_of(e) for e in events}
         if any(e.release_id != release_id for e in events) or (not whole_release and len(subjects) > 1):

@@ -11,14 +11,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 import nats.errors
 
+from ferry.natsauth import (
+    SERVICE_IDENTITY,
+    Credential,
+    credential_path,
+    from_url,
+    private_dir,
+    without_userinfo,
+)
 from ferry.natsserver import NatsServer
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
+from ferry.signing import ensure_signing_key
 
 SERVICES = ("gateway", "builder", "agent", "notifier")
 MAX_RESTARTS = 5  # per service within RESTART_WINDOW, then ferry up gives up
@@ -36,11 +46,21 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _nats_health(url: str, services: tuple[str, ...]) -> set[str]:
+def _nats_health(url: str, services: tuple[str, ...], credential: Credential | None = None) -> set[str]:
     async def probe() -> set[str]:
         ok: set[str] = set()
+        credential_ = credential or from_url(url)
+        auth: dict[str, Any] = {}
+        if credential_ is not None:
+            auth = {
+                "user": credential_.user,
+                "password": credential_.password,
+                "inbox_prefix": credential_.inbox_prefix,
+            }
         try:
-            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+            nc = await nats.connect(
+                without_userinfo(url).split(","), connect_timeout=2, max_reconnect_attempts=0, **auth
+            )
         except Exception:  # noqa: BLE001
             return ok
         try:
@@ -76,11 +96,22 @@ class Launcher:
         self._restarts: dict[str, list[float]] = {}
         self._stopping = False
 
+    def credential_file(self, service: str) -> Path | None:
+        """The service's own NATS credential, when the credentials directory holds one."""
+        path = credential_path(self.settings.credentials_dir, SERVICE_IDENTITY[service])
+        return path if path.exists() else None
+
     def env(self, nats_url: str) -> dict[str, str]:
         env = dict(os.environ, **self.extra_env)
+        if self.credential_file("gateway") is not None:
+            # each service gets its own identity (FERRY_NATS_CREDS in spawn), never the URL's
+            nats_url = without_userinfo(nats_url)
         env.update(
             FERRY_HOME=str(self.settings.home),
             FERRY_NATS_URL=nats_url,
+            FERRY_NATS_CREDENTIALS_DIR=str(self.settings.credentials_dir),
+            FERRY_WORK_SIGNING_KEY=str(self.settings.signing_key_path),
+            FERRY_WORK_PUBLIC_KEY=str(self.settings.public_key_path),
             FERRY_DATABASE_URL=self.settings.db_url,
             FERRY_HTTP_PORT=str(self.settings.http_port),
             FERRY_WS_PORT=str(self.settings.ws_port),
@@ -95,19 +126,24 @@ class Launcher:
     def start(self, timeout: float = 60.0) -> str:
         from ferry.db.engine import upgrade
 
-        home = self.settings.home
-        home.mkdir(parents=True, exist_ok=True)
+        home = private_dir(self.settings.home)
         if self.settings.nats_url:
             nats_url = self.settings.nats_url
         else:
             # A single embedded node fsyncs every write: acknowledged events survive power loss
             # (JetStream's default interval sync can lose them; see docs/operations.md).
             sync = os.environ.get("FERRY_NATS_SYNC", "always") == "always"
-            self.nats = NatsServer(home / "nats", port=self.settings.nats_port, sync_always=sync)
+            self.nats = NatsServer(
+                home / "nats",
+                port=self.settings.nats_port,
+                sync_always=sync,
+                credentials_dir=self.settings.credentials_dir,
+            )
             self.nats.start()
-            nats_url = self.nats.url
+            nats_url = self.nats.address
         upgrade(self.settings.db_url)
         SecretBox.from_settings(self.settings)  # create the key file once, before any service reads it
+        ensure_signing_key(self.settings.signing_key_path)  # the gateway's; builder and agents read .pub
         env = self.env(nats_url)
         logs_dir = home / "logs"
         logs_dir.mkdir(exist_ok=True)
@@ -128,7 +164,8 @@ class Launcher:
                 pending.discard("notifier")
             workers = tuple(s for s in ("builder", "agent") if s in pending)
             if workers:
-                pending -= _nats_health(nats_url, workers)
+                probe = self.credential_file("gateway")
+                pending -= _nats_health(nats_url, workers, Credential.read(probe) if probe else None)
             if pending:
                 time.sleep(0.2)
         if not pending and self.settings.auth_required:
@@ -146,9 +183,11 @@ class Launcher:
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
         """Start (or start again) one service process; agents are named agent-N."""
         service = name.split("-")[0]
-        env = self._env
+        env = dict(self._env)
+        if (creds := self.credential_file(service)) is not None:
+            env["FERRY_NATS_CREDS"] = str(creds)
         if service == "agent":
-            env = {**self._env, **self.agent_env.get(name, {}), "FERRY_AGENT_NAME": name}
+            env = {**env, **self.agent_env.get(name, {}), "FERRY_AGENT_NAME": name}
         with open(self.settings.home / "logs" / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}"],

@@ -11,6 +11,14 @@ import time
 from pathlib import Path
 
 from ferry.errors import StoreUnavailable
+from ferry.natsauth import (
+    Credential,
+    authorization_block,
+    ensure_credentials,
+    private_dir,
+    url_with,
+    write_private,
+)
 
 
 def nats_server_binary() -> str:
@@ -31,28 +39,65 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class NatsServer:
-    """A nats-server process with JetStream storing under ``store_dir``."""
+    """A nats-server process with JetStream storing under ``store_dir``.
 
-    def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1", sync_always: bool = False):
+    Clients authenticate: every identity of ``ferry.natsauth`` gets a credential in
+    ``credentials_dir`` (generated on first start, 0600) and its permissions in the server's
+    config; a client without credentials is refused. ``auth=False`` is for nothing but a test
+    that shows what an open server allows.
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        sync_always: bool = False,
+        *,
+        credentials_dir: Path | None = None,
+        auth: bool = True,
+    ):
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.sync_always = sync_always
+        self.credentials_dir = Path(credentials_dir or self.store_dir / "credentials")
+        self.auth = auth
+        self.credentials: dict[str, Credential] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The server's URL without credentials."""
         return f"nats://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> None:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.store_dir / "nats.conf"
+    def url_for(self, identity: str) -> str:
+        """The server's URL carrying ``identity``'s credential."""
+        if not self.auth:
+            return self.address
+        return url_with(self.address, self.credentials[identity])
+
+    @property
+    def url(self) -> str:
+        """The URL for operators and tests: the ``admin`` identity (the address when auth is off)."""
+        return self.url_for("admin")
+
+    def config(self) -> str:
         # sync_interval "always" trades throughput for durability on a single node (see DESIGN.md).
         sync = 'sync_interval: "always"\n' if self.sync_always else ""
-        conf.write_text(
+        conf = (
             f'listen: "{self.host}:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"\n  {sync}}}\n'
         )
+        if self.auth:
+            self.credentials = ensure_credentials(self.credentials_dir)
+            conf += authorization_block(self.credentials)
+        return conf
+
+    def start(self, timeout: float = 20.0) -> None:
+        private_dir(self.store_dir)
+        conf = self.store_dir / "nats.conf"
+        write_private(conf, self.config())
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)],
@@ -75,7 +120,7 @@ class NatsServer:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise StoreUnavailable(f"nats-server did not listen on {self.url} within {timeout}s")
+        raise StoreUnavailable(f"nats-server did not listen on {self.address} within {timeout}s")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -21,6 +21,10 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _path(raw: str | None) -> Path | None:
+    return Path(raw).expanduser().resolve() if raw else None
+
+
 def _agent_group(raw: str | None) -> str:
     try:
         return validate_group(raw or DEFAULT_GROUP, "FERRY_AGENT_GROUP")
@@ -66,6 +70,17 @@ class Settings:
     auth: str | None = None
     """``FERRY_AUTH``: ``token`` or ``off``; None decides by the bind address (see ``auth_required``)."""
     bootstrap_token: str | None = field(default=None, repr=False)
+    nats_creds: Path | None = None
+    """``FERRY_NATS_CREDS``: this service's NATS credential file (``{"user", "password"}``, see
+    ``ferry.natsauth``); unset, the credential in ``FERRY_NATS_URL``'s userinfo, if any."""
+    nats_credentials_dir: Path | None = None
+    """``FERRY_NATS_CREDENTIALS_DIR``: every identity's credential (``<identity>.json``), from which
+    ``ferry up`` gives each service its own; default ``FERRY_HOME/nats/credentials``."""
+    work_signing_key: Path | None = None
+    """``FERRY_WORK_SIGNING_KEY``: the gateway's Ed25519 key; default ``FERRY_HOME/keys/work-signing.key``."""
+    work_public_key: Path | None = None
+    """``FERRY_WORK_PUBLIC_KEY``: what builder and agents verify work with; default
+    ``FERRY_HOME/keys/work-signing.pub``."""
     public_url: str | None = None
     """``FERRY_PUBLIC_URL``: the portal's address as browsers reach it (links, the Host allow-list)."""
     allowed_hosts: tuple[str, ...] = ()
@@ -95,6 +110,10 @@ class Settings:
             log_level=os.environ.get("FERRY_LOG_LEVEL", "INFO"),
             auth=_auth_mode(os.environ.get("FERRY_AUTH")),
             bootstrap_token=os.environ.get("FERRY_BOOTSTRAP_TOKEN") or None,
+            nats_creds=_path(os.environ.get("FERRY_NATS_CREDS")),
+            nats_credentials_dir=_path(os.environ.get("FERRY_NATS_CREDENTIALS_DIR")),
+            work_signing_key=_path(os.environ.get("FERRY_WORK_SIGNING_KEY")),
+            work_public_key=_path(os.environ.get("FERRY_WORK_PUBLIC_KEY")),
             public_url=os.environ.get("FERRY_PUBLIC_URL") or None,
             allowed_hosts=_names(os.environ.get("FERRY_ALLOWED_HOSTS")),
             max_body=max(1024, _int("FERRY_MAX_BODY", 1024 * 1024)),
@@ -118,3 +137,16 @@ class Settings:
         if not self.nats_url:
             raise SystemExit("FERRY_NATS_URL is not set (ferry up sets it for the services it starts)")
         return self.nats_url
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Where every NATS identity's credential lives (``ferry up`` writes them there)."""
+        return self.nats_credentials_dir or self.home / "nats" / "credentials"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.work_signing_key or self.home / "keys" / "work-signing.key"
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.work_public_key or self.home / "keys" / "work-signing.pub"

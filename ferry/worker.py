@@ -14,6 +14,8 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from ferry.signing import UntrustedWork, work_verifier
+
 log = logging.getLogger("ferry.worker")
 
 
@@ -84,12 +86,23 @@ async def run_consumer(
     sub = await js.pull_subscribe_bind(durable, stream=stream)
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
+    # Builder and agents take only work the gateway signed (ferry.signing); their plans are
+    # checked where the release is read (VerifyingEventStore), which raises UntrustedWork too.
+    verifier = work_verifier(js._nc, stream)
 
     async def one(msg: Msg) -> None:
         beat = asyncio.create_task(_heartbeat(msg, ack_wait / 3))
         try:
+            if verifier is not None:
+                verifier.verify_work(msg.subject, msg.headers, msg.data)
             await handler(msg)
             await msg.ack()
+        except UntrustedWork as exc:
+            log.error(
+                "refused unsigned or altered work; nothing ran",
+                extra={"subject": msg.subject, "why": exc.message},
+            )
+            await msg.term()
         except Transient as exc:
             log.warning("transient failure, retrying", extra={"subject": msg.subject, "error": str(exc)})
             await msg.nak(delay=exc.delay)

@@ -1,4 +1,9 @@
-"""pytest fixtures: a real nats-server with JetStream on a free port and a temporary store."""
+"""pytest fixtures: a real nats-server with JetStream on a free port and a temporary store.
+
+The server authenticates like ferry's own: ``nats_server.url`` carries the ``admin`` identity
+(what tests use to look at everything), ``url_for(identity)`` a service's, and
+``credentials_dir`` holds every identity's credential (``start_system`` gives each service
+its own, found through ``credentials_for``)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from ferry.bus import Bus, open_bus
+from ferry.natsauth import without_userinfo
 from ferry.natsserver import NatsServer, nats_server_binary
+
+_STARTED: dict[str, Path] = {}
+"""Address -> credentials directory of every server these fixtures started."""
+
+
+def credentials_for(url: str) -> Path | None:
+    """The credentials directory of the harness's server at ``url`` (None for another server)."""
+    return _STARTED.get(without_userinfo(url).split(",")[0])
 
 
 def _require_nats() -> None:
@@ -28,9 +42,11 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     _require_nats()
     server = NatsServer(tmp_path / "nats", sync_always=True)
     server.start()
+    _STARTED[server.address] = server.credentials_dir
     try:
         yield server
     finally:
+        _STARTED.pop(server.address, None)
         server.stop()
         shutil.rmtree(tmp_path / "nats", ignore_errors=True)
 

@@ -15,6 +15,7 @@ from ferry.auth import new_token
 from ferry.launcher import Launcher
 from ferry.natsserver import NatsServer, free_port
 from ferry.settings import Settings
+from tests.harness.nats import credentials_for
 
 TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}
 
@@ -87,6 +88,8 @@ def start_system(
     settings = Settings(
         home=home,
         nats_url=nats_url,
+        # the harness's server: every service connects as its own identity (ferry.natsauth)
+        nats_credentials_dir=credentials_for(nats_url) if nats_url else None,
         database_url=database_url,
         http_host="127.0.0.1",
         http_port=free_port(),
