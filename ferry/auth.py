@@ -32,7 +32,7 @@ AUTH_MODES: Final = ("token", "off")
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC: Final = frozenset({("GET", "/openapi.json"), ("HEAD", "/openapi.json")})
-_RELEASE_ACTION = re.compile(r"^/releases/[^/]+/(approve|reject|cancel|rollback|resume)$")
+_RELEASE_ACTION = re.compile(r"^/releases/[^/]+/(approve|reject|cancel|rollback|retry|resume)$")
 _ADMIN_ONLY_READS = ("/tokens", "/webhooks")
 
 

@@ -216,6 +216,24 @@ def rollback(
         _follow(http, created["id"], wait=wait, watch=watch, timeout=timeout, interval=interval)
 
 
+@app.command()
+def retry(
+    release_id: str = typer.Argument(..., metavar="ID", help="The release whose failed hosts to retry."),
+    wait: bool = typer.Option(False, "--wait", help="Follow it to its end; non-zero unless it succeeded."),
+    watch: bool = typer.Option(False, "--watch", help="Follow it live."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="With --wait: give up after this many seconds."),
+    interval: float = typer.Option(1.0, "--interval", help="With --wait: seconds between polls."),
+) -> None:
+    """Release ID's artifact again to the hosts where it failed only; prints the new release id."""
+    with client() as http:
+        try:
+            created = call(http, "POST", f"/api/releases/{release_id}/retry")
+            typer.echo(created["id"])
+        except ApiError as exc:
+            _fail(exc)
+        _follow(http, created["id"], wait=wait, watch=watch, timeout=timeout, interval=interval)
+
+
 def _previous_success(http: httpx.Client, project: str, env: str) -> str:
     if not project or not env:
         typer.echo("error: give a release ID, or --project and --env", err=True)

@@ -13,7 +13,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ferry import auth
-from services.gateway.api import credentials, environments, hosts, locks, projects, releases, tokens, webhooks
+from services.gateway.api import (
+    credentials,
+    environments,
+    hosts,
+    locks,
+    projects,
+    releases,
+    rerun,
+    tokens,
+    webhooks,
+)
 from services.gateway.api.openapi import REF, Operation, document, routes_for
 
 RESOURCE_OPERATIONS: list[Operation] = [
@@ -23,6 +33,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *environments.OPERATIONS,
     *locks.OPERATIONS,
     *releases.OPERATIONS,
+    *rerun.OPERATIONS,
     *webhooks.OPERATIONS,
     *tokens.OPERATIONS,
 ]

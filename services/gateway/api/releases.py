@@ -79,14 +79,14 @@ def _links(release_id: str) -> ReleaseLinks:
     return ReleaseLinks(self=f"/api/releases/{release_id}", events=f"/api/releases/{release_id}/events")
 
 
-def _release_id(request: Request) -> str:
+def release_id_param(request: Request) -> str:
     release_id = str(request.path_params["id"])
     if not _RELEASE_ID.match(release_id):
         raise InvalidInput("a release id is 1-64 letters, digits, '_' or '-'", field="id")
     return release_id
 
 
-async def _history(request: Request, release_id: str) -> list[StoredEvent]:
+async def load_history(request: Request, release_id: str) -> list[StoredEvent]:
     history = await gw(request).bus.events.load(release_id)
     if not history:
         raise NotFound(f"no release {release_id!r}", field="id")
@@ -201,10 +201,10 @@ async def create_release(request: Request) -> Response:
         requested_by=current_user(request, claimed=body.requested_by),
         plan=plan,
     )
-    return await _request_release(request, release_id, command)
+    return await request_release(request, release_id, command)
 
 
-async def _request_release(request: Request, release_id: str, command: RequestRelease) -> Response:
+async def request_release(request: Request, release_id: str, command: RequestRelease) -> Response:
     """Append a new release's ReleaseRequested; the orchestrator schedules the rest (202)."""
     events = decide(ReleaseState(release_id), command, utcnow())
     await locks.join(request, command.project, command.environment, release_id)
@@ -220,8 +220,8 @@ async def _request_release(request: Request, release_id: str, command: RequestRe
 
 
 async def get_release(request: Request) -> Response:
-    release_id = _release_id(request)
-    view = release_view(release_id, await _history(request, release_id))
+    release_id = release_id_param(request)
+    view = release_view(release_id, await load_history(request, release_id))
     if view.status in ("queued", "awaiting_approval"):
         lock = await gw(request).bus.locks.get(view.project, view.environment)
         position = lock.position(release_id)
@@ -230,17 +230,17 @@ async def get_release(request: Request) -> Response:
 
 
 async def release_events(request: Request) -> Response:
-    release_id = _release_id(request)
-    history = await _history(request, release_id)
+    release_id = release_id_param(request)
+    history = await load_history(request, release_id)
     return respond(
         EventList(events=[StoredEventOut(seq=s.seq, event=s.event.model_dump(mode="json")) for s in history])
     )
 
 
 async def release_log(request: Request) -> Response:
-    release_id = _release_id(request)
+    release_id = release_id_param(request)
     digest = str(request.path_params["digest"])
-    history = await _history(request, release_id)
+    history = await load_history(request, release_id)
     if not _DIGEST.match(digest) or digest not in log_digests(history):
         raise NotFound(f"release {release_id} has no log {digest[:80]!r}", field="digest")
     data = await gw(request).bus.artifacts.get_bytes(digest)
@@ -284,7 +284,7 @@ async def list_releases(request: Request) -> Response:
 async def _command(
     request: Request, make: type[Approve] | type[Reject] | type[Cancel] | type[Resume]
 ) -> Response:
-    release_id = _release_id(request)
+    release_id = release_id_param(request)
     body = await read_model(request, ReasonIn, optional=True)
     by = current_user(request)
     command: Command
@@ -308,29 +308,8 @@ async def _command(
             if attempt == APPEND_ATTEMPTS - 1:
                 raise
             continue  # another writer appended: decide again against what is new
-        return respond(release_view(release_id, await _history(request, release_id)))
+        return respond(release_view(release_id, await load_history(request, release_id)))
     raise AssertionError("unreachable")
-
-
-async def rollback_release(request: Request) -> Response:
-    """Release this release's commit again, with its own recipe, to its environment's current hosts:
-    the artifact is reused and hosts that still hold it extract it from their cache."""
-    release_id = _release_id(request)
-    history = await _history(request, release_id)
-    old = replay(release_id, [s.event for s in history])
-    if old.plan is None or old.commit is None or old.artifact is None:
-        raise InvalidInput(f"release {release_id} has no built artifact to roll back to", field="id")
-    plan = await in_session(request, repo.environment_plan, old.project, old.environment)
-    plan = plan.model_copy(update={"recipe": old.plan.recipe})
-    new_id = new_release_id()
-    command = RequestRelease(
-        project=old.project,
-        environment=old.environment,
-        ref=old.commit,
-        requested_by=current_user(request),
-        plan=plan,
-    )
-    return await _request_release(request, new_id, command)
 
 
 async def approve_release(request: Request) -> Response:
@@ -350,7 +329,7 @@ async def resume_release(request: Request) -> Response:
 
 
 TAG = "releases"
-_ID = {"id": RELEASE_ID_PATTERN}
+ID_PARAM = {"id": RELEASE_ID_PATTERN}
 OPERATIONS = [
     Operation(
         "POST",
@@ -381,7 +360,7 @@ OPERATIONS = [
         TAG,
         response=ReleaseOut,
         errors=(404, 422),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
     Operation(
         "GET",
@@ -391,7 +370,7 @@ OPERATIONS = [
         TAG,
         response=EventList,
         errors=(404, 422),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
     Operation(
         "GET",
@@ -401,18 +380,7 @@ OPERATIONS = [
         TAG,
         response="text/plain",
         errors=(404, 422),
-        path_params=_ID,
-    ),
-    Operation(
-        "POST",
-        "/releases/{id}/rollback",
-        rollback_release,
-        "Roll back: release this release's commit again with its recipe (the artifact is reused)",
-        TAG,
-        ok=202,
-        response=ReleaseCreated,
-        errors=(404, 409, 422, 503),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
     Operation(
         "POST",
@@ -424,7 +392,7 @@ OPERATIONS = [
         body=ReasonIn,
         body_required=False,
         errors=(404, 409, 422),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
     Operation(
         "POST",
@@ -436,7 +404,7 @@ OPERATIONS = [
         body=ReasonIn,
         body_required=False,
         errors=(404, 409, 422),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
     Operation(
         "POST",
@@ -448,7 +416,7 @@ OPERATIONS = [
         body=ReasonIn,
         body_required=False,
         errors=(404, 409, 422),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
     Operation(
         "POST",
@@ -460,6 +428,6 @@ OPERATIONS = [
         body=ReasonIn,
         body_required=False,
         errors=(404, 409, 422),
-        path_params=_ID,
+        path_params=ID_PARAM,
     ),
 ]
