@@ -221,7 +221,11 @@ def evolve(state: ReleaseState, event: Event) -> ReleaseState:
             h = s.hosts[event.host]
             failure = h.failure
             if event.healthy is False:  # never a quiet "rolled back": the old release is unhealthy too
-                unhealthy = f"rolled back to {event.to_release}, which failed its health check"
+                unhealthy = (
+                    f"rolled back to {event.to_release}, which failed its health check"
+                    if event.to_release
+                    else "could not be rolled back: it still runs this release"
+                )
                 failure = f"{failure}; {unhealthy}" if failure else unhealthy
             return _with_host(s, event.host, replace(h, status="rolled_back", failure=failure))
         case ReleasePaused():

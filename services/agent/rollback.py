@@ -8,14 +8,17 @@ import asyncio
 
 from nats.aio.msg import Msg
 
-from ferry.errors import HostError, InvariantViolation
+from ferry.errors import FerryError, InvariantViolation
 from ferry.events import tail
 from ferry.release import ReleaseState, RollBackHost
-from ferry.worker import Transient, body
+from ferry.worker import Permanent, Transient, body
 from services.agent import remote
 from services.agent.deps import AgentDeps, connect, fenced, host_env, load, record
 from services.agent.health import health_check
 from services.agent.ssh import HostSession
+
+ROLLBACK_ATTEMPTS = 6
+"""Deliveries of one rollback item (5 s apart) before the host is recorded as not rolled back."""
 
 
 async def after_failure(deps: AgentDeps, session: HostSession, release_id: str, host: str) -> None:
@@ -99,8 +102,19 @@ async def rollback(msg: Msg, deps: AgentDeps) -> None:
         return
     try:
         session = await connect(deps, host)
-    except HostError as exc:
-        raise Transient(exc.message, delay=5) from exc
+    except FerryError as exc:
+        tries = msg.metadata.num_delivered or 1
+        if tries < ROLLBACK_ATTEMPTS:
+            raise Transient(f"{exc.message} (attempt {tries} of {ROLLBACK_ATTEMPTS})", delay=5) from exc
+        # the host stays on the new release: say so, so the release can end (never a quiet "rolled back")
+        why = f"could not roll back after {tries} attempts: {exc.message}"
+        try:
+            await record(
+                deps, release_id, RollBackHost(host=host, to_release=None, output_tail=why, healthy=False)
+            )
+        except InvariantViolation:
+            pass
+        raise Permanent(why) from exc
     try:
         await _rollback(deps, session, state, host)
     finally:

@@ -20,7 +20,6 @@ from nats.aio.msg import Msg
 
 from ferry.errors import (
     FerryError,
-    HostError,
     HostKeyMismatch,
     HostKeyUnknown,
     HostUnreachable,
@@ -116,7 +115,9 @@ async def deploy(msg: Msg, deps: AgentDeps) -> None:
     except (HostKeyMismatch, HostKeyUnknown) as exc:
         await _fail(deps, release_id, host, "upload", exc.message, exc.code)
         raise Permanent(exc.message) from exc
-    except HostError as exc:
+    except FerryError as exc:
+        # unreachable after retries, or the host's configuration is gone (deleted host or
+        # credential): the host fails with the reason instead of the work coming back forever
         await _fail(deps, release_id, host, state.hosts[host].next_step() or "upload", exc.message, exc.code)
         raise Permanent(exc.message) from exc
     try:
