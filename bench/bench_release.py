@@ -333,7 +333,7 @@ def main() -> None:
         with sshd_hosts(max(args.counts), work / "hosts", tmpfs=not args.disk) as hosts:
             try:
                 ferry.start()
-                api, probe = Api(ferry.url), NatsProbe(ferry.nats_url)
+                api, probe = Api(ferry.url), NatsProbe(ferry.nats_url, ferry.nats_admin())
                 bench = Bench(
                     args,
                     api,
@@ -354,6 +354,8 @@ def main() -> None:
         if bench is not None:
             print_report(args, bench.results, api.server_errors if api else [], ferry)
         shutil.rmtree(work, ignore_errors=True)
+    if bench is not None and bench.results.failures:
+        raise SystemExit(1)  # the figures printed, but a release or a count failed: say so
 
 
 if __name__ == "__main__":

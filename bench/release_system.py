@@ -7,6 +7,7 @@ and asks the JetStream API (through nats-py) how many consumers exist, as an ope
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +89,20 @@ class FerryUp:
             if line.startswith("portal: "):
                 ready.set()
         ready.set()  # it exited
+
+    def nats_admin(self) -> tuple[str, str] | None:
+        """(user, password) of the `admin` NATS identity, when the embedded server requires one.
+
+        `ferry up` writes one JSON credential per identity under FERRY_HOME (0600); an operator
+        reads the same file. None when there is none (a server without authentication).
+        """
+        for path in sorted(self.home.rglob("admin.json")):
+            try:
+                data = json.loads(path.read_text())
+                return str(data["user"]), str(data["password"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def restarts(self) -> list[str]:
         """Lines in which ferry up reported restarting a crashed service."""
@@ -231,11 +246,14 @@ class Api:
 class NatsProbe:
     """Consumer counts from the JetStream API over one nats-py connection on a thread of its own."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credential: tuple[str, str] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="nats-probe")
         self.thread.start()
-        self.nc = self._run(nats.connect(url, connect_timeout=5, max_reconnect_attempts=3))
+        auth: dict[str, Any] = {}
+        if credential is not None:
+            auth = {"user": credential[0], "password": credential[1], "inbox_prefix": "_INBOX.admin"}
+        self.nc = self._run(nats.connect(url, connect_timeout=5, max_reconnect_attempts=3, **auth))
         self.js = self.nc.jetstream()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
