@@ -96,7 +96,8 @@ def test_the_placeholder_key_is_refused(tmp_path: Path) -> None:
         settings = Settings(home=tmp_path / "home", secret_key=value)
         with pytest.raises(SecretKeyError, match="FERRY_SECRET_KEY"):
             SecretBox.from_settings(settings)
-    assert SecretBox.from_settings(Settings(home=tmp_path / "home", secret_key=Fernet.generate_key().decode()))
+    key = Fernet.generate_key().decode()
+    assert SecretBox.from_settings(Settings(home=tmp_path / "home", secret_key=key))
 
 
 def test_env_rotation_needs_the_previous_key(tmp_path: Path) -> None:
