@@ -955,7 +955,7 @@ def create_webhook(
         url=webhooks.validate_url(url),
         kind=webhooks.validate_kind(kind),
         secret=_webhook_secret(box, secret),
-        project=_name(project, "project") if project is not None else None,
+        project=_project(session, project, field="project").name if project is not None else None,
         events=list(webhooks.validate_events(events)),
         enabled=bool(enabled),
     )
@@ -994,7 +994,7 @@ def update_webhook(
         if secret is not KEEP:
             w.secret = _webhook_secret(box, secret)
         if project is not KEEP:
-            w.project = _name(project, "project") if project is not None else None
+            w.project = _project(session, project, field="project").name if project is not None else None
         if events is not KEEP:
             w.events = list(webhooks.validate_events(events))
         if enabled is not None:

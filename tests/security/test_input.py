@@ -1,0 +1,158 @@
+"""Hostile input found by hand (issue 9, item 10): each gets a 4xx with a JSON error naming the field.
+
+The gateway app runs for real (lifespan, nats-server, SQLite and PostgreSQL) behind httpx's ASGI
+transport, which re-raises any crash: a 500 would fail the test loudly.
+"""
+
+# ruff: noqa: F401, F811  (the `api` fixture is imported by name)
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.integration.api_harness import Api, api, error_of, project_body
+
+
+async def _raw(api: Api, method: str, path: str, text: str, **headers: str) -> Any:
+    """Send ``text`` as the body verbatim (JSON escapes such as a lone ``\\ud800`` survive)."""
+    return await api.client.request(
+        method, path, content=text.encode(), headers={"content-type": "application/json", **headers}
+    )
+
+
+async def test_lone_surrogates_are_422_not_500(api: Api) -> None:
+    s = await api.seed(hosts=1)
+    body = json.dumps(project_body("sur"))[:-1] + ', "_": 0}'
+    body = body.replace("https://git.example.com/team/app.git", "https://git.example.com/\\ud800.git")
+    r = await _raw(api, "POST", "/api/projects", body.replace(', "_": 0', ""))
+    assert r.status_code == 422 and error_of(r)["field"] == "repo_url", r.text
+    release = '{"project": "' + s["project"] + '", "environment": "prod", "ref": "main\\ud800"}'
+    r = await _raw(api, "POST", "/api/releases", release)
+    assert r.status_code == 422 and error_of(r)["field"] == "ref", r.text
+    r = await _raw(
+        api,
+        "POST",
+        "/api/releases",
+        release.replace('"ref": "main\\ud800"', '"ref": "main", "requested_by": "\\udfff"'),
+    )
+    assert r.status_code == 422 and error_of(r)["field"] == "requested_by", r.text
+
+
+async def test_nul_and_bidi_controls_are_refused_in_every_text_field(api: Api) -> None:
+    r = await api.post("/api/projects", project_body("nul", build_hooks=["make\x00build"]))
+    assert r.status_code == 422 and error_of(r)["field"].startswith("build_hooks"), r.text
+    r = await api.post("/api/projects", project_body("rtl", restart="systemctl restart app \u202e#"))
+    assert r.status_code == 422 and "RIGHT-TO-LEFT OVERRIDE" in error_of(r)["message"], r.text
+    r = await api.post("/api/credentials", {"name": "pw\u202ex", "kind": "password", "secret": "abc"})
+    assert r.status_code == 422, r.text
+    s = await api.seed(hosts=1, require_approval=True)
+    rid = (
+        await api.ok(
+            "POST", "/api/releases", {"project": s["project"], "environment": "prod", "ref": "main"}, 202
+        )
+    )["id"]
+    r = await api.post(f"/api/releases/{rid}/reject", {"reason": "looks fine\u2066 to me"})
+    assert r.status_code == 422 and error_of(r)["field"] == "reason", r.text
+
+
+async def test_repository_urls_with_credentials_are_refused(api: Api) -> None:
+    for url in (
+        "https://user:ghp_secret123@github.com/team/app.git",
+        "https://ghp_secret123@github.com/team/app.git",
+        "ssh://git:hunter2@git.example.com/team/app.git",
+    ):
+        r = await api.post("/api/projects", project_body("cred", repo_url=url))
+        assert r.status_code == 422, (url, r.text)
+        err = error_of(r)
+        assert err["field"] == "repo_url" and "/api/credentials" in err["message"]
+        assert "ghp_secret123" not in r.text and "hunter2" not in r.text
+    r = await api.post("/api/projects", project_body("ok", repo_url="ssh://git@git.example.com/team/app.git"))
+    assert r.status_code == 201, r.text
+
+
+async def test_bodies_are_bounded_and_json_only(api: Api) -> None:
+    limit = api.gw.settings.max_body
+    r = await api.client.post(
+        "/api/projects", content=b"{" + b" " * limit + b"}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413 and error_of(r)["field"] == "body"
+
+    async def stream() -> Any:  # no Content-Length: counted while it streams
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    r = await api.client.post("/api/projects", content=stream(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    r = await api.client.post(
+        "/api/projects", content=b'{"name": "x"}', headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 415 and error_of(r)["field"] == "content-type"
+    r = await api.client.post("/api/projects", data={"name": "x"})
+    assert r.status_code == 415
+    r = await api.client.post(
+        "/api/projects", json=project_body("o"), headers={"Origin": "http://evil.example"}
+    )
+    assert r.status_code == 403 and error_of(r)["code"] == "FOREIGN_ORIGIN"
+    r = await api.client.post("/api/projects", json=project_body("h"), headers={"Host": "evil.example"})
+    assert r.status_code == 421 and error_of(r)["field"] == "host"
+
+
+async def test_a_client_leaving_mid_body_is_not_an_internal_error(api: Api) -> None:
+    sent: list[dict[str, Any]] = []
+    messages = iter(
+        [{"type": "http.request", "body": b'{"name": ', "more_body": True}, {"type": "http.disconnect"}]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/projects",
+        "raw_path": b"/api/projects",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 5000),
+        "state": {},
+        "app": api.app,
+    }
+    await api.app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+
+
+async def test_405_lists_every_method_of_the_path(api: Api) -> None:
+    r = await api.client.put("/api/credentials/x")
+    assert r.status_code == 405
+    assert set(r.headers["allow"].replace(" ", "").split(",")) >= {"GET", "DELETE"}
+    r = await api.client.put("/api/hosts/x")
+    assert set(r.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PATCH", "DELETE"}
+
+
+async def test_a_webhook_for_a_missing_project_is_404(api: Api) -> None:
+    r = await api.post("/api/webhooks", {"name": "w", "url": "https://hooks.example/x", "project": "ghost"})
+    assert r.status_code == 404 and error_of(r)["field"] == "project", r.text
+
+
+async def test_four_eyes_approval(api: Api) -> None:
+    s = await api.seed(hosts=1, require_approval=True)
+    body = {"project": s["project"], "environment": "prod", "ref": "main"}
+    rid = (await api.ok("POST", "/api/releases", {**body, "requested_by": "alice"}, 202))["id"]
+    r = await api.post(f"/api/releases/{rid}/approve", {}, headers={"X-Ferry-User": "alice"})
+    assert r.status_code == 403 and error_of(r)["code"] == "SELF_APPROVAL", r.text
+    r = await api.post(f"/api/releases/{rid}/approve", {}, headers={"X-Ferry-User": "bob"})
+    assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+    # An environment may allow it (a team of one).
+    await api.ok("PATCH", f"/api/projects/{s['project']}/environments/prod", {"allow_self_approval": True})
+    rid = (await api.ok("POST", "/api/releases", {**body, "requested_by": "carol"}, 202))["id"]
+    r = await api.post(f"/api/releases/{rid}/approve", {}, headers={"X-Ferry-User": "carol"})
+    assert r.status_code == 200, r.text
