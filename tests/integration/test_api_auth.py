@@ -433,3 +433,26 @@ def test_cli_sends_ferry_token(
         assert runner.invoke(cli, ["token", "revoke", "ci-bot"]).exit_code == 0
         result = runner.invoke(cli, ["release", "show", rid])
         assert result.exit_code == 2 and "revoked" in result.stderr
+
+
+async def test_a_revoked_bootstrap_token_stays_revoked_and_the_last_admin_stays(
+    tmp_path: Path, nats_server: NatsServer, migrated_db: str
+) -> None:
+    token = auth.new_token()
+    settings = secured_settings(tmp_path, nats_server.url, migrated_db, bootstrap_token=token)
+    bearer = {"Authorization": f"Bearer {token}"}
+    for restart in range(2):
+        app = create_app(settings, background=False)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+                if restart == 0:
+                    r = await client.delete("/api/tokens/bootstrap", headers=bearer)
+                    assert r.status_code == 409, r.text  # the last admin token: everyone would be locked out
+                    ops = {"name": "ops", "role": "admin"}
+                    r = await client.post("/api/tokens", json=ops, headers=bearer)
+                    assert r.status_code == 201, r.text
+                    r = await client.delete("/api/tokens/bootstrap", headers=bearer)
+                    assert r.status_code == 204, r.text
+                else:  # the gateway started again with the same FERRY_BOOTSTRAP_TOKEN
+                    r = await client.get("/api/tokens", headers=bearer)
+                    assert r.status_code == 401, r.text
