@@ -123,7 +123,9 @@ class Stack:
 
     async def release(self, project: str = "shop", ref: str = "main") -> str:
         body = await self.ok(
-            "/api/releases", {"project": project, "environment": "prod", "ref": ref, "requested_by": "dev"}, 202
+            "/api/releases",
+            {"project": project, "environment": "prod", "ref": ref, "requested_by": "dev"},
+            202,
         )
         return str(body["id"])
 
