@@ -90,5 +90,13 @@ OPERATIONS = [
     ),
     Operation("GET", "/tokens", list_tokens, "List API tokens (never the tokens)", TAG, response=TokenList),
     Operation("GET", "/tokens/{name}", get_token, "One API token (never the token)", TAG, response=TokenOut),
-    Operation("DELETE", "/tokens/{name}", revoke_token, "Revoke an API token", TAG, ok=204, errors=(404,)),
+    Operation(
+        "DELETE",
+        "/tokens/{name}",
+        revoke_token,
+        "Revoke an API token (not the last admin)",
+        TAG,
+        ok=204,
+        errors=(404, 409),
+    ),
 ]
