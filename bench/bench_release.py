@@ -87,6 +87,7 @@ class Results:
     failures: list[str] = field(default_factory=list)
     consumers: dict[str, tuple[int, int]] = field(default_factory=dict)
     peak: tuple[int, int] = (0, 0)
+    per_stream: dict[str, int] = field(default_factory=dict)
     app: dict[str, Any] = field(default_factory=dict)
 
     def add(self, method: str, n: int, seconds: float) -> None:
@@ -319,6 +320,7 @@ def run(
         for r in range(args.repeat):
             bench.small_round(small, r, script_port)
     res.consumers["end"] = probe.consumers()
+    res.per_stream = probe.per_stream()
 
 
 def main() -> None:

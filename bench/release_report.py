@@ -119,6 +119,11 @@ def print_report(args: argparse.Namespace, res: Results, server_errors: list[str
     print("NATS consumers (FERRY_EVENTS / whole account): "
           + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in res.consumers.items())
           + f", peak sampled during releases {res.peak[0]}/{res.peak[1]}")  # fmt: skip
+    if res.per_stream:
+        print(
+            "consumers per stream at the end: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(res.per_stream.items()))
+        )
     print(f"gateway responses >= 500 seen by the bench: {len(server_errors)}")
     for line in server_errors[:10]:
         print(f"  {line}")

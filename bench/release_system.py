@@ -269,6 +269,14 @@ class NatsProbe:
 
         return self._run(counts())
 
+    def per_stream(self) -> dict[str, int]:
+        """Consumers of every stream in the account, by stream name."""
+
+        async def counts() -> dict[str, int]:
+            return {i.config.name or "?": i.state.consumer_count for i in await self.js.streams_info()}
+
+        return self._run(counts())
+
     def close(self) -> None:
         try:
             self._run(self.nc.close())
