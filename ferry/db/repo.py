@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ferry import webhooks
 from ferry.agentgroups import DEFAULT_GROUP, validate_group
+from ferry.db.inuse import refuse_if_used
 from ferry.db.models import (
     Base,
     Credential,
@@ -396,6 +397,7 @@ def update_credential(
 
 
 def delete_credential(session: Session, name: str) -> None:
+    refuse_if_used(session, f"credential {name!r}", credential=name)
     c = _credential(session, name)
     users = list(session.scalars(select(Host.name).where(Host.credential_id == c.id)))
     users += list(session.scalars(select(Project.name).where(Project.repo_credential_id == c.id)))
@@ -509,6 +511,7 @@ def update_host(
 
 
 def delete_host(session: Session, name: str) -> None:
+    refuse_if_used(session, f"host {name!r}", host=name)
     h = _host(session, name)
     users = session.execute(
         select(Project.name, Environment.name)
@@ -627,6 +630,7 @@ def update_project(
 
 def delete_project(session: Session, name: str) -> None:
     """Delete a project and its environments (release history stays in the event log)."""
+    refuse_if_used(session, f"project {name!r}", project=name)
     p = _project(session, name)
     with _write(session, exists="", in_use=f"project {name!r} is in use"):
         session.delete(p)
@@ -762,6 +766,7 @@ def update_environment(
 
 
 def delete_environment(session: Session, project: str, name: str) -> None:
+    refuse_if_used(session, f"environment {project}/{name}", project=project, environment=name)
     e = _environment(session, project, name)
     with _write(session, exists="", in_use=f"environment {name!r} is in use"):
         session.delete(e)
