@@ -32,6 +32,7 @@ class AgentDeps:
     cache_dir: Path
     name: str = "agent"
     _downloads: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _manifests: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
 
 async def load(deps: AgentDeps, release_id: str) -> ReleaseState:
@@ -54,9 +55,16 @@ async def artifact_path(deps: AgentDeps, digest: str, fmt: str) -> Path:
     async with lock:
         if not path.exists():
             await deps.bus.artifacts.get_file(digest, path)
-        await asyncio.to_thread(
-            manifest.CACHE.of_artifact, digest, fmt, lambda: open(path, "rb"), deps.cache_dir
-        )
+        if digest not in deps._manifests:
+            # in the background: a first release to a host needs no manifest before its bytes
+            # travel, and a delta upload waits for this one read instead of starting its own
+            task = asyncio.create_task(
+                asyncio.to_thread(
+                    manifest.CACHE.of_artifact, digest, fmt, lambda: open(path, "rb"), deps.cache_dir
+                )
+            )
+            task.add_done_callback(_manifest_done)
+            deps._manifests[digest] = task
     return path
 
 
@@ -94,3 +102,11 @@ async def fenced(deps: AgentDeps, state: ReleaseState, work: dict[str, Any]) -> 
     if why is not None:
         log.warning("refused fenced work", extra={"release_id": state.release_id, "why": why})
     return why is not None
+
+
+def _manifest_done(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning(
+            "could not read the artifact's manifest; uploads send it whole",
+            extra={"why": str(task.exception())},
+        )
