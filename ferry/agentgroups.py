@@ -46,3 +46,8 @@ def consumer_name(group: str) -> str:
 def action_of(subject: str) -> str:
     """The host action a work subject asks for: its last token."""
     return subject.rsplit(".", 1)[-1]
+
+
+def doctor_subject(group: str) -> str:
+    """Where the agents of ``group`` answer drift checks (request/reply, one queue group)."""
+    return f"ferry.doctor.{group}"

@@ -110,5 +110,14 @@ def _register_secrets_commands() -> None:
 _register_secrets_commands()
 
 
+def _register_doctor_command() -> None:
+    from ferry import cli_doctor
+
+    app.command("doctor")(cli_doctor.doctor)
+
+
+_register_doctor_command()
+
+
 def main() -> None:
     app()

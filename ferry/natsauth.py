@@ -120,6 +120,7 @@ PERMISSIONS: dict[str, Permissions] = {
             "ferry.work.timer",
             "ferry.work.host.>",
             "ferry.builder.refs",
+            "ferry.doctor.>",  # drift checks: an agent of the hosts' group reads `current`
             "ferry.health.>",
             "$JS.API.INFO",
             *_manage(EVENTS, WORK, OBJECTS),
@@ -170,7 +171,7 @@ PERMISSIONS: dict[str, Permissions] = {
             OBJECT_SUBJECTS,
             *_read(LOCKS_KV),  # fenced work: is the release still the environment's holder?
         ),
-        subscribe=(_inbox("agent"), "ferry.health.agent"),
+        subscribe=(_inbox("agent"), "ferry.health.agent", "ferry.doctor.>"),
         responds=True,
         deny=tuple(d for name in OTHER_WORK_CONSUMERS for d in _durable(WORK, name)),
     ),

@@ -22,6 +22,7 @@ from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
 from ferry.worker import Permanent, run_consumer, serve_health, supervise
+from services.agent import doctor
 from services.agent.deps import AgentDeps
 from services.agent.ssh import SSHTarget
 from services.agent.worker import HANDLERS
@@ -90,6 +91,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
         group = settings.agent_group
         await drop_legacy_consumer(bus.js)
+        await doctor.serve(deps, group)
         await serve_health(
             bus.nc, "agent", lambda: {"pid": os.getpid(), "name": settings.agent_name, "agent_group": group}
         )

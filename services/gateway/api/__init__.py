@@ -16,6 +16,7 @@ from ferry import auth
 from services.gateway.api import (
     credentials,
     environments,
+    fleet,
     hosts,
     locks,
     projects,
@@ -32,6 +33,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *projects.OPERATIONS,
     *environments.OPERATIONS,
     *locks.OPERATIONS,
+    *fleet.OPERATIONS,
     *releases.OPERATIONS,
     *rerun.OPERATIONS,
     *webhooks.OPERATIONS,

@@ -206,8 +206,9 @@ async def create_release(request: Request) -> Response:
 
 async def request_release(request: Request, release_id: str, command: RequestRelease) -> Response:
     """Append a new release's ReleaseRequested; the orchestrator schedules the rest (202)."""
-    events = decide(ReleaseState(release_id), command, utcnow())
+    decide(ReleaseState(release_id), command, utcnow())  # refuse a bad request before taking a place
     await locks.join(request, command.project, command.environment, release_id)
+    events = decide(ReleaseState(release_id), command, utcnow())  # stamped after its place in line
     try:
         stored = await append_decided(gw(request).bus.histories, Loaded(ReleaseState(release_id)), events)
     except BaseException:

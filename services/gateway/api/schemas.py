@@ -460,6 +460,30 @@ class EnvironmentLockOut(Output):
     queue: list[str] = Field(description="releases waiting their turn, in request order")
 
 
+class FleetHostOut(Output):
+    name: str
+    release: str | None = Field(
+        description="the release `current` should name (null: ferry never switched it)"
+    )
+    by_release: str | None = Field(description="the release that last switched the host (or rolled it back)")
+    release_status: str | None = Field(description="that release's status")
+
+
+class FleetOut(Output):
+    hosts: list[FleetHostOut]
+
+
+class DoctorHostOut(FleetHostOut):
+    live: str | None = Field(description="the release `current` names on the host now")
+    error: str | None = Field(description="why the host could not be read")
+    drift: bool = Field(description="the host runs something else than the history says")
+
+
+class DoctorOut(Output):
+    hosts: list[DoctorHostOut]
+    drift: list[str] = Field(description="the hosts whose live release differs from the record")
+
+
 class EnvironmentList(Output):
     environments: list[EnvironmentOut]
 
