@@ -67,6 +67,10 @@ def test_retry_touches_only_the_hosts_that_failed(system: System, sshd_hosts, tm
     # the second host refuses releases while a marker sits on it (a full disk, a held lock...)
     hook = 'test ! -e /srv/HOLD || { echo "host on hold" >&2; exit 3; }'
     assert system.api.patch("/api/projects/web", json={"pre_release": hook}).status_code == 200
+    # one failed host does not stop the rollout (nor roll back the others)
+    assert (
+        system.api.patch("/api/projects/web/environments/prod", json={"max_failures": 1}).status_code == 200
+    )
     (hosts[1].srv_path / "HOLD").write_text("")
     sample.commit("A")
     first = system.release("web", "prod", "main")
