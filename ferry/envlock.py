@@ -155,11 +155,12 @@ class EnvLocks:
         return parse(project, environment, entry.value or b"", entry.revision or 0)
 
     async def all(self) -> list[EnvLock]:
-        kv = await self.kv()
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
+        """Every environment's entry. The keys come from the stream's subject list: listing them
+        through ``KeyValue.keys()`` would create a consumer on every call."""
+        await self.kv()
+        prefix = f"$KV.{BUCKET}."
+        info = await self.js.stream_info(f"KV_{BUCKET}", subjects_filter=f"{prefix}>")
+        keys = [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
         locks = []
         for k in keys:
             project, _, environment = k.partition(".")

@@ -197,6 +197,7 @@ class _Payload:
 
 _deltas: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
 _deltas_lock = threading.Lock()
+_building: dict[tuple[Any, ...], threading.Lock] = {}
 
 
 def _delta_bytes(
@@ -210,6 +211,20 @@ def _delta_bytes(
 ) -> _Payload:
     """The delta tar (zstd-compressed when the host has zstd); small ones are kept for the next host."""
     key = (digest, base_digest, tuple(plan.send), tuple(sorted(plan.mtimes.items())), zstd)
+    with _deltas_lock:
+        building = _building.setdefault(key, threading.Lock())
+    with building:  # hosts asking for the same delta at once wait for one build of it
+        return _build_delta(key, new, plan, fmt, open_stream, zstd)
+
+
+def _build_delta(
+    key: tuple[Any, ...],
+    new: manifest.Manifest,
+    plan: delta.Plan,
+    fmt: str,
+    open_stream: Callable[[], IO[bytes]],
+    zstd: bool,
+) -> _Payload:
     with _deltas_lock:
         if key in _deltas:
             _deltas.move_to_end(key)
@@ -237,5 +252,6 @@ def _delta_bytes(
     with _deltas_lock:
         _deltas[key] = data
         while len(_deltas) > _KEPT_DELTAS:
-            _deltas.popitem(last=False)
+            old, _ = _deltas.popitem(last=False)
+            _building.pop(old, None)
     return _Payload(data)

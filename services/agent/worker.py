@@ -110,6 +110,9 @@ async def deploy(msg: Msg, deps: AgentDeps) -> None:
         return
     if await fenced(deps, state, work):
         return
+    if state.artifact is not None:  # fetch the artifact while the SSH handshake runs
+        prefetch = asyncio.create_task(artifact_path(deps, state.artifact.digest, state.artifact.format))
+        prefetch.add_done_callback(lambda t: t.cancelled() or t.exception())  # _run_steps sees errors
     try:
         session = await connect(deps, host)
     except (HostKeyMismatch, HostKeyUnknown) as exc:
