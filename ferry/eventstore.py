@@ -22,9 +22,7 @@ Reads never create a server-side consumer: they are batched direct gets
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from ferry import directget
 from ferry.errors import ConcurrencyError, FerryError, InvalidInput, StoreUnavailable
 from ferry.events import Event, decode, host_of
 
@@ -206,47 +205,13 @@ class EventStore:
 
     async def read(self, subject: str, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
         """Every event on ``subject`` (wildcards allowed) from ``from_seq`` up to now, then stop."""
-        seq = max(from_seq, 1)
-        while True:
-            page, more = await self._direct(subject, seq)
-            for stored in page:
-                yield stored
-            if not more or not page:
-                return
-            seq = page[-1].seq + 1
+        async for msg in directget.messages(
+            self.nc, self.stream, subject, from_seq, BATCH, what="event store"
+        ):
+            yield _stored(msg)
 
     async def read_batch(self, subject: str, from_seq: int = 1) -> list[StoredEvent]:
         return [s async for s in self.read(subject, from_seq)]
-
-    async def _direct(self, subject: str, seq: int) -> tuple[list[StoredEvent], bool]:
-        """One batched direct get: up to BATCH events on ``subject`` from ``seq``; and whether more wait."""
-        request = json.dumps({"seq": seq, "next_by_subj": subject, "batch": BATCH}).encode()
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox, max_msgs=BATCH + 1)
-        page: list[StoredEvent] = []
-        try:
-            await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
-            async with asyncio.timeout(READ_TIMEOUT):
-                while True:
-                    msg = await sub.next_msg(timeout=READ_TIMEOUT)
-                    status = (msg.headers or {}).get("Status")
-                    if status is None:
-                        page.append(_stored(msg))
-                        continue
-                    if status == "204":  # end of batch
-                        return page, int((msg.headers or {}).get("Nats-Num-Pending", "0") or 0) > 0
-                    if status == "404":
-                        return page, False
-                    raise StoreUnavailable(f"event store read failed: {status} {msg.headers}")
-        except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise StoreUnavailable("event store did not answer a read") from exc
-        except nats.errors.ConnectionClosedError as exc:
-            raise StoreUnavailable("event store connection closed") from exc
-        finally:
-            try:
-                await sub.unsubscribe()
-            except (nats.errors.BadSubscriptionError, nats.errors.ConnectionClosedError):
-                pass
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)
