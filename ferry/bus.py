@@ -53,23 +53,35 @@ async def connect(url: str, *, name: str, credential: Credential | None = None) 
             "password": credential.password,
             "inbox_prefix": credential.inbox_prefix,
         }
+    who = f"as {credential.user!r}" if credential else "without credentials (set FERRY_NATS_CREDS)"
+    connecting = True
+
+    async def on_error(exc: Exception) -> None:
+        # nats-py retries a refused first connect forever (max_reconnect_attempts=-1): a wrong
+        # or missing credential must stop the service with a message instead.
+        if connecting and "authorization violation" in str(exc).lower():
+            raise StoreUnavailable(f"NATS at {without_userinfo(url)} refused the connection {who}: {exc}")
+        log.error("nats error", extra={"error": str(exc) or type(exc).__name__})
+
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             servers,
             name=name,
             connect_timeout=5,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
+            error_cb=on_error,
             **auth,
         )
     except (OSError, nats.errors.NoServersError, nats.errors.TimeoutError) as exc:
         raise StoreUnavailable(f"cannot reach NATS at {without_userinfo(url)}: {exc}") from exc
-    except nats.errors.Error as exc:  # an authorization violation, above all
-        who = f"as {credential.user!r}" if credential else "without credentials (set FERRY_NATS_CREDS)"
+    except nats.errors.Error as exc:
         raise StoreUnavailable(
             f"NATS at {without_userinfo(url)} refused the connection {who}: {exc}"
         ) from exc
+    connecting = False
+    return nc
 
 
 @dataclass

@@ -71,6 +71,10 @@ class WorkSigner:
     def key_id(self) -> str:
         return key_id(self.key.public_key())
 
+    @property
+    def verifier(self) -> WorkVerifier:
+        return WorkVerifier(self.key.public_key())
+
     def headers(self, subject: str, msg_id: str, body: bytes) -> dict[str, str]:
         sig = self.key.sign(work_message(subject, msg_id, body))
         return {SIGNATURE: _b64(sig), KEY_ID: self.key_id}
