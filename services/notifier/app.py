@@ -6,13 +6,11 @@ import asyncio
 import contextlib
 import hmac
 import inspect
-import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -40,6 +38,7 @@ from services.notifier.fanout import (
     wire_frame,
 )
 from services.notifier.metrics import Metrics
+from services.notifier.wsinput import BadInput, parse_first_message, parse_since
 
 log = logging.getLogger("ferry.notifier")
 
@@ -145,17 +144,6 @@ async def metrics(request: Request) -> PlainTextResponse:
     )
 
 
-def _parse_since(raw: Any) -> int | None:
-    if raw is None:
-        return None
-    if isinstance(raw, bool):
-        raise ValueError("since must be a non-negative integer")
-    value = int(raw)
-    if value < 0:
-        raise ValueError("since must be a non-negative integer")
-    return value
-
-
 async def _first_since(websocket: WebSocket, wait: float, default: int) -> int | None:
     """The ``since`` of an optional first message ``{"since": N}``; None when the client left."""
     try:
@@ -164,11 +152,13 @@ async def _first_since(websocket: WebSocket, wait: float, default: int) -> int |
         return default
     if message["type"] == "websocket.disconnect":
         return None
-    data = json.loads(message.get("text") or message.get("bytes") or b"{}")
-    if not isinstance(data, dict):
-        raise ValueError("the first message must be an object")
-    since = _parse_since(data.get("since"))
+    since = parse_first_message(message.get("text") or message.get("bytes"))
     return default if since is None else since
+
+
+def _reason(text: str) -> str:
+    """A close reason within the protocol's 123 bytes."""
+    return text.encode("utf-8", "replace")[:120].decode("utf-8", "ignore")
 
 
 CATCH_UP_CHUNK = 64  # history items written per socket write while a client catches up
@@ -276,13 +266,13 @@ async def _serve(websocket: WebSocket, kind: ChannelKind, key: str = "") -> None
         await websocket.close(CLOSE_BAD_REQUEST, "invalid release id")
         return
     try:
-        since = _parse_since(websocket.query_params.get("since"))
+        since = parse_since(websocket.query_params.get("since"))
         if since is None:
             since = await _first_since(websocket, n.config.first_message_timeout, n.hub.head)
             if since is None:
                 return
-    except ValueError as exc:
-        await websocket.close(CLOSE_BAD_REQUEST, f"since: {exc}"[:120])
+    except BadInput as exc:
+        await websocket.close(CLOSE_BAD_REQUEST, _reason(str(exc)))
         return
 
     n.metrics.connections += 1
