@@ -96,6 +96,10 @@ class Plan(_Frozen):
     batch_size: int | None = Field(default=None, ge=1)
     canary_size: int = Field(default=1, ge=1)
     canary_pause: float | None = Field(default=None, ge=0)
+    restores: str | None = None
+    """A rollback: the release whose directory it restores. A host that still holds that
+    directory with the same artifact switches to it at once (no bytes, no extraction, no
+    hooks): switch, restart, health check."""
 
     @field_validator("hosts")
     @classmethod

@@ -171,6 +171,9 @@ def _apply(rows: _Rows, release: Release, event: Event) -> None:
                 event.duration,
                 event.output_tail,
             )
+            if event.step == "upload" and ok:
+                kept = event.detail.get("release_dir")
+                host.release_dir = kept if isinstance(kept, str) else None
             if event.step == "activate" and ok:
                 host.activated = True
                 previous = event.detail.get("previous")

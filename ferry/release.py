@@ -81,6 +81,8 @@ class HostState:
     activated: bool = False
     previous_release: str | None = None
     failure: str | None = None
+    release_dir: str | None = None
+    """Set when the host switched instantly to a directory it already held (a rollback)."""
     version: int = 0
     """The number of the host's last event (on its own subject)."""
 
@@ -198,6 +200,10 @@ def evolve(state: ReleaseState, event: Event) -> ReleaseState:
                 "succeeded" if ok else "failed", started, event.exit_code, event.duration
             )
             activated = h.activated or (event.step == "activate" and ok)
+            release_dir = h.release_dir
+            if event.step == "upload" and ok:
+                kept = event.detail.get("release_dir")
+                release_dir = kept if isinstance(kept, str) else None
             previous = h.previous_release
             if event.step == "activate" and ok:
                 p = event.detail.get("previous")
@@ -211,6 +217,7 @@ def evolve(state: ReleaseState, event: Event) -> ReleaseState:
                     steps=steps,
                     activated=activated,
                     previous_release=previous,
+                    release_dir=release_dir,
                     status="succeeded" if done else h.status,
                 ),
             )

@@ -53,6 +53,7 @@ def host_records(
             continue
         row, at, status = found
         # rolled back: the release it went back to (none recorded: it could not go back)
-        live = (row.previous_release or row.release_id) if row.status == "rolled_back" else row.release_id
+        own = row.release_dir or row.release_id  # an instant rollback runs the directory it kept
+        live = (row.previous_release or own) if row.status == "rolled_back" else own
         out.append(HostRecord(name, live, row.release_id, at, status))
     return out

@@ -253,6 +253,8 @@ class ReleaseHost(Base):
     failure: Mapped[str | None] = mapped_column(Text)
     activated: Mapped[bool] = mapped_column(Boolean, default=False)
     previous_release: Mapped[str | None] = mapped_column(String(64))
+    # a rollback that switched to a directory the host held: that release's id (else None)
+    release_dir: Mapped[str | None] = mapped_column(String(64))
 
 
 class HostStep(Base):

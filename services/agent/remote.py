@@ -191,6 +191,26 @@ def rollback(
     return _switch(session, validate_deploy_path(deploy_path), validate_release_id(to_release_id), timeout)
 
 
+def holds_release(
+    session: HostSession, deploy_path: str, release_id: str, digest: str, *, timeout: float = 30.0
+) -> bool:
+    """Whether releases/<release_id> is on the host, a real directory, extracted from ``digest``."""
+    dp = validate_deploy_path(deploy_path)
+    rel = f"releases/{validate_release_id(release_id)}"
+    marker = q(f"{rel}/{MARKER}")
+    result = session.run(
+        script(
+            f"cd {q(dp)}",
+            f"if [ -d {q(rel)} ] && [ ! -L {q(rel)} ] && [ ! -L {marker} ] "
+            f'&& [ "$(cat {marker} 2>/dev/null)" = {q(validate_digest(digest))} ]; then',
+            "  echo FERRY_HOLDS=1",
+            "fi",
+        ),
+        timeout=timeout,
+    )
+    return value(result.output, "FERRY_HOLDS") == "1"
+
+
 def current_release(session: HostSession, deploy_path: str, *, timeout: float = 30.0) -> str | None:
     dp = validate_deploy_path(deploy_path)
     result = session.run(f"readlink {q(dp + '/current')} || true", timeout=timeout)

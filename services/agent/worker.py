@@ -37,6 +37,9 @@ from services.agent.ssh import HostSession
 log = logging.getLogger("ferry.agent")
 
 
+INSTANT = {"skipped": True, "instant": True}
+
+
 def run_step(
     session: HostSession,
     step: str,
@@ -45,15 +48,27 @@ def run_step(
     open_artifact: Callable[[], IO[bytes]],
     manifest_dir: Path | None = None,
 ) -> remote.StepResult:
-    """Carry out one step on the host (blocking: called from a worker thread)."""
+    """Carry out one step on the host (blocking: called from a worker thread).
+
+    A rollback (``plan.restores``) to a directory the host still holds with the same artifact is
+    instant: nothing is sent or extracted, link and hooks are skipped, and ``current`` switches
+    to that directory, then restart and health check as usual.
+    """
     assert state.plan is not None and state.artifact is not None
     recipe = state.plan.recipe
     rid = state.release_id
     path = recipe.deploy_path
     env = host_env(state, host, session.target, recipe)
     timeout = recipe.hook_timeout
+    kept = state.hosts[host].release_dir  # set by an instant upload
+    target = kept or rid
+    live_env = {**env, "FERRY_RELEASE_ID": target}
     match step:
         case "upload":
+            restores = state.plan.restores
+            if restores and remote.holds_release(session, path, restores, state.artifact.digest):
+                text = f"instant: releases/{restores} holds this artifact; nothing sent, nothing extracted"
+                return remote.StepResult(0, text, 0.0, {**INSTANT, "release_dir": restores, "transferred": 0})
             remote.prepare(session, path)
             return remote.upload_artifact(
                 session,
@@ -64,14 +79,16 @@ def run_step(
                 open_artifact,
                 manifest_dir=manifest_dir,
             )
+        case "link" | "pre_release" if kept:
+            return remote.StepResult(0, f"instant: releases/{kept} is used as it is", 0.0, dict(INSTANT))
         case "link":
             return remote.link_shared(session, path, rid, list(recipe.shared_files), list(recipe.shared_dirs))
         case "pre_release":
             return remote.run_hook(session, path, rid, recipe.pre_release, env, timeout)
         case "activate":
-            return remote.activate(session, path, rid)
+            return remote.activate(session, path, target)
         case "restart":
-            return remote.restart(session, path, recipe.restart, {**env, "FERRY_RELEASE_ID": rid}, timeout)
+            return remote.restart(session, path, recipe.restart, live_env, timeout)
         case "health":
             check = recipe.health
             if check.kind == "none":
@@ -81,10 +98,14 @@ def run_step(
                 path,
                 command=check.target if check.kind == "command" else None,
                 url=check.target if check.kind == "http" else None,
-                env={**env, "FERRY_RELEASE_ID": rid},
+                env=live_env,
                 timeout=check.timeout,
                 retries=check.retries,
                 delay=check.interval,
+            )
+        case "post_release" if kept:
+            return remote.StepResult(
+                0, f"instant: releases/{kept} restored; no hook, nothing pruned", 0.0, dict(INSTANT)
             )
         case "post_release":
             result = remote.run_hook(session, path, rid, recipe.post_release, env, timeout)

@@ -150,7 +150,9 @@ def release_view(release_id: str, history: Sequence[StoredEvent]) -> ReleaseOut:
                     log_digest=log_digest,
                 )
             )
-        hosts.append(ReleaseHostOut(name=name, status=h.status, failure=h.failure, steps=steps))
+        hosts.append(
+            ReleaseHostOut(name=name, status=h.status, failure=h.failure, steps=steps, instant=h.release_dir)
+        )
     art = state.artifact
     return ReleaseOut(
         id=release_id,

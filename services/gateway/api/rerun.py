@@ -35,7 +35,8 @@ async def rollback_release(request: Request) -> Response:
     old = await _built(request)
     assert old.plan is not None and old.commit is not None
     plan = await in_session(request, repo.environment_plan, old.project, old.environment)
-    plan = plan.model_copy(update={"recipe": old.plan.recipe})
+    # hosts that still hold its directory switch back to it at once (the agent checks the digest)
+    plan = plan.model_copy(update={"recipe": old.plan.recipe, "restores": old.release_id})
     command = RequestRelease(
         project=old.project,
         environment=old.environment,

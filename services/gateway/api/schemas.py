@@ -566,6 +566,10 @@ class ReleaseHostOut(Output):
     status: Literal["waiting", "running", "succeeded", "failed", "rolled_back"]
     failure: str | None
     steps: list[StepOut]
+    instant: str | None = Field(
+        default=None,
+        description="a rollback that switched at once to a directory the host held (its release id)",
+    )
 
 
 class PauseOut(Output):
