@@ -7,10 +7,12 @@ or ``--end-of-options`` and are validated first, so a ref can never reach git as
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -19,8 +21,9 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict
+from urllib.parse import urlsplit
 
-from ferry.errors import InvalidPath, RefNotFound, RepositoryError
+from ferry.errors import InvalidInput, InvalidPath, RefNotFound, RepositoryError
 
 from .refs import display_url, validate_ref, validate_repo_url
 
@@ -68,18 +71,22 @@ class MirrorCache:
         *,
         ssh_key: str | None = None,
         known_hosts: str | None = None,
+        https_token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Path:
         """Clone ``url`` as a bare mirror the first time, ``fetch --prune`` it afterwards; return its path.
 
         ``ssh_key`` is a private key's text, used only for this call. ``known_hosts`` (lines in
         known_hosts format) pins the server's key; without it the user's known_hosts applies.
-        Host keys are always checked strictly.
+        Host keys are always checked strictly. ``https_token`` (``TOKEN`` or ``USER:TOKEN``)
+        authenticates to an ``https://`` remote (see ``https_auth_env``).
         """
         validate_repo_url(url)
+        auth = https_auth_env(url, https_token)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.mirror_path(url)
         with self._lock(url), _ssh_env(ssh_key, known_hosts) as env:
+            env.update(auth)
             if (path / "HEAD").is_file():
                 self._git(url, ["fetch", "--prune", "--quiet", "origin"], cwd=path, env=env, timeout=timeout)
             else:
@@ -274,7 +281,47 @@ def _base_env() -> dict[str, str]:
         "LC_ALL": "C.UTF-8",
         "GIT_TERMINAL_PROMPT": "0",  # a server never waits for a password
     }
+    if os.environ.get("GIT_SSL_CAINFO"):  # a private CA for https remotes (self-hosted forges)
+        env["GIT_SSL_CAINFO"] = os.environ["GIT_SSL_CAINFO"]
     return env
+
+
+DEFAULT_HTTPS_USER = "x-access-token"  # the user name GitHub documents for tokens; others take any
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def https_auth_env(url: str, token: str | None) -> dict[str, str]:
+    """Environment that makes one git call send ``Authorization: Basic`` to ``url``'s origin only.
+
+    The header is configuration in git's environment (``GIT_CONFIG_COUNT``/``KEY_n``/``VALUE_n``,
+    git >= 2.31), scoped with ``http.<origin>/.extraHeader``: the token is never in a URL, an
+    argv, the mirror's config or a credential helper's store (the helper list is emptied), and
+    git's traces redact it.
+    ``token`` is ``TOKEN`` (user ``x-access-token``) or ``USER:TOKEN``. Only for https remotes.
+    """
+    if token is None:
+        return {}
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" or parts.hostname is None:
+        raise InvalidInput(
+            "an https token works only for https:// remotes; use an SSH key for ssh remotes",
+            field="repo_credential",
+        )
+    user, sep, secret = token.strip().partition(":")
+    if not sep:
+        user, secret = DEFAULT_HTTPS_USER, user
+    if not user or not secret or _CONTROL.search(user + secret):
+        raise InvalidInput("the https token credential is empty or malformed", field="repo_credential")
+    basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    origin = f"https://{host}" + (f":{parts.port}" if parts.port is not None else "") + "/"
+    return {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": f"http.{origin}.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        "GIT_CONFIG_KEY_1": "credential.helper",  # empty: no configured helper fills or stores
+        "GIT_CONFIG_VALUE_1": "",
+    }
 
 
 @contextlib.contextmanager
