@@ -38,6 +38,7 @@ from ferry.events import (
     ReleaseSucceeded,
     SourceFetched,
 )
+from ferry.release import ReleaseState
 
 KINDS: Final = ("generic", "slack", "mattermost", "dingtalk", "feishu")
 DEFAULT_EVENTS: Final = (
@@ -159,15 +160,9 @@ class ReleaseInfo:
     status: str
 
     @classmethod
-    def of(cls, requested: ReleaseRequested, event: Event) -> ReleaseInfo:
-        """The release as of ``event``, from the request that opened it."""
-        return cls(
-            requested.release_id,
-            requested.project,
-            requested.environment,
-            requested.ref,
-            status_after(requested, event),
-        )
+    def of(cls, state: ReleaseState) -> ReleaseInfo:
+        """The release as ``evolve`` left it right after the event being sent."""
+        return cls(state.release_id, state.project, state.environment, state.ref, state.status)
 
     def as_json(self) -> dict[str, str]:
         return {
@@ -177,27 +172,6 @@ class ReleaseInfo:
             "ref": self.ref,
             "status": self.status,
         }
-
-
-def status_after(requested: ReleaseRequested, event: Event) -> str:
-    """The release's status right after ``event`` (as ``ferry.release.evolve`` names it)."""
-    match event:
-        case ReleaseRequested(plan=plan):
-            return "awaiting_approval" if plan.require_approval else "queued"
-        case ReleaseApproved():
-            return "queued"
-        case ReleaseRejected():
-            return "rejected"
-        case BuildStarted() | SourceFetched() | BuildHookFinished():
-            return "building"
-        case BuildFailed() | ReleaseFailed():
-            return "failed"
-        case ReleaseSucceeded():
-            return "succeeded"
-        case ReleaseCancelled():
-            return "cancelled"
-        case _:  # the artifact is packaged and hosts are being worked on
-            return "deploying"
 
 
 # --- text --------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ from ferry import webhooks
 from ferry.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
-from ferry.events import ReleaseRequested, UnknownEvent, decode, utcnow
+from ferry.events import UnknownEvent, decode, utcnow
 from ferry.eventstore import EVENTS_STREAM, SUBJECT_PREFIX
+from ferry.release import ReleaseState, evolve
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
 from ferry.worker import Permanent, Transient, body, run_consumer
@@ -109,7 +110,7 @@ class Deliverer:
     box: SecretBox
     http: httpx.AsyncClient
     config: WebhookConfig = field(default_factory=WebhookConfig)
-    _requests: OrderedDict[str, ReleaseRequested] = field(default_factory=OrderedDict)
+    _states: OrderedDict[str, tuple[int, ReleaseState]] = field(default_factory=OrderedDict)
 
     async def _db(self, fn: Callable[..., R], *args: Any, write: bool = False) -> R:
         def work() -> R:
@@ -121,23 +122,23 @@ class Deliverer:
 
         return await asyncio.to_thread(work)
 
-    def _remember(self, requested: ReleaseRequested) -> ReleaseRequested:
-        self._requests[requested.release_id] = requested
-        self._requests.move_to_end(requested.release_id)
-        while len(self._requests) > self.config.cache_size:
-            self._requests.popitem(last=False)
-        return requested
-
-    async def _requested(self, release_id: str) -> ReleaseRequested | None:
-        """The event that opened the release (cached: it never changes)."""
-        found = self._requests.get(release_id)
-        if found is None:
-            history = await self.bus.events.load(release_id)
-            first = history[0].event if history else None
-            if not isinstance(first, ReleaseRequested):
-                return None
-            found = first
-        return self._remember(found)
+    async def _state_at(self, release_id: str, seq: int) -> ReleaseState:
+        """The release as ``evolve`` leaves it right after the event at ``seq`` (one fold, cached:
+        routing follows the stream in order, so usually only this event is new)."""
+        cached = self._states.get(release_id)
+        if cached is not None and cached[0] < seq:
+            after, state = cached
+        else:
+            after, state = 0, ReleaseState(release_id)
+        for stored in await self.bus.events.load(release_id, after=after):
+            if stored.seq > seq:
+                break
+            state, after = evolve(state, stored.event), stored.seq
+        self._states[release_id] = (after, state)
+        self._states.move_to_end(release_id)
+        while len(self._states) > self.config.cache_size:
+            self._states.popitem(last=False)
+        return state
 
     # --- 1. route an event to the webhooks that take it -------------------------------------
     async def route(self, msg: Msg) -> None:
@@ -149,14 +150,11 @@ class Deliverer:
         candidates = webhooks.interested(await self._db(repo.webhook_routes), event.type, event.at)
         if not candidates:
             return
-        if isinstance(event, ReleaseRequested):
-            requested: ReleaseRequested | None = self._remember(event)
-        else:
-            requested = await self._requested(event.release_id)
-        if requested is None:
+        state = await self._state_at(event.release_id, seq)
+        if state.status == "new":
             log.warning("event of a release without a request; skipped", extra={"seq": seq})
             return
-        release = webhooks.ReleaseInfo.of(requested, event)
+        release = webhooks.ReleaseInfo.of(state)
         for route in candidates:
             if webhooks.wants(route, event.type, release.project, event.at):
                 await self.bus.publish_work(

@@ -222,6 +222,11 @@ class World:
 
 @pytest.fixture
 def world(bus: Bus, session_factory, receiver: Receiver) -> World:
+    with session_factory() as s, s.begin():  # a webhook may only name a project that exists
+        for name in ("shop", "nope"):
+            repo.create_project(
+                s, name, f"https://git.example.com/{name}.git", {"deploy_path": f"/srv/{name}"}
+            )
     return World(bus, session_factory, SecretBox(Fernet.generate_key()), receiver)
 
 

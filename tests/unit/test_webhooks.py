@@ -20,10 +20,12 @@ from ferry.events import (
     HostStepFinished,
     Plan,
     Recipe,
+    ReleaseCancelRequested,
     ReleaseFailed,
     ReleaseRequested,
     ReleaseSucceeded,
 )
+from ferry.release import replay
 from ferry.webhooks import ReleaseInfo, Route
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
@@ -42,6 +44,15 @@ FAILED_HOST = HostFailed(
     release_id="r1", version=5, at=NOW, host="web1", step="health", reason="HTTP 503\nretry"
 )
 SUCCEEDED = ReleaseSucceeded(release_id="r1", version=9, at=NOW)
+BUILT = [
+    BuildStarted(release_id="r1", version=2, at=NOW),
+    ArtifactPackaged(release_id="r1", version=3, at=NOW, digest="a" * 64, size=1, format="zst"),
+]
+
+
+def info(event) -> ReleaseInfo:  # type: ignore[no-untyped-def]
+    """The release as ``evolve`` leaves it after ``event`` in a release that was built."""
+    return ReleaseInfo.of(replay("r1", [REQUESTED] if event is REQUESTED else [REQUESTED, *BUILT, event]))
 
 
 def render(kind: str, event=SUCCEEDED, secret: str | None = None, url: str = "https://hooks.example/x", **kw):
@@ -50,7 +61,7 @@ def render(kind: str, event=SUCCEEDED, secret: str | None = None, url: str = "ht
         webhook_id=7,
         url=url,
         event=event,
-        release=ReleaseInfo.of(REQUESTED, event),
+        release=info(event),
         seq=42,
         secret=secret,
         now=NOW,
@@ -126,30 +137,29 @@ def test_events_default_dedupe_and_reject_unknown():
 
 
 # --- status and summary ------------------------------------------------------------------------
-def test_status_after_follows_the_release_state_names():
-    assert webhooks.status_after(REQUESTED, REQUESTED) == "queued"
-    assert webhooks.status_after(REQUESTED, BuildStarted(release_id="r1", version=2, at=NOW)) == "building"
-    packaged = ArtifactPackaged(release_id="r1", version=3, at=NOW, digest="sha256:x", size=1, format="zst")
-    assert webhooks.status_after(REQUESTED, packaged) == "deploying"
-    assert webhooks.status_after(REQUESTED, FAILED_HOST) == "deploying"
-    assert webhooks.status_after(REQUESTED, SUCCEEDED) == "succeeded"
-    assert (
-        webhooks.status_after(REQUESTED, ReleaseFailed(release_id="r1", version=9, at=NOW, reason="x"))
-        == "failed"
-    )
+def test_the_status_sent_is_the_state_evolve_gives():
+    def status(*events) -> str:  # type: ignore[no-untyped-def]
+        return ReleaseInfo.of(replay("r1", [REQUESTED, *events])).status
+
+    assert status() == "queued"
+    assert status(BuildStarted(release_id="r1", version=2, at=NOW)) == "building"
+    cancel = ReleaseCancelRequested(release_id="r1", version=2, at=NOW, by="bob")
+    assert status(cancel) == "cancelling", "the webhook says what the state says (it said deploying)"
+    assert status(SUCCEEDED) == "succeeded"
+    assert status(ReleaseFailed(release_id="r1", version=9, at=NOW, reason="x")) == "failed"
 
 
 def test_summary_is_one_line_and_names_the_release():
-    text = webhooks.summary(FAILED_HOST, ReleaseInfo.of(REQUESTED, FAILED_HOST))
+    text = webhooks.summary(FAILED_HOST, info(FAILED_HOST))
     assert "\n" not in text
     assert "shop → prod" in text and "r1" in text and "(main)" in text
     assert "host web1 failed at health: HTTP 503 retry" in text
-    ok = webhooks.summary(SUCCEEDED, ReleaseInfo.of(REQUESTED, SUCCEEDED))
+    ok = webhooks.summary(SUCCEEDED, info(SUCCEEDED))
     assert ok.startswith("✅") and ok.endswith("succeeded")
     step = HostStepFinished(
         release_id="r1", version=4, at=NOW, host="web1", step="upload", exit_code=0, duration=1
     )
-    assert webhooks.summary(step, ReleaseInfo.of(REQUESTED, step)).endswith("web1: upload done")
+    assert webhooks.summary(step, info(step)).endswith("web1: upload done")
 
 
 # --- bodies -------------------------------------------------------------------------------------
@@ -206,7 +216,7 @@ def test_dingtalk_body_and_signed_query():
     assert plain.url == url
     assert json.loads(plain.body) == {
         "msgtype": "text",
-        "text": {"content": webhooks.summary(SUCCEEDED, ReleaseInfo.of(REQUESTED, SUCCEEDED))},
+        "text": {"content": webhooks.summary(SUCCEEDED, info(SUCCEEDED))},
     }
 
     signed = render("dingtalk", url=url, secret="SECabc")
