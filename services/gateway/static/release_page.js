@@ -199,9 +199,12 @@ function renderHeader(s) {
     banner.textContent = `Paused after the canary (${done} on the new version): ${when}. Cancel rolls the canary back.`;
   }
   $("btn-reject").hidden = s.status !== "awaiting_approval";
-  $("btn-cancel").hidden =
-    isTerminal(s) || s.status === "new" || s.status === "cancelling" || (anyActivated && s.status !== "paused");
+  // a cancel is taken at any moment: switched hosts go back to their old release first
+  $("btn-cancel").hidden = isTerminal(s) || s.status === "new" || s.status === "cancelling";
+  $("btn-cancel").title = anyActivated ? "Stop, and roll back the hosts that switched" : "Stop this release";
   $("btn-rollback").hidden = !(isTerminal(s) && s.artifact);
+  const unfinished = Object.values(s.hosts).some((h) => h.status !== "succeeded");
+  $("btn-retry").hidden = !(isTerminal(s) && s.artifact && unfinished);
 }
 
 function duration(s) {
@@ -278,6 +281,18 @@ async function act(action) {
   }
 }
 
+async function retry() {
+  const err = $("action-error");
+  err.hidden = true;
+  try {
+    const created = await fetchJson(api("/retry"), { method: "POST", headers: { Accept: "application/json" } });
+    window.location.assign(`/releases/${encodeURIComponent(created.id)}`);
+  } catch (e) {
+    err.textContent = `Could not retry: ${e.message}`;
+    err.hidden = false;
+  }
+}
+
 async function rollBack() {
   const err = $("action-error");
   err.hidden = true;
@@ -326,6 +341,7 @@ function boot() {
   $("btn-reject").onclick = () => act("reject");
   $("btn-cancel").onclick = () => act("cancel");
   $("btn-rollback").onclick = rollBack;
+  $("btn-retry").onclick = retry;
   setInterval(() => {
     if (!isTerminal(state)) $("f-duration").textContent = duration(state);
   }, 1000);

@@ -63,7 +63,12 @@ export function detailOf(key, s) {
   if (parts.length === 2) {
     return {
       title: `Host ${host}`,
-      facts: { status: h.status, failure: h.failure, "rolled back to": h.rolled_back_to },
+      facts: {
+        status: h.status,
+        failure: h.failure,
+        "rolled back to": h.rolled_back_to,
+        "switched instantly to": h.release_dir ? `releases/${h.release_dir} (kept on the host; nothing sent)` : null,
+      },
       output: h.rollback_output || "",
     };
   }

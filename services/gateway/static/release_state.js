@@ -142,12 +142,15 @@ export function evolve(state, event) {
         };
         let previous = h.previous_release;
         if (event.step === "activate" && ok) previous = typeof detail.previous === "string" ? detail.previous : null;
+        let releaseDir = h.release_dir ?? null; // a rollback that switched at once to a kept directory
+        if (event.step === "upload" && ok) releaseDir = typeof detail.release_dir === "string" ? detail.release_dir : null;
         const done = ok && event.step === HOST_STEPS[HOST_STEPS.length - 1];
         return {
           ...h,
           steps: { ...h.steps, [event.step]: step },
           activated: h.activated || (event.step === "activate" && ok),
           previous_release: previous,
+          release_dir: releaseDir,
           status: done ? "succeeded" : h.status,
         };
       });
@@ -159,6 +162,11 @@ export function evolve(state, event) {
         status: "rolled_back",
         rolled_back_to: event.to_release ?? null,
         rollback_output: event.output_tail || "",
+        rollback_healthy: event.healthy ?? null,
+        failure:
+          event.healthy === false
+            ? [h.failure, event.to_release ? `rolled back to ${event.to_release}, which failed its health check` : "could not be rolled back: it still runs this release"].filter(Boolean).join("; ")
+            : h.failure,
       }));
     case "release.paused":
       return {
