@@ -11,10 +11,27 @@ from sqlalchemy import select
 
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
-from ferry.db.models import Host
+from ferry.db.models import Credential, Host
 from ferry.errors import NotFound
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
+
+
+class Secret(str):
+    """A decrypted credential's text that knows its kind (``ssh_key`` or ``password``).
+
+    A ``str``, so code that only needs the text keeps working; its repr never shows the text.
+    """
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> Secret:
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Secret(kind={self.kind!r}, text=***)"
 
 
 @dataclass(frozen=True)
@@ -35,9 +52,13 @@ class CredentialReader:
         self.sessions = session_factory(self.engine)
         self.box = SecretBox.from_settings(settings)
 
-    def secret(self, name: str) -> str:
+    def secret(self, name: str) -> Secret:
+        """The credential ``name``'s secret, decrypted, with its kind."""
         with self.sessions() as session:
-            return str(repo.load_secret(session, self.box, name))
+            credential = session.scalars(select(Credential).where(Credential.name == name)).first()
+            if credential is None:
+                raise NotFound(f"credential {name!r} does not exist", field="credential")
+            return Secret(self.box.decrypt(credential.secret), credential.kind)
 
     def host(self, name: str) -> HostAccess:
         with self.sessions() as session:

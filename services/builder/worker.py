@@ -15,7 +15,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -23,7 +25,14 @@ from nats.js.kv import KeyValue
 
 from ferry.bus import Bus
 from ferry.commands import execute
-from ferry.errors import ConcurrencyError, FerryError, InvariantViolation, RefNotFound, RepositoryError
+from ferry.errors import (
+    ConcurrencyError,
+    FerryError,
+    InvalidInput,
+    InvariantViolation,
+    RefNotFound,
+    RepositoryError,
+)
 from ferry.events import tail
 from ferry.release import (
     Command,
@@ -46,6 +55,28 @@ BUILDS_BUCKET = "ferry-builds"
 FETCH_ATTEMPTS = 4
 
 
+class RepoAuth(TypedDict, total=False):
+    ssh_key: str
+    https_token: str
+
+
+def repo_auth(url: str, secret: str | None) -> RepoAuth:
+    """``MirrorCache.sync`` arguments for a repository credential: an https token for https://
+    remotes, an SSH key for ssh ones; none for local paths. A credential of the wrong kind is
+    refused before it reaches anyone (an SSH key is never sent to an https server)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ("file" if url.startswith("/") else "ssh")
+    if secret is None or scheme == "file":
+        return {}
+    kind = getattr(secret, "kind", None)  # ferry.credentials.Secret
+    looks_like_key = "PRIVATE KEY-----" in secret
+    if scheme == "https" and kind != "ssh_key" and not looks_like_key:
+        return {"https_token": secret}
+    if scheme == "ssh" and kind != "password":
+        return {"ssh_key": secret}
+    wanted = "an https token (kind 'password')" if scheme == "https" else "an SSH key (kind 'ssh_key')"
+    raise InvalidInput(f"{scheme} remotes need {wanted} as repo_credential", field="repo_credential")
+
+
 def _deliveries(msg: Msg) -> int:
     try:
         return int(msg.metadata.num_delivered or 1)
@@ -60,7 +91,7 @@ class BuilderDeps:
     builds: KeyValue
     workdir: Path
     secret: Callable[[str], str]
-    """Looks up a credential's secret by name (SSH key for private repositories)."""
+    """Looks up a credential's secret by name (an SSH key or an https token, see ``repo_auth``)."""
     name: str = "builder"
     sandbox: Sandbox = field(default_factory=Sandbox)
     """Where build hooks run (bubblewrap as the hook user unless FERRY_HOOK_SANDBOX=off)."""
@@ -104,13 +135,14 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
     if state.status != "building":
         return
     recipe = plan.recipe
-    ssh_key = deps.secret(recipe.repo_credential) if recipe.repo_credential else None
-
     if state.commit is None:
         started = time.monotonic()
         try:
             ref = validate_ref(state.ref)
-            await asyncio.to_thread(deps.mirrors.sync, recipe.repo_url, ssh_key=ssh_key)
+            auth = repo_auth(
+                recipe.repo_url, deps.secret(recipe.repo_credential) if recipe.repo_credential else None
+            )
+            await asyncio.to_thread(partial(deps.mirrors.sync, recipe.repo_url, **auth))
             commit = await asyncio.to_thread(deps.mirrors.resolve, recipe.repo_url, ref)
         except RepositoryError as exc:
             # A repository that does not answer may come back: retry a few times, then fail visibly.
@@ -244,8 +276,8 @@ async def list_refs(msg: Msg, deps: BuilderDeps) -> None:
         req = json.loads(msg.data)
         url = str(req["repo_url"])
         cred = req.get("credential")
-        ssh_key = deps.secret(cred) if cred else None
-        await asyncio.to_thread(deps.mirrors.sync, url, ssh_key=ssh_key)
+        auth = repo_auth(url, deps.secret(cred) if cred else None)
+        await asyncio.to_thread(partial(deps.mirrors.sync, url, **auth))
         refs = await asyncio.to_thread(deps.mirrors.list_refs, url)
         reply: dict[str, object] = {"ok": True, **refs}
     except FerryError as exc:

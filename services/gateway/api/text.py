@@ -59,8 +59,9 @@ def refuse_url_credentials(url: str) -> str:
     if parts.scheme in ("http", "https") and has_user or parts.password is not None:
         raise ValueError(
             "the repository URL carries credentials; give the URL without them and store the "
-            "secret with POST /api/credentials (an SSH deploy key for ssh:// remotes, or an "
-            "https access token as kind 'password'), then name that credential in repo_credential"
+            "secret with POST /api/credentials (an SSH deploy key as kind 'ssh_key' for ssh "
+            "remotes, or an https access token as kind 'password', written TOKEN or USER:TOKEN), "
+            "then name that credential in repo_credential"
         )
     return url
 
