@@ -1,8 +1,10 @@
-"""A cache of bare mirrors, one per repository URL: clone once, fetch afterwards.
+"""A cache of bare mirrors, one per repository URL: clone once, fetch afterwards, on GitPython.
 
-Every git call is one ``git`` process for the whole operation (GitPython would start one
-per call anyway, and DESIGN.md warns against per-file calls). User values go after ``--``
-or ``--end-of-options`` and are validated first, so a ref can never reach git as an option.
+Every operation is one ``git`` process started through GitPython (``repo.git.fetch(...)`` with
+an explicit argument list), never a per-object call in a loop (DESIGN.md). User values go after
+``--`` or ``--end-of-options`` and are validated first, so a ref can never reach git as an
+option. ``gitcmd`` gives every process a minimal environment, no hooks, only the https/ssh/file
+transports and a timeout, and turns ``git.exc`` errors into ferry's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -23,26 +24,22 @@ from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
 
+import git
+from git.exc import CommandError, GitError, UnsafeProtocolError
+
 from ferry.errors import InvalidInput, InvalidPath, RefNotFound, RepositoryError
 
+from .gitcmd import Git, Repo, base_env, git_error, run, tail, translate
 from .refs import display_url, validate_ref, validate_repo_url
 
 DEFAULT_TIMEOUT = 600.0
 LOCAL_TIMEOUT = 120.0
+LOG_LIMIT = 200
 
 # Highest-precedence attributes, written into every mirror: export the committed bytes as they are,
 # ignoring export-ignore/export-subst, eol conversion and filter drivers from the repository's own
 # .gitattributes (see gitattributes(5), "$GIT_DIR/info/attributes ... has the highest precedence").
 _RAW_ATTRIBUTES = "* -export-ignore -export-subst -text -eol -filter -ident -working-tree-encoding\n"
-
-# Options put in front of every git command. protocol.ext.allow=never: the ext:: transport runs
-# arbitrary commands; refs/urls are validated already, this is the second lock on the door.
-_GIT_CONFIG = (
-    "-c",
-    "protocol.ext.allow=never",
-    "-c",
-    "protocol.fd.allow=never",
-)
 
 
 class RefEntry(TypedDict):
@@ -53,6 +50,13 @@ class RefEntry(TypedDict):
 class RefListing(TypedDict):
     branches: list[RefEntry]
     tags: list[RefEntry]
+
+
+class LogEntry(TypedDict):
+    commit: str
+    author: str
+    date: str
+    subject: str
 
 
 class MirrorCache:
@@ -83,12 +87,26 @@ class MirrorCache:
         """
         validate_repo_url(url)
         auth = https_auth_env(url, https_token)
+        try:
+            git.Git.check_unsafe_protocols(url)  # GitPython's own check, a third lock
+        except UnsafeProtocolError as exc:
+            raise InvalidInput(
+                "invalid repository URL: its transport is not allowed", field="repo_url"
+            ) from exc
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.mirror_path(url)
         with self._lock(url), _ssh_env(ssh_key, known_hosts) as env:
             env.update(auth)
             if (path / "HEAD").is_file():
-                self._git(url, ["fetch", "--prune", "--quiet", "origin"], cwd=path, env=env, timeout=timeout)
+                with self._open(url, path) as repo:
+                    run(
+                        url,
+                        "fetch",
+                        repo.git.fetch,
+                        ["--prune", "--quiet", "origin"],
+                        env=env,
+                        timeout=timeout,
+                    )
             else:
                 self._clone(url, path, env=env, timeout=timeout)
             (path / "info").mkdir(exist_ok=True)
@@ -99,13 +117,8 @@ class MirrorCache:
         # Clone beside the final place and rename, so a half-made mirror never looks like one.
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=self.root))
         try:
-            self._git(
-                url,
-                ["clone", "--mirror", "--quiet", "--", url, str(staging)],
-                cwd=self.root,
-                env=env,
-                timeout=timeout,
-            )
+            args = ["--mirror", "--quiet", "--", url, str(staging)]
+            run(url, "clone", Git(self.root).clone, args, env=env, timeout=timeout)
             if path.exists():  # leftover of a crash between clone and rename, without a HEAD
                 shutil.rmtree(path)
             staging.rename(path)
@@ -116,28 +129,21 @@ class MirrorCache:
     def resolve(self, url: str, ref: str, *, timeout: float = LOCAL_TIMEOUT) -> str:
         """The full commit sha ``ref`` names in the mirror: a branch, a tag (peeled) or a commit prefix."""
         validate_ref(ref)
-        path = self._existing(url)
-        result = self._run(
-            ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
-            cwd=path,
-            timeout=timeout,
-        )
-        sha = result.stdout.decode().strip()
-        if result.returncode != 0 or not _is_full_sha(sha):
+        with self._open(url) as repo:
+            args = ["--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"]
+            sha = run(url, "rev-parse", repo.git.rev_parse, args, timeout=timeout, empty_on_status=1)
+        if not _is_full_sha(sha):
             raise RefNotFound(f"ref {ref!r} not found in {display_url(url)}", field="ref")
         return sha
 
     def list_refs(self, url: str, *, timeout: float = LOCAL_TIMEOUT) -> RefListing:
         """Branches and tags of the mirror with the commit each points to (tags peeled), sorted by name."""
-        path = self._existing(url)
         fmt = "%(refname)%00%(objecttype)%00%(objectname)%00%(*objecttype)%00%(*objectname)"
-        result = self._run(
-            ["for-each-ref", f"--format={fmt}", "--", "refs/heads/", "refs/tags/"], cwd=path, timeout=timeout
-        )
-        if result.returncode != 0:
-            raise self._error(url, "list refs", result.stderr)
+        with self._open(url) as repo:
+            args = [f"--format={fmt}", "--", "refs/heads/", "refs/tags/"]
+            output = run(url, "list refs", repo.git.for_each_ref, args, timeout=timeout)
         listing: RefListing = {"branches": [], "tags": []}
-        for line in result.stdout.decode("utf-8", "replace").splitlines():
+        for line in output.splitlines():
             refname, objtype, sha, peeled_type, peeled_sha = line.split("\0")
             if peeled_type:  # annotated tag: the object it points to
                 objtype, sha = peeled_type, peeled_sha
@@ -149,61 +155,89 @@ class MirrorCache:
                 listing["tags"].append({"name": refname.removeprefix("refs/tags/"), "commit": sha})
         return listing
 
+    def log(
+        self, url: str, old: str, new: str, *, limit: int = LOG_LIMIT, timeout: float = LOCAL_TIMEOUT
+    ) -> list[LogEntry]:
+        """Commits reachable from ``new`` but not from ``old``, newest first, at most ``limit``."""
+        # Resolved first: a clear RefNotFound rather than git's "bad revision".
+        old_sha = self.resolve(url, old, timeout=timeout)
+        new_sha = self.resolve(url, new, timeout=timeout)
+        with self._open(url) as repo:
+            args = [
+                "--format=%H%x00%an%x00%aI%x00%s%x00",
+                "-z",
+                f"--max-count={limit}",
+                "--end-of-options",
+                f"{old_sha}..{new_sha}",
+            ]
+            output = run(url, "log", repo.git.log, args, timeout=timeout)
+        fields = output.split("\0")
+        entries: list[LogEntry] = []
+        for i in range(0, len(fields) - 4, 5):
+            commit, author, date, subject = (f.strip("\n") for f in fields[i : i + 4])
+            entries.append({"commit": commit, "author": author, "date": date, "subject": subject})
+        return entries
+
     def export(self, url: str, commit: str, dest: Path, *, timeout: float = LOCAL_TIMEOUT) -> Path:
         """Write the tree of ``commit`` into ``dest`` (absent or empty), byte for byte as committed.
 
-        One ``git archive`` piped into ``tar -x``; .gitattributes (export-ignore, export-subst,
-        eol, filters) is not honoured. Submodules are not included.
+        One ``git archive`` piped into ``tar -x`` (GitPython hands over the process; the tar
+        stream never passes through Python); .gitattributes (export-ignore, export-subst, eol,
+        filters) is not honoured. Submodules are not included.
         """
         validate_ref(commit)
-        path = self._existing(url)
         dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise InvalidPath(f"export destination {dest} is not an empty directory", field="dest")
-        dest.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.Popen(
-            ["git", *_GIT_CONFIG, "archive", "--format=tar", "--end-of-options", f"{commit}^{{commit}}"],
-            cwd=path,
-            env=_base_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert archive.stdout is not None
-        try:
-            untar = subprocess.run(
-                ["tar", "-x", "-f", "-", "-C", str(dest), "--no-same-owner"],
-                stdin=archive.stdout,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-            archive.stdout.close()
-            _, archive_err = archive.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            _kill_group(archive)
-            raise RepositoryError(
-                f"exporting {commit} from {display_url(url)} timed out after {timeout:g}s"
-            ) from exc
-        finally:
-            if archive.poll() is None:
-                _kill_group(archive)
+        with self._open(url) as repo:
+            if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+                raise InvalidPath(f"export destination {dest} is not an empty directory", field="dest")
+            dest.mkdir(parents=True, exist_ok=True)
+            args = ["--format=tar", "--end-of-options", f"{commit}^{{commit}}"]
+            try:
+                handle = repo.git.archive(*args, as_process=True)
+            except CommandError as exc:
+                raise translate(url, "archive", exc) from exc
+            archive: subprocess.Popen[bytes] = handle.proc
+            try:
+                untar = subprocess.run(
+                    ["tar", "-x", "-f", "-", "-C", str(dest), "--no-same-owner"],
+                    stdin=archive.stdout,
+                    capture_output=True,
+                    timeout=timeout,
+                    check=False,
+                )
+                assert archive.stdout is not None
+                archive.stdout.close()  # so git gets SIGPIPE if tar stopped early
+                _, archive_err = archive.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise RepositoryError(
+                    f"exporting {commit} from {display_url(url)} timed out after {timeout:g}s"
+                ) from exc
+            finally:
+                _kill(archive)
         if archive.returncode != 0 and b"not a valid object name" in archive_err:
             raise RefNotFound(f"commit {commit!r} not found in {display_url(url)}", field="ref")
         if untar.returncode != 0:  # checked before git's status: git dies of SIGPIPE when tar stops
-            raise RepositoryError(f"extracting {commit} of {display_url(url)} failed: {_tail(untar.stderr)}")
+            raise RepositoryError(f"extracting {commit} of {display_url(url)} failed: {tail(untar.stderr)}")
         if archive.returncode != 0:
-            raise self._error(url, f"archive {commit}", archive_err)
+            raise git_error(url, f"archive {commit}", archive_err.decode("utf-8", "replace"))
         return dest
 
     # --- plumbing -------------------------------------------------------------
-    def _existing(self, url: str) -> Path:
+    @contextlib.contextmanager
+    def _open(self, url: str, path: Path | None = None) -> Iterator[Repo]:
+        """The mirror of ``url`` as a GitPython ``Repo``; a clear error when there is none yet."""
         validate_repo_url(url)
-        path = self.mirror_path(url)
+        path = path or self.mirror_path(url)
         if not (path / "HEAD").is_file():
             raise RepositoryError(f"no mirror of {display_url(url)} yet; sync it first")
-        return path
+        try:
+            repo = Repo(path)
+        except GitError as exc:
+            raise RepositoryError(
+                f"the mirror of {display_url(url)} is damaged: {type(exc).__name__}"
+            ) from exc
+        with repo:
+            yield repo
 
     @contextlib.contextmanager
     def _lock(self, url: str) -> Iterator[None]:
@@ -216,49 +250,6 @@ class MirrorCache:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _git(self, url: str, args: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> None:
-        result = self._run(args, cwd=cwd, env=env, timeout=timeout, url=url)
-        if result.returncode != 0:
-            raise self._error(url, args[0], result.stderr)
-
-    def _run(
-        self,
-        args: list[str],
-        *,
-        cwd: Path,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-        url: str | None = None,
-    ) -> subprocess.CompletedProcess[bytes]:
-        process = subprocess.Popen(
-            ["git", *_GIT_CONFIG, *args],
-            cwd=cwd,
-            env=dict(env) if env is not None else _base_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # so a timeout can kill git and its ssh child together
-        )
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            _kill_group(process)
-            where = f" for {display_url(url)}" if url else ""
-            raise RepositoryError(f"git {args[0]}{where} timed out after {timeout:g}s") from exc
-        except BaseException:
-            _kill_group(process)
-            raise
-        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-    @staticmethod
-    def _error(url: str, action: str, stderr: bytes) -> RepositoryError:
-        message = _tail(stderr)
-        # git may echo the URL it was given; never let a credential inside it out.
-        shown = display_url(url)
-        if shown != url:
-            message = message.replace(url, shown)
-        return RepositoryError(f"git {action} failed for {shown}: {message}")
-
 
 def _url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -268,26 +259,8 @@ def _is_full_sha(value: str) -> bool:
     return len(value) in (40, 64) and all(c in "0123456789abcdef" for c in value)
 
 
-def _tail(stderr: bytes, limit: int = 1000) -> str:
-    text = stderr.decode("utf-8", "replace").strip()
-    return text[-limit:] if text else "(no output)"
-
-
-def _base_env() -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/"),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "GIT_TERMINAL_PROMPT": "0",  # a server never waits for a password
-    }
-    if os.environ.get("GIT_SSL_CAINFO"):  # a private CA for https remotes (self-hosted forges)
-        env["GIT_SSL_CAINFO"] = os.environ["GIT_SSL_CAINFO"]
-    return env
-
-
-DEFAULT_HTTPS_USER = "x-access-token"  # the user name GitHub documents for tokens; others take any
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DEFAULT_HTTPS_USER = "x-access-token"  # the user name GitHub documents for tokens; others take any
 
 
 def https_auth_env(url: str, token: str | None) -> dict[str, str]:
@@ -327,7 +300,7 @@ def https_auth_env(url: str, token: str | None) -> dict[str, str]:
 @contextlib.contextmanager
 def _ssh_env(ssh_key: str | None, known_hosts: str | None) -> Iterator[dict[str, str]]:
     """The environment for a network git call; key material lives in a 0700 temp dir for the call only."""
-    env = _base_env()
+    env = base_env()
     ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
     if ssh_key is None and known_hosts is None:
         env["GIT_SSH_COMMAND"] = shlex.join(ssh)
@@ -355,7 +328,8 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    # git archive of a local commit starts no children; killing git itself is enough.
+    if process.poll() is None:
+        process.kill()
     process.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import tempfile
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import InvalidInput, InvalidPath, InvalidRef, RefNotFound, RepositoryError
+from services.builder import gitcmd
 from services.builder.mirror import MirrorCache
 from tests.harness.githttp import GitHttpServer, git_http_server
 from tests.harness.gitrepo import GitRepoFactory, Repo, git_repos  # noqa: F401
@@ -212,6 +214,65 @@ def test_credentials_never_appear_in_errors(cache: MirrorCache) -> None:
         cache.sync(url, timeout=30)
     assert "s3cret-token" not in str(caught.value)
     assert "127.0.0.1:9/org/app.git" in caught.value.message
+
+
+def test_log_lists_the_commits_between_two_refs(cache: MirrorCache, repo: Repo) -> None:
+    first = repo.head
+    repo.tag("v1")
+    second = repo.commit({"a.txt": "a\n"}, "add a")
+    third = repo.commit({"b.txt": "b\n"}, "add b\n\nwith a body")
+    cache.sync(repo.url)
+
+    log = cache.log(repo.url, "v1", "main")
+    assert [(e["commit"], e["subject"]) for e in log] == [(third, "add b"), (second, "add a")]
+    assert log[0]["author"] == "Ferry Test" and log[0]["date"][:2] == "20"
+    assert cache.log(repo.url, "main", "v1") == []
+    assert [e["commit"] for e in cache.log(repo.url, first, third, limit=1)] == [third]
+    with pytest.raises(RefNotFound):
+        cache.log(repo.url, "v1", "nope")
+    with pytest.raises(InvalidRef):
+        cache.log(repo.url, "--output=/tmp/x", "main")
+
+
+def test_the_builders_environment_does_not_reach_git(
+    cache: MirrorCache, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = repo.head  # the test harness's git sees the variables below; the mirror's must not
+    # Variables git honours would redirect it if they leaked from the builder's environment.
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'core.bare'='false'")
+    monkeypatch.setenv("FERRY_CANARY_SECRET", "do-not-leak")
+    cache.sync(repo.url)
+    assert cache.resolve(repo.url, "main") == head
+
+    out = gitcmd.Git(tmp_path).execute(["git", "-c", "alias.envdump=!env", "envdump"])
+    names = {line.split("=", 1)[0] for line in out.splitlines()}
+    assert "FERRY_CANARY_SECRET" not in names and "GIT_DIR" not in names
+    assert {"PATH", "HOME", "GIT_TERMINAL_PROMPT"} <= names
+
+
+def test_hooks_in_a_mirror_never_run(cache: MirrorCache, repo: Repo, tmp_path: Path) -> None:
+    path = cache.sync(repo.url)
+    marker = tmp_path / "hook-ran"
+    hook = path / "hooks" / "reference-transaction"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    new = repo.commit({"c.txt": "c\n"}, "c")
+    cache.sync(repo.url)
+    assert cache.resolve(repo.url, "main") == new
+    assert not marker.exists()
+
+
+def test_a_silent_server_is_killed_after_the_timeout(cache: MirrorCache) -> None:
+    # A listening socket nobody accepts from: the TCP connection opens, ssh waits for a banner.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with pytest.raises(RepositoryError, match="timed out after 1s"):
+            cache.sync(f"ssh://git@127.0.0.1:{port}/app.git", known_hosts="", timeout=1)
+    assert not list(cache.root.glob("*.git"))
 
 
 def _key_dirs() -> set[Path]:
