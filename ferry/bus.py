@@ -6,8 +6,13 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -19,7 +24,7 @@ from ferry.artifacts import ArtifactStore
 from ferry.commands import Histories
 from ferry.envlock import EnvLocks
 from ferry.errors import StoreUnavailable
-from ferry.eventstore import EVENTS_STREAM, EventStore
+from ferry.eventstore import EVENTS_STREAM, EventStore, StoredEvent
 from ferry.natsauth import OBJECTS, Credential, credential_path, event_types, from_url, without_userinfo
 from ferry.settings import Settings
 from ferry.signing import (
@@ -42,26 +47,111 @@ VERIFYING = ("builder", "agent")
 log = logging.getLogger("ferry.bus")
 
 
-async def connect(url: str, *, name: str, credential: Credential | None = None) -> Client:
-    """Connect as ``credential``'s identity (else the one in ``url``'s userinfo, else anonymously)."""
+class Reconnects:
+    """Tells a connection's long-lived readers that it came back (after nats-server restarted).
+
+    Durable pull consumers need nothing (the server kept them on disk); a reader of an ordered
+    consumer starts again from its own position instead of waiting for missed heartbeats.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._next = asyncio.Event()
+
+    def happened(self) -> None:
+        self.count += 1
+        self._next.set()
+        self._next = asyncio.Event()
+
+    async def wait(self) -> None:
+        """Return at the next reconnect after this call."""
+        await self._next.wait()
+
+
+_RECONNECTS: weakref.WeakKeyDictionary[Client, Reconnects] = weakref.WeakKeyDictionary()
+
+
+def reconnects(nc: Client) -> Reconnects:
+    """The reconnect signal of ``nc`` (one per connection; never set for one made elsewhere)."""
+    if nc not in _RECONNECTS:
+        _RECONNECTS[nc] = Reconnects()
+    return _RECONNECTS[nc]
+
+
+async def follow(bus: Bus, subject: str, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
+    """``bus.events.follow`` that starts again after the last event it gave when NATS comes back.
+
+    An ordered consumer notices a restarted nats-server only after two missed heartbeats (10 s
+    or more); this reader subscribes again at once, from where it was.
+    """
+    back = reconnects(bus.nc)
+    following = from_seq
+    while True:
+        stream = bus.events.follow(subject, following)
+        came_back = asyncio.ensure_future(back.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(stream))
+                await asyncio.wait({step, came_back}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    log.info("NATS is back: following again", extra={"subject": subject, "from": following})
+                    break
+                try:
+                    stored = step.result()
+                except StopAsyncIteration:
+                    return
+                following = stored.seq + 1
+                yield stored
+        finally:
+            came_back.cancel()
+            if (close := getattr(stream, "aclose", None)) is not None:  # unsubscribe now, not at GC
+                await close()
+
+
+async def connect(
+    url: str, *, name: str, credential: Credential | None = None, ca: Path | None = None
+) -> Client:
+    """Connect as ``credential``'s identity (else the one in ``url``'s userinfo, else anonymously).
+
+    Waits for a server that is not there yet (nats-py tries again every half second), and
+    reconnects for ever after a connection is lost: a restarted nats-server restarts no service.
+    """
     credential = credential or from_url(url)
     servers = [u.strip() for u in without_userinfo(url).split(",") if u.strip()]  # a cluster: comma-separated
-    auth: dict[str, str] = {}
+    auth: dict[str, Any] = {}
+    if ca is not None:  # tls:// servers signed by a private CA (FERRY_NATS_CA)
+        auth["tls"] = ssl.create_default_context(cafile=str(ca))
     if credential is not None:
-        auth = {
+        auth |= {
             "user": credential.user,
             "password": credential.password,
             "inbox_prefix": credential.inbox_prefix,
         }
     who = f"as {credential.user!r}" if credential else "without credentials (set FERRY_NATS_CREDS)"
     connecting = True
+    signal = Reconnects()
+    last_said: dict[str, Any] = {"error": "", "at": -60.0}
 
     async def on_error(exc: Exception) -> None:
         # nats-py retries a refused first connect forever (max_reconnect_attempts=-1): a wrong
         # or missing credential must stop the service with a message instead.
         if connecting and "authorization violation" in str(exc).lower():
             raise StoreUnavailable(f"NATS at {without_userinfo(url)} refused the connection {who}: {exc}")
-        log.error("nats error", extra={"error": str(exc) or type(exc).__name__})
+        said, now = str(exc) or type(exc).__name__, time.monotonic()
+        if said != last_said["error"] or now - last_said["at"] > 30:  # not twice a second while away
+            log.error("nats error", extra={"error": said, "address": without_userinfo(url)})
+            last_said.update(error=said, at=now)
+
+    async def on_disconnect() -> None:
+        if not connecting:
+            log.warning("lost NATS; reconnecting", extra={"address": without_userinfo(url)})
+
+    async def on_reconnect() -> None:
+        log.warning("reconnected to NATS", extra={"address": without_userinfo(url)})
+        last_said.update(error="", at=-60.0)
+        signal.happened()
 
     try:
         nc = await nats.connect(
@@ -72,6 +162,8 @@ async def connect(url: str, *, name: str, credential: Credential | None = None) 
             reconnect_time_wait=0.5,
             allow_reconnect=True,
             error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
             **auth,
         )
     except (OSError, nats.errors.NoServersError, nats.errors.TimeoutError) as exc:
@@ -81,6 +173,7 @@ async def connect(url: str, *, name: str, credential: Credential | None = None) 
             f"NATS at {without_userinfo(url)} refused the connection {who}: {exc}"
         ) from exc
     connecting = False
+    _RECONNECTS[nc] = signal
     return nc
 
 
@@ -197,7 +290,7 @@ async def open_bus(
         replicas = int(os.environ.get("FERRY_STREAM_REPLICAS") or 1)
     credential = _credential(url, settings, identity)
     who = credential.user if credential is not None else None
-    nc = await connect(url, name=name, credential=credential)
+    nc = await connect(url, name=name, credential=credential, ca=settings.nats_ca)
     js = nc.jetstream(timeout=10)
     allowed = event_types(who) if who else None
     events: EventStore

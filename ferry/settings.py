@@ -81,6 +81,8 @@ class Settings:
     work_public_key: Path | None = None
     """``FERRY_WORK_PUBLIC_KEY``: what builder and agents verify work with; default
     ``FERRY_HOME/keys/work-signing.pub``."""
+    nats_ca: Path | None = None
+    """``FERRY_NATS_CA``: the CA that signed the NATS servers' certificates (``tls://`` URLs)."""
     public_url: str | None = None
     """``FERRY_PUBLIC_URL``: the portal's address as browsers reach it (links, the Host allow-list)."""
     allowed_hosts: tuple[str, ...] = ()
@@ -114,6 +116,7 @@ class Settings:
             nats_credentials_dir=_path(os.environ.get("FERRY_NATS_CREDENTIALS_DIR")),
             work_signing_key=_path(os.environ.get("FERRY_WORK_SIGNING_KEY")),
             work_public_key=_path(os.environ.get("FERRY_WORK_PUBLIC_KEY")),
+            nats_ca=_path(os.environ.get("FERRY_NATS_CA")),
             public_url=os.environ.get("FERRY_PUBLIC_URL") or None,
             allowed_hosts=_names(os.environ.get("FERRY_ALLOWED_HOSTS")),
             max_body=max(1024, _int("FERRY_MAX_BODY", 1024 * 1024)),

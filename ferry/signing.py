@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -204,3 +205,18 @@ def work_verifier(nc: Client, stream: str) -> WorkVerifier | None:
     """The verifier every message of ``stream`` consumed over ``nc`` must pass, if any."""
     found = _VERIFIERS.get(nc)
     return found[1] if found is not None and found[0] == stream else None
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ferry.signing PATH``: the gateway's key at PATH (0600) and PATH.pub for the others."""
+    if len(argv) != 1:
+        print("usage: python -m ferry.signing PATH", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    signer = ensure_signing_key(path)
+    print(f"work signing key {path} (key id {signer.key_id}); builder and agents get {public_path(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
