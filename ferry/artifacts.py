@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +21,14 @@ ARTIFACTS_BUCKET = "ferry-artifacts"
 CHUNK = 1024 * 1024
 CHUNKS_PER_READ = 64
 """Object chunks (128 KiB each by default) per direct-get round trip: 8 MiB a request."""
+STREAM_CHUNKS_PER_READ = 8
+"""For streamed reads (a response body): 1 MiB a request, so a reader holds little at a time."""
+
+
+@dataclass(frozen=True)
+class ArtifactStream:
+    size: int
+    chunks: AsyncIterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,34 @@ class ArtifactStore:
         if size != int(info.size or 0) or h.hexdigest() != digest:
             raise ArtifactNotFound(f"artifact {digest} is corrupt in the store", field="digest")
         return size
+
+    async def open_stream(self, digest: str, *, per_read: int = STREAM_CHUNKS_PER_READ) -> ArtifactStream:
+        """The artifact's size and its bytes as an async iterator of chunks, for a response body.
+
+        A missing artifact raises here, before any byte is sent. At most ``per_read`` chunks
+        (128 KiB each by default) are in memory at a time; the digest is checked at the end, and
+        a corrupt artifact stops the stream with ``ArtifactNotFound`` (the client sees a cut body).
+        """
+        try:
+            info = await self.os.get_info(_check_digest(digest))
+        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
+            raise ArtifactNotFound(f"artifact {digest} not found", field="digest") from None
+        size = int(info.size or 0)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            h = hashlib.sha256()
+            seen = 0
+            subject = f"$O.{self.bucket}.C.{info.nuid}"
+            async for msg in directget.messages(
+                self.js._nc, f"OBJ_{self.bucket}", subject, 1, per_read, what="artifact store"
+            ):
+                h.update(msg.data)
+                seen += len(msg.data)
+                yield msg.data
+            if seen != size or h.hexdigest() != digest:
+                raise ArtifactNotFound(f"artifact {digest} is corrupt in the store", field="digest")
+
+        return ArtifactStream(size, chunks())
 
     async def get_file(self, digest: str, path: Path) -> int:
         """Download to ``path`` (written to a temp name, then renamed)."""

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from ferry.commands import Loaded, append_decided
 from ferry.db import repo
@@ -246,8 +246,12 @@ async def release_log(request: Request) -> Response:
     history = await load_history(request, release_id)
     if not _DIGEST.match(digest) or digest not in log_digests(history):
         raise NotFound(f"release {release_id} has no log {digest[:80]!r}", field="digest")
-    data = await gw(request).bus.artifacts.get_bytes(digest)
-    return PlainTextResponse(data.decode("utf-8", errors="replace"))
+    stream = await gw(request).bus.artifacts.open_stream(digest)  # 404 before any byte is sent
+    return StreamingResponse(
+        stream.chunks,
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Length": str(stream.size)},
+    )
 
 
 async def list_releases(request: Request) -> Response:
