@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import nats
 import nats.errors
 
+from ferry.errors import StoreUnavailable
 from ferry.natsauth import (
     SERVICE_IDENTITY,
     Credential,
@@ -200,6 +202,10 @@ class Launcher:
         return proc
 
     def check_children(self) -> None:
+        if self.nats is not None and (code := self.nats.exit_code) is not None and not self._stopping:
+            raise LaunchError(
+                f"nats-server exited with code {code}; see {self.nats.store_dir / 'nats-server.log'}"
+            )
         for name, proc in self.procs.items():
             if proc.poll() is not None and not self._stopping:
                 raise LaunchError(
@@ -227,33 +233,54 @@ class Launcher:
         if self.nats is not None:
             self.nats.stop()
 
+    def _may_restart(self, name: str, code: int | None, now: float) -> None:
+        """Count one restart of ``name``; give up on one that keeps dying."""
+        recent = [t for t in self._restarts.get(name, []) if now - t < RESTART_WINDOW]
+        if len(recent) >= MAX_RESTARTS:
+            log = self.nats.store_dir / "nats-server.log" if name == "nats-server" and self.nats else None
+            raise LaunchError(
+                f"{name} exited with code {code} {len(recent)} times within {RESTART_WINDOW:.0f}s; "
+                f"see {log or self.settings.home / 'logs' / (name + '.log')}"
+            )
+        self._restarts[name] = [*recent, now]
+
     def restart_crashed(self, now: float) -> None:
-        """Start again any service that died on its own; give up on one that keeps dying."""
+        """Start again nats-server or any service that died on its own; give up on one that keeps dying.
+
+        nats-server comes back on the same store, port and credentials, so the services'
+        clients reconnect to it and carry on (none of them is restarted for it).
+        """
+        if self._stopping:
+            return
+        if self.nats is not None and (code := self.nats.exit_code) is not None:
+            self._may_restart("nats-server", code, now)
+            self.echo(f"nats-server exited with code {code}; restarting it on {self.nats.address}")
+            try:
+                self.nats.start()
+            except StoreUnavailable as exc:  # counted above; tried again on the next round
+                self.echo(f"nats-server did not come back: {exc}")
         for name, proc in list(self.procs.items()):
             if proc.poll() is None or self._stopping:
                 continue
-            recent = [t for t in self._restarts.get(name, []) if now - t < RESTART_WINDOW]
-            if len(recent) >= MAX_RESTARTS:
-                raise LaunchError(
-                    f"{name} exited with code {proc.returncode} {len(recent)} times within "
-                    f"{RESTART_WINDOW:.0f}s; see {self.settings.home / 'logs' / (name + '.log')}"
-                )
+            self._may_restart(name, proc.returncode, now)
             self.echo(f"{name} exited with code {proc.returncode}; restarting it")
-            self._restarts[name] = [*recent, now]
             self.spawn(name)
 
-    def serve_forever(self) -> int:
-        stop = {"sig": 0}
+    def supervise(self, stop: threading.Event, every: float = 0.2) -> None:
+        """Restart what crashes until ``stop`` is set (``ferry up`` runs this; tests run it in a thread)."""
+        while not stop.wait(every):
+            self.restart_crashed(time.monotonic())
 
-        def on_signal(signum: int, _frame: object) -> None:
-            stop["sig"] = signum
+    def serve_forever(self) -> int:
+        stop = threading.Event()
+
+        def on_signal(_signum: int, _frame: object) -> None:
+            stop.set()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         try:
-            while not stop["sig"]:
-                self.restart_crashed(time.monotonic())
-                time.sleep(0.2)
+            self.supervise(stop)
             return 0
         except LaunchError as exc:
             self.echo(f"error: {exc}")

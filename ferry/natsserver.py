@@ -122,6 +122,16 @@ class NatsServer:
         self.stop()
         raise StoreUnavailable(f"nats-server did not listen on {self.address} within {timeout}s")
 
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended (reaping it), else None."""
+        return None if self.proc is None else self.proc.poll()
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start again on the same store, port and credentials (after a crash or a stop)."""
+        self.stop()
+        self.start(timeout)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

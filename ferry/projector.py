@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ferry.bus import Bus
+from ferry.bus import Bus, follow
 from ferry.db.models import PROJECTED_TABLES, HostStep, ProjectionPosition, Release, ReleaseHost
 from ferry.events import (
     HOST_STEPS,
@@ -295,12 +295,15 @@ class Projector:
 
     # --- following the stream ---
     async def run(self, bus: Bus, stop_event: asyncio.Event, position_name: str = DEFAULT_POSITION) -> None:
-        """Follow the stream from the stored position until ``stop_event`` is set."""
+        """Follow the stream from the stored position until ``stop_event`` is set.
+
+        The reader goes on from the last event it read when NATS comes back (``ferry.bus.follow``).
+        """
         start = await asyncio.to_thread(self.position, position_name) + 1
         queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=self.batch_size * 4)
 
         async def read() -> None:
-            async for stored in bus.events.follow(ALL_RELEASES, from_seq=start):
+            async for stored in follow(bus, ALL_RELEASES, start):
                 await queue.put(stored)
 
         reader = asyncio.create_task(read(), name="projector-follow")

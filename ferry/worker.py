@@ -14,6 +14,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from ferry.errors import StoreUnavailable
 from ferry.signing import UntrustedWork, work_verifier
 
 log = logging.getLogger("ferry.worker")
@@ -33,6 +34,21 @@ class Permanent(Exception):
 
 Handler = Callable[[Msg], Awaitable[None]]
 
+ACK_WAIT = 10.0
+"""How long a work item held by a worker that stopped answering waits before another takes it.
+
+Handlers that run longer keep their item with in-progress acks every ``HEARTBEAT`` seconds,
+so only the items of a killed (or cut-off) worker are delivered again, after at most this."""
+HEARTBEAT = 3.0
+NATS_AWAY = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""What a fetch raises while nats-server (or JetStream on it) is away; the loop waits and goes on."""
+
 
 async def ensure_consumer(
     js: JetStreamContext,
@@ -40,7 +56,7 @@ async def ensure_consumer(
     durable: str,
     subject: str | Sequence[str],
     *,
-    ack_wait: float = 60.0,
+    ack_wait: float = ACK_WAIT,
     max_deliver: int = -1,
     deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL,
 ) -> None:
@@ -57,9 +73,10 @@ async def ensure_consumer(
         max_ack_pending=1000,
     )
     try:
+        # On an existing durable this updates the editable fields (an older, longer ack wait).
         await js.add_consumer(stream, config)
-    except nats.js.errors.BadRequestError:
-        pass  # exists with a compatible config
+    except nats.js.errors.BadRequestError as exc:
+        log.warning("consumer kept its config", extra={"consumer": durable, "why": str(exc)})
 
 
 async def _heartbeat(msg: Msg, every: float) -> None:
@@ -78,7 +95,7 @@ async def run_consumer(
     stop: asyncio.Event,
     *,
     concurrency: int = 1,
-    ack_wait: float = 60.0,
+    ack_wait: float = ACK_WAIT,
     max_deliver: int = -1,
 ) -> None:
     """Fetch from a durable pull consumer until ``stop`` is set, running up to ``concurrency`` handlers."""
@@ -91,7 +108,7 @@ async def run_consumer(
     verifier = work_verifier(js._nc, stream)
 
     async def one(msg: Msg) -> None:
-        beat = asyncio.create_task(_heartbeat(msg, ack_wait / 3))
+        beat = asyncio.create_task(_heartbeat(msg, min(ack_wait / 3, HEARTBEAT)))
         try:
             if verifier is not None:
                 verifier.verify_work(msg.subject, msg.headers, msg.data)
@@ -109,10 +126,13 @@ async def run_consumer(
         except Permanent as exc:
             log.error("permanent failure", extra={"subject": msg.subject, "error": str(exc)})
             await msg.term()
-        except Exception:
+        except Exception as exc:
+            # Lost NATS mid-step (nats-server restarting): again as soon as it is back; the nak is
+            # sent when nats-py reconnects. Anything else waits a little longer.
+            away = isinstance(exc, (nats.errors.Error, StoreUnavailable, OSError, TimeoutError))
             log.exception("handler crashed; will be redelivered", extra={"subject": msg.subject})
             with contextlib.suppress(Exception):
-                await msg.nak(delay=5)
+                await msg.nak(delay=0.5 if away else 5)
         finally:
             beat.cancel()
             slots.release()
@@ -128,9 +148,11 @@ async def run_consumer(
             except nats.errors.TimeoutError:
                 slots.release()
                 continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            except NATS_AWAY:
                 slots.release()
-                await asyncio.sleep(0.5)
+                # nats-py reconnects by itself; the durable consumer is on the server's disk
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
                 continue
             for msg in msgs:
                 task = asyncio.create_task(one(msg))
@@ -167,16 +189,20 @@ async def supervise(
     run: Callable[[], Awaitable[None]],
     stop: asyncio.Event,
     *,
-    backoff: float = 1.0,
-    max_backoff: float = 30.0,
+    backoff: float = 0.5,
+    max_backoff: float = 5.0,
+    healthy_after: float = 30.0,
 ) -> None:
     """Run ``run()`` until ``stop`` is set, restarting it (with growing back-off) if it fails or ends early.
 
-    A consumer loop that dies on an unexpected error must not leave releases waiting for a
-    process restart: it comes back by itself and resumes from its durable consumer.
+    A consumer loop that dies on an unexpected error (or while nats-server restarts) must not
+    leave releases waiting for a process restart: it comes back by itself and resumes from its
+    durable consumer. The back-off starts again once a run has lasted ``healthy_after`` seconds.
     """
     delay = backoff
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
+        started = loop.time()
         try:
             await run()
             if stop.is_set():
@@ -184,8 +210,12 @@ async def supervise(
             log.warning("task ended early; restarting", extra={"task": name})
         except asyncio.CancelledError:
             raise
+        except NATS_AWAY as exc:
+            log.warning("task lost NATS; restarting", extra={"task": name, "error": repr(exc), "in": delay})
         except Exception:
             log.exception("task failed; restarting", extra={"task": name, "in": delay})
+        if loop.time() - started > healthy_after:
+            delay = backoff
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, max_backoff)

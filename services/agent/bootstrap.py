@@ -21,7 +21,7 @@ from ferry.agentgroups import DEFAULT_GROUP, action_of, consumer_name, group_wor
 from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
-from ferry.worker import Permanent, run_consumer, serve_health, supervise
+from ferry.worker import ACK_WAIT, Permanent, run_consumer, serve_health, supervise
 from services.agent import doctor
 from services.agent.deps import AgentDeps
 from services.agent.ssh import SSHTarget
@@ -106,7 +106,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 dispatch,
                 stop,
                 concurrency=settings.agent_concurrency,
-                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "60")),
+                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT") or ACK_WAIT),
             ),
             stop,
         )

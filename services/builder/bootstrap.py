@@ -12,7 +12,7 @@ from pathlib import Path
 from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.credentials import CredentialReader
 from ferry.settings import Settings
-from ferry.worker import run_consumer, serve_health, supervise
+from ferry.worker import ACK_WAIT, run_consumer, serve_health, supervise
 from services.builder.mirror import MirrorCache
 from services.builder.sandbox import Sandbox
 from services.builder.worker import BuilderDeps, build, list_refs, open_builds_kv
@@ -54,7 +54,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 functools.partial(build, deps=deps),
                 stop,
                 concurrency=2,
-                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT", "120")),
+                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT") or ACK_WAIT),
             ),
             stop,
         )

@@ -21,7 +21,8 @@ from ferry.auth import is_loopback
 from ferry.bus import Bus, open_bus
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
-from ferry.errors import Conflict
+from ferry.errors import Conflict, StoreUnavailable
+from ferry.natsauth import without_userinfo
 from ferry.projector import Projector
 from ferry.secrets import SecretBox
 from ferry.settings import Settings
@@ -29,11 +30,65 @@ from ferry.tokens import TokenChecker
 from ferry.worker import supervise
 from services.gateway import api, login, portal
 from services.gateway.auth import AuthMiddleware
-from services.gateway.errors import install_error_handlers
+from services.gateway.errors import error_body, install_error_handlers
 from services.gateway.guard import GuardMiddleware
 
 log = logging.getLogger("ferry.gateway")
+CONNECT_GRACE = 5.0
+"""Seconds the gateway waits for NATS before it serves without it."""
 BOOTSTRAP_TOKEN_NAME = "bootstrap"  # noqa: S105 - a name, not a secret
+
+
+class BusLink:
+    """The gateway's connection to NATS, opened in the background so that it serves without it.
+
+    Until NATS answers, requests that need it get a 503 naming the cause (``StoreUnavailable``)
+    and ``/healthz`` fails; requests that need only the database are answered as usual.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.bus: Bus | None = None
+        self.problem = f"the gateway has not reached NATS at {address} yet; it keeps trying"
+        self.ready = asyncio.Event()
+
+    def get(self) -> Bus:
+        if self.bus is None:
+            raise StoreUnavailable(self.problem)
+        return self.bus
+
+    def health(self) -> str | None:
+        """What keeps the gateway from being healthy, or None."""
+        if self.bus is None:
+            return self.problem
+        if not self.bus.nc.is_connected:
+            return f"the gateway lost NATS at {self.address}; it is reconnecting"
+        return None
+
+    async def open(self, settings: Settings, stack: contextlib.AsyncExitStack) -> Bus:
+        """Connect (nats-py waits for a server that is away) and set up; try again on failure."""
+        delay = 0.5
+        while True:
+            try:
+                bus = await open_bus(settings.nats, name="ferry-gateway")
+            except StoreUnavailable as exc:
+                self.problem = str(exc)
+                if "refused the connection" in str(exc):
+                    raise  # a wrong credential: stop with the message, do not knock for ever
+                log.warning("cannot open the event store yet; retrying", extra={"why": str(exc), "in": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception as exc:  # noqa: BLE001 - say why on /healthz and in the log, then retry
+                self.problem = f"NATS at {self.address}: {exc}"
+                log.warning("cannot open the event store yet; retrying", extra={"why": str(exc), "in": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            stack.push_async_callback(bus.close)
+            self.bus = bus
+            self.ready.set()
+            return bus
 
 
 @dataclass
@@ -41,11 +96,16 @@ class Gateway:
     """Everything a request handler may need; ``request.app.state.gw``."""
 
     settings: Settings
-    bus: Bus
+    link: BusLink
     sessions: sessionmaker[Session]
     box: SecretBox
     projector: Projector
     tokens: TokenChecker
+
+    @property
+    def bus(self) -> Bus:
+        """The NATS connection; ``StoreUnavailable`` (503) while the gateway has not reached NATS."""
+        return self.link.get()
 
 
 def gateway(request: Any) -> Gateway:
@@ -54,8 +114,11 @@ def gateway(request: Any) -> Gateway:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    gw = gateway(request)
-    return JSONResponse({"ok": True, "nats": gw.bus.nc.is_connected})
+    problem = gateway(request).link.health()
+    if problem is not None:
+        body = {"ok": False, "nats": False, **error_body("STORE_UNAVAILABLE", problem)}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"ok": True, "nats": True})
 
 
 def group_lookup(sessions: sessionmaker[Session]) -> orchestrator.GroupOf:
@@ -104,14 +167,31 @@ def warn_if_open(settings: Settings) -> None:
     )
 
 
+async def _background(
+    link: BusLink, projector: Projector, sessions: sessionmaker[Session], stop: asyncio.Event
+) -> None:
+    """The projector and the orchestrator, once NATS has answered."""
+    waiting = asyncio.create_task(link.ready.wait())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (waiting, stopping):
+        t.cancel()
+    if stop.is_set():
+        return
+    bus = link.get()
+    await asyncio.gather(
+        supervise("projector", lambda: projector.run(bus, stop), stop),
+        supervise("orchestrator", lambda: orchestrator.run(bus, stop, group_of=group_lookup(sessions)), stop),
+    )
+
+
 def create_app(settings: Settings, *, background: bool = True) -> Starlette:
     """The gateway ASGI app. ``background`` runs the projector and the orchestrator in-process."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            bus = await open_bus(settings.nats, name="ferry-gateway")
-            stack.push_async_callback(bus.close)
+            link = BusLink(without_userinfo(settings.nats))
             engine = make_engine(settings.db_url)
             stack.callback(engine.dispose)
             sessions = session_factory(engine)
@@ -120,26 +200,26 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
             if settings.bootstrap_token:
                 await asyncio.to_thread(ensure_bootstrap_token, tokens, settings.bootstrap_token)
             box = SecretBox.from_settings(settings)
-            app.state.gw = Gateway(settings, bus, sessions, box, projector, tokens)
+            app.state.gw = Gateway(settings, link, sessions, box, projector, tokens)
             log.info("authentication", extra={"auth": "token" if settings.auth_required else "off"})
             warn_if_open(settings)
             stop = asyncio.Event()
-            tasks = []
+            connecting = asyncio.create_task(link.open(settings, stack), name="gateway-nats")
+            # Serve at once when NATS answers in time, as before; otherwise serve without it
+            # (health failing, 503s naming the cause) and connect in the background.
+            done, _ = await asyncio.wait({connecting}, timeout=CONNECT_GRACE)
+            if done:
+                connecting.result()  # a refused credential stops the gateway here, as it says why
+            else:
+                log.warning("serving before NATS answers", extra={"why": link.problem})
+            tasks: list[asyncio.Task[Any]] = [connecting]
             if background:
-                tasks = [
-                    asyncio.create_task(supervise("projector", lambda: projector.run(bus, stop), stop)),
-                    asyncio.create_task(
-                        supervise(
-                            "orchestrator",
-                            lambda: orchestrator.run(bus, stop, group_of=group_lookup(sessions)),
-                            stop,
-                        ),
-                    ),
-                ]
+                tasks.append(asyncio.create_task(_background(link, projector, sessions, stop)))
             try:
                 yield
             finally:
                 stop.set()
+                connecting.cancel()
                 for t in tasks:
                     try:
                         await asyncio.wait_for(t, 10)

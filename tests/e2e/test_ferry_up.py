@@ -104,6 +104,28 @@ def test_ferry_up_prints_portal_serves_and_stops_cleanly(tmp_path: Path):
             time.sleep(0.1)
         assert again and again[0] != builder
         family |= _descendants(proc.pid)
+
+        # so is its nats-server, on the same port and store; the services reconnect to it
+        nats_pid = next(p for p in family if _alive(p) and b"nats-server" in _cmdline(p))
+        os.kill(nats_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        restarted = ""
+        while time.monotonic() < deadline and "restarting" not in restarted:
+            restarted = proc.stdout.readline()
+        assert restarted.startswith("nats-server exited with code -9; restarting it on nats://127.0.0.1:"), (
+            restarted
+        )
+        assert not _alive(nats_pid), "the killed nats-server was not reaped"
+        deadline = time.monotonic() + 30
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            try:
+                healthy = httpx.get(f"{portal}healthz", timeout=2).json() == {"ok": True, "nats": True}
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert healthy, "the gateway did not reconnect to the restarted nats-server"
+        family |= _descendants(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ferry.natsserver import free_port
@@ -124,3 +125,42 @@ def test_nats_server_killed_mid_release_and_restarted_the_release_finishes(
         e for e in resilient.events(rid) if e["type"] == "host.step_finished" and e["step"] == "activate"
     ]
     assert sorted(e["host"] for e in activations) == ["web1", "web2"]
+
+
+def test_gateway_started_while_nats_is_away_serves_503s_then_recovers(
+    resilient: System, nats_server, sshd_hosts, tmp_path
+):
+    import time
+
+    hosts = sshd_hosts(1)
+    port = free_port()
+    sample = make_sample_repo(tmp_path / "sample")
+    register(resilient, hosts, sample.url, app_port=port)
+    sample.commit("A")
+    nats_server.kill()
+    crash(resilient, "gateway")  # a gateway (re)started during the outage
+    deadline = time.monotonic() + 30
+    health = None
+    while time.monotonic() < deadline:
+        try:
+            health = resilient.api.get("/healthz", timeout=2)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    assert health is not None, "the gateway does not serve while NATS is away"
+    assert health.status_code == 503
+    assert health.json()["error"]["code"] == "STORE_UNAVAILABLE"
+    assert nats_server.address in health.json()["error"]["message"]
+    r = resilient.api.post("/api/releases", json={"project": "web", "environment": "prod", "ref": "main"})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "STORE_UNAVAILABLE"
+    assert resilient.api.get("/api/projects/web").status_code == 200  # the database still answers
+
+    nats_server.start()  # same store, same port
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and resilient.api.get("/healthz").status_code != 200:
+        time.sleep(0.1)
+    assert resilient.api.get("/healthz").json() == {"ok": True, "nats": True}
+    rid = resilient.release("web", "prod", "main")
+    assert resilient.wait(rid, timeout=60)["status"] == "succeeded"
+    assert fetch(hosts[0].address, port) == "A"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +73,28 @@ class System:
         return "\n".join(out)
 
 
+@contextlib.contextmanager
+def supervised(launcher: Launcher) -> Iterator[list[BaseException]]:
+    """Run ``launcher.supervise`` (what ``ferry up`` runs) in a thread: crashed parts come back.
+
+    Yields the list its failure lands in (a ``LaunchError`` when something keeps dying)."""
+    stop, failed = threading.Event(), []
+
+    def run() -> None:
+        try:
+            launcher.supervise(stop, every=0.1)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="ferry-up-supervisor", daemon=True)
+    thread.start()
+    try:
+        yield failed
+    finally:
+        stop.set()
+        thread.join(30)
+
+
 def start_system(
     home: Path,
     *,
@@ -82,6 +106,8 @@ def start_system(
     auth: bool = False,
 ) -> System:
     """The system on loopback; ``auth`` turns token authentication on (FERRY_AUTH=token).
+
+    Without ``nats_url`` the launcher runs its own nats-server, as ``ferry up`` does.
 
     ``agent_env`` adds environment for single agents by name (``agent-2``: a group of its own)."""
     token = new_token()
