@@ -6,10 +6,12 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -108,7 +110,9 @@ async def follow(bus: Bus, subject: str, from_seq: int = 1) -> AsyncIterator[Sto
                 await close()
 
 
-async def connect(url: str, *, name: str, credential: Credential | None = None) -> Client:
+async def connect(
+    url: str, *, name: str, credential: Credential | None = None, ca: Path | None = None
+) -> Client:
     """Connect as ``credential``'s identity (else the one in ``url``'s userinfo, else anonymously).
 
     Waits for a server that is not there yet (nats-py tries again every half second), and
@@ -117,6 +121,8 @@ async def connect(url: str, *, name: str, credential: Credential | None = None) 
     credential = credential or from_url(url)
     servers = [u.strip() for u in without_userinfo(url).split(",") if u.strip()]  # a cluster: comma-separated
     auth: dict[str, Any] = {}
+    if ca is not None:  # tls:// servers signed by a private CA (FERRY_NATS_CA)
+        auth["tls"] = ssl.create_default_context(cafile=str(ca))
     if credential is not None:
         auth |= {
             "user": credential.user,
@@ -284,7 +290,7 @@ async def open_bus(
         replicas = int(os.environ.get("FERRY_STREAM_REPLICAS") or 1)
     credential = _credential(url, settings, identity)
     who = credential.user if credential is not None else None
-    nc = await connect(url, name=name, credential=credential)
+    nc = await connect(url, name=name, credential=credential, ca=settings.nats_ca)
     js = nc.jetstream(timeout=10)
     allowed = event_types(who) if who else None
     events: EventStore
