@@ -14,18 +14,22 @@ or they would change every release sharing that inode.
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.errors import InvalidInput, InvalidPath
+# The checks of paths, release ids and digests live in ferry.validation (the gateway uses them
+# too); the agent's modules keep importing them from here.
+from ferry.validation import DIGEST_RE as DIGEST_RE
+from ferry.validation import RELEASE_ID_RE as RELEASE_ID_RE
+from ferry.validation import validate_deploy_path as validate_deploy_path
+from ferry.validation import validate_digest as validate_digest
+from ferry.validation import validate_relative_path as validate_relative_path
+from ferry.validation import validate_release_id as validate_release_id
 from services.agent.ssh import CommandResult, HostSession
 
-RELEASE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}\Z")
-DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")  # sha256 hex of the artifact bytes as stored (compressed)
 # format -> (suffix in the cache, tar's decompression flag)
 FORMATS: dict[str, tuple[str, list[str]]] = {
     "zst": (".tar.zst", ["--zstd"]),
@@ -54,48 +58,6 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
-
-
-# --- validation ------------------------------------------------------------
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
-
-
-def validate_deploy_path(path: str) -> str:
-    """An absolute path without '..' or control characters; returned without a trailing slash."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise InvalidPath(f"deploy path must be absolute: {path!r}", field="deploy_path")
-    if _has_control(path):
-        raise InvalidPath("deploy path contains control characters", field="deploy_path")
-    parts = path.split("/")
-    if ".." in parts or "." in parts:
-        raise InvalidPath(f"deploy path must not contain '.' or '..': {path!r}", field="deploy_path")
-    clean = path.rstrip("/")
-    if not clean:
-        raise InvalidPath("deploy path must not be '/'", field="deploy_path")
-    return clean
-
-
-def validate_release_id(release_id: str) -> str:
-    if not isinstance(release_id, str) or not RELEASE_ID_RE.match(release_id):
-        raise InvalidPath(f"release id must match [A-Za-z0-9_-]+: {release_id!r}", field="release_id")
-    return release_id
-
-
-def validate_relative_path(path: str, field_name: str = "shared") -> str:
-    """A path inside the release: relative, no '..', '.', empty parts or control characters."""
-    if not isinstance(path, str) or not path or path.startswith("/") or _has_control(path):
-        raise InvalidPath(f"shared path must be a relative path: {path!r}", field=field_name)
-    parts = path.rstrip("/").split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise InvalidPath(f"shared path must not contain '', '.' or '..' parts: {path!r}", field=field_name)
-    return "/".join(parts)
-
-
-def validate_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise InvalidInput(f"artifact digest must be sha256 hex: {digest!r}", field="digest")
-    return digest
 
 
 # --- writing under a release -----------------------------------------------------

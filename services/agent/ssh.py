@@ -7,9 +7,6 @@ ferry's hierarchy here, once.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import re
 import shlex
 import socket
@@ -27,6 +24,8 @@ from ferry.errors import (
     HostUnreachable,
     InvalidInput,
 )
+from ferry.validation import key_fingerprint as key_fingerprint  # re-exported: callers import it here
+from ferry.validation import load_private_key as load_private_key
 
 OUTPUT_LIMIT = 64 * 1024
 TIMEOUT_EXIT_CODE = 124
@@ -114,25 +113,6 @@ class PinnedHostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
 def _same_rsa(pinned: tuple[str, str], key: paramiko.PKey) -> bool:
     # An RSA key pinned as "ssh-rsa" may be negotiated as rsa-sha2-*; the key blob is what matters.
     return pinned[0] in ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512") and pinned[1] == key.get_base64()
-
-
-def key_fingerprint(b64: str) -> str:
-    try:
-        digest = hashlib.sha256(base64.b64decode(b64)).digest()
-    except ValueError:
-        return "(unparsable key)"
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def load_private_key(text: str) -> paramiko.PKey:
-    """Parse a private key (OpenSSH or PEM) of any type paramiko supports."""
-    errors = []
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(text))
-        except (paramiko.SSHException, ValueError) as exc:
-            errors.append(f"{cls.__name__}: {exc}")
-    raise InvalidInput("unreadable private key (" + "; ".join(errors) + ")", field="private_key")
 
 
 def _transport_factory(pinned_type: str | None) -> Any:

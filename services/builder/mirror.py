@@ -28,9 +28,9 @@ import git
 from git.exc import CommandError, GitError, UnsafeProtocolError
 
 from ferry.errors import InvalidInput, InvalidPath, RefNotFound, RepositoryError
+from ferry.validation import display_url, validate_ref, validate_repo_url
 
 from .gitcmd import Git, Repo, base_env, git_error, run, tail, translate
-from .refs import display_url, validate_ref, validate_repo_url
 
 DEFAULT_TIMEOUT = 600.0
 LOCAL_TIMEOUT = 120.0

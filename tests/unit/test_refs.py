@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ferry.errors import InvalidInput, InvalidRef
-from services.builder.refs import MAX_REF_LENGTH, display_url, validate_ref, validate_repo_url
+from ferry.validation import MAX_REF_LENGTH, display_url, validate_ref, validate_repo_url
 
 # --- refs ----------------------------------------------------------------------
 

@@ -28,8 +28,14 @@ from pydantic_core import PydanticCustomError
 
 from ferry.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
 from ferry.errors import FerryError
-from services.agent.remote import validate_deploy_path, validate_relative_path
-from services.builder.refs import validate_ref, validate_repo_url
+from ferry.validation import (
+    key_fingerprint,
+    load_private_key,
+    validate_deploy_path,
+    validate_ref,
+    validate_relative_path,
+    validate_repo_url,
+)
 from services.gateway.api.text import check_value, refuse_url_credentials
 
 T = TypeVar("T")
@@ -177,8 +183,6 @@ class CredentialIn(Input):
         """A public description of the secret: the key's type and fingerprint, never the secret."""
         if self.kind == "password":
             return "password"
-        from services.agent.ssh import key_fingerprint, load_private_key
-
         try:
             key = load_private_key(self.secret)
         except FerryError:
