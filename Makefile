@@ -48,6 +48,7 @@ setup-test: setup system-deps
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python scripts/gen_asyncapi.py --check
 
 typecheck: setup
