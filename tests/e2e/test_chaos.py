@@ -139,8 +139,16 @@ def test_random_kills_during_releases_to_ten_hosts(
     try:
         with supervised(system.launcher) as failed:
             sample = make_sample_repo(tmp_path / "sample")
-            register(system, hosts, sample.url, app_port=free_port(), concurrency=HOSTS, keep=3)
-            # a pre-release step long enough that kills land while hosts are mid-step
+            register(
+                system,
+                hosts,
+                sample.url,
+                app_port=free_port(),
+                concurrency=HOSTS,
+                keep=3,
+                build_hooks=["sleep 1"],
+            )
+            # build and pre-release steps long enough that kills land while work is mid-step
             system.api.patch("/api/projects/web", json={"pre_release": "sleep 1"})
             sample.commit("warm-up")
             warm, _ = release(system, failed)  # fills the builder's mirror and the caches
@@ -168,9 +176,7 @@ def test_random_kills_during_releases_to_ten_hosts(
             added = sum(r.seconds - base.seconds for r in runs)
             report = (
                 f"baseline {base.seconds:.1f}s; "
-                + "; ".join(
-                    f"{r.release_id[:8]} {r.status} in {r.seconds:.1f}s kills {r.kills}" for r in runs
-                )
+                + "; ".join(f"{r.release_id} {r.status} in {r.seconds:.1f}s kills {r.kills}" for r in runs)
                 + f"; {kills} kills, {added / max(kills, 1):.1f}s added per kill"
             )
             print(report)
