@@ -282,7 +282,7 @@ async def run(
                     lambda msg: on_timer(bus, msg, group_of),
                     stop,
                     concurrency=8,
-                    ack_wait=30,
+                    ack_wait=10,
                 )
             except Exception:
                 log.exception("timer consumer failed; restarting")
@@ -300,7 +300,7 @@ async def run(
             on_event,
             stop,
             concurrency=8,
-            ack_wait=30,
+            ack_wait=10,
         )
     finally:
         for t in (task, timer_task):
