@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import paramiko
@@ -28,13 +29,20 @@ from pydantic_core import PydanticCustomError
 
 from ferry.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
 from ferry.errors import FerryError
-from ferry.validation import (
-    key_fingerprint,
-    load_private_key,
-    validate_deploy_path,
-    validate_ref,
-    validate_relative_path,
-    validate_repo_url,
+from services.agent.remote import validate_deploy_path, validate_relative_path
+from services.builder.refs import validate_ref, validate_repo_url
+from services.gateway.api.schemarules import (
+    ADDRESS_PATTERN,
+    COMMAND_PATTERN,
+    DEPLOY_PATH_PATTERN,
+    HTTP_URL_PATTERN,
+    REF_PATTERN,
+    RELATIVE_PATH_PATTERN,
+    REPO_URL_PATTERN,
+    null_problem,
+    patch_schema,
+    stated,
+    when,
 )
 from services.gateway.api.text import check_value, refuse_url_credentials
 
@@ -107,21 +115,43 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Command = Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND)]
 RelativePath = Annotated[
-    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(ferry_check(validate_relative_path))
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    AfterValidator(ferry_check(validate_relative_path)),
+    *stated(RELATIVE_PATH_PATTERN, "a relative path of plain names", "INVALID_PATH"),
 ]
 ExcludePattern = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 DeployPath = Annotated[
-    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(ferry_check(validate_deploy_path))
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    AfterValidator(ferry_check(validate_deploy_path)),
+    *stated(DEPLOY_PATH_PATTERN, "an absolute path of plain names", "INVALID_PATH"),
 ]
 RepoUrl = Annotated[
     str,
     StringConstraints(min_length=1, max_length=2048),
     AfterValidator(ferry_check(validate_repo_url)),
     AfterValidator(refuse_url_credentials),
+    *stated(REPO_URL_PATTERN, "an https://, ssh://, file:// or user@host:path URL"),
 ]
-GitRef = Annotated[str, AfterValidator(ferry_check(validate_ref))]
-HostKey = Annotated[str, StringConstraints(max_length=16 * 1024), AfterValidator(_host_key)]
-Address = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_address)]
+GitRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(ferry_check(validate_ref)),
+    *stated(REF_PATTERN, "a branch, tag or commit name", "INVALID_REF"),
+]
+HostKey = Annotated[
+    str,
+    StringConstraints(max_length=16 * 1024),
+    AfterValidator(_host_key),
+    Field(json_schema_extra={"format": "ssh-public-key"}),
+]
+Address = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(_address),
+    *stated(ADDRESS_PATTERN, "a host name or an IP address"),
+]
 User = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 Reason = Annotated[str, StringConstraints(max_length=2000)]
 AgentGroup = Annotated[
@@ -140,6 +170,21 @@ class Input(BaseModel):
     @classmethod
     def _text_policy(cls, value: Any) -> Any:
         return check_value(value)
+
+
+class Patch(Input):
+    """A PATCH body: fields left out keep their value; only ``NULLABLE`` ones may be null (clears)."""
+
+    model_config = ConfigDict(json_schema_extra=patch_schema)
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        name = null_problem(data, cls.NULLABLE)
+        if name is not None:
+            raise ferry_error(f"{name} cannot be null; leave it out to keep its value", loc=name)
+        return data
 
 
 class Output(BaseModel):
@@ -166,6 +211,10 @@ class ErrorResponse(Output):
 
 # --- credentials -----------------------------------------------------------------
 class CredentialIn(Input):
+    model_config = ConfigDict(
+        json_schema_extra=when("kind", "ssh_key", {"properties": {"secret": {"format": "ssh-private-key"}}})
+    )
+
     name: Name
     kind: Literal["ssh_key", "password"]
     secret: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET)] = Field(
@@ -183,6 +232,8 @@ class CredentialIn(Input):
         """A public description of the secret: the key's type and fingerprint, never the secret."""
         if self.kind == "password":
             return "password"
+        from services.agent.ssh import key_fingerprint, load_private_key
+
         try:
             key = load_private_key(self.secret)
         except FerryError:
@@ -206,6 +257,15 @@ class CredentialList(Output):
 
 # --- hosts -------------------------------------------------------------------------
 class HostFields(Input):
+    model_config = ConfigDict(
+        json_schema_extra=when(
+            "host_key_policy",
+            "pinned",
+            {"required": ["host_key"], "properties": {"host_key": {"type": "string"}}},
+            default=True,
+        )
+    )
+
     address: Address
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     user: User = "root"
@@ -232,7 +292,9 @@ class HostIn(HostFields):
     name: Name
 
 
-class HostPatch(Input):
+class HostPatch(Patch):
+    NULLABLE = frozenset({"host_key"})
+
     address: Address | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     user: User | None = None
@@ -260,6 +322,15 @@ class HostList(Output):
 
 # --- projects ------------------------------------------------------------------------
 class HealthIn(Input):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                when("kind", "command", {"properties": {"target": {"pattern": COMMAND_PATTERN}}}),
+                when("kind", "http", {"properties": {"target": {"pattern": HTTP_URL_PATTERN}}}),
+            ]
+        }
+    )
+
     kind: Literal["none", "command", "http"] = "none"
     target: Annotated[str, StringConstraints(max_length=MAX_COMMAND)] = ""
     timeout: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -275,6 +346,8 @@ class HealthIn(Input):
                 _http_url(self.target)
             except ValueError as exc:
                 raise ferry_error(str(exc), loc="target") from None
+            if re.search(HTTP_URL_PATTERN, self.target) is None:
+                raise ferry_error(f"the URL must match {HTTP_URL_PATTERN}", loc="target")
         return self
 
 
@@ -300,7 +373,9 @@ class ProjectIn(ProjectFields):
     name: Slug
 
 
-class ProjectPatch(Input):
+class ProjectPatch(Patch):
+    NULLABLE = frozenset({"repo_credential", "pre_release", "post_release", "restart"})
+
     repo_url: RepoUrl | None = None
     repo_credential: Name | None = None
     build_hooks: Annotated[list[Command], Field(max_length=100)] | None = None
@@ -363,7 +438,9 @@ class RefsOut(Output):
 
 
 # --- environments -----------------------------------------------------------------------
-HostNames = Annotated[list[Name], Field(min_length=1, max_length=1000)]
+HostNames = Annotated[
+    list[Name], Field(min_length=1, max_length=1000, json_schema_extra={"uniqueItems": True})
+]
 
 
 def _unique(names: list[str] | None, field: str) -> None:
@@ -418,7 +495,9 @@ class EnvironmentIn(EnvironmentFields):
     name: Slug
 
 
-class EnvironmentPatch(Input):
+class EnvironmentPatch(Patch):
+    NULLABLE = frozenset({"batch_size", "canary_pause"})
+
     hosts: HostNames | None = None
     concurrency: Annotated[int, Field(ge=1, le=1000)] | None = None
     max_failures: Annotated[int, Field(ge=0, le=1000)] | None = None

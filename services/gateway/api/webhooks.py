@@ -18,18 +18,21 @@ from ferry import webhooks
 from ferry.db import repo
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import Input, Name, Output, Slug, ferry_check
+from services.gateway.api.schemarules import HTTP_URL_PATTERN, event_patterns, stated
+from services.gateway.api.schemas import Input, Name, Output, Patch, Slug, ferry_check
 
 Kind = Literal["generic", "slack", "mattermost", "dingtalk", "feishu"]
 WebhookUrl = Annotated[
     str,
     StringConstraints(min_length=1, max_length=webhooks.MAX_URL),
     AfterValidator(ferry_check(webhooks.validate_url)),
+    *stated(HTTP_URL_PATTERN, "an http:// or https:// URL"),
 ]
 EventPattern = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64),
     AfterValidator(ferry_check(webhooks.validate_pattern)),
+    Field(json_schema_extra={"enum": event_patterns()}),
 ]
 EventPatterns = Annotated[list[EventPattern], Field(min_length=1, max_length=webhooks.MAX_PATTERNS)]
 WebhookSecret = Annotated[str, StringConstraints(min_length=1, max_length=repo.MAX_WEBHOOK_SECRET)]
@@ -55,7 +58,9 @@ class WebhookIn(Input):
     enabled: bool = True
 
 
-class WebhookPatch(Input):
+class WebhookPatch(Patch):
+    NULLABLE = frozenset({"secret", "project", "events"})
+
     url: WebhookUrl | None = None
     kind: Kind | None = None
     secret: WebhookSecret | None = Field(

@@ -1,0 +1,96 @@
+"""What the server enforces, said in the OpenAPI document too (issue 9: "the schema says what the
+server enforces").
+
+Each pattern here accepts only values the server's own validators accept (it may be narrower:
+the validators stay the authority and keep their messages), so a client generating from the
+document is never refused. Rules a regular expression cannot state (an SSH key that parses)
+are named as a ``format`` (``ssh-private-key``, ``ssh-public-key``) and conditional rules as
+``if``/``then``. PATCH models say which fields may be null (null clears them); any other
+field may be left out but not sent as null.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import AfterValidator, Field
+
+from ferry.events import TYPE_NAMES
+
+_COMPONENT = r"\.{0,2}[A-Za-z0-9_@+~%,=-][A-Za-z0-9._@+~%,=-]*"  # never ".", ".." nor empty
+DEPLOY_PATH_PATTERN = rf"^(/{_COMPONENT})+/?$"
+RELATIVE_PATH_PATTERN = rf"^{_COMPONENT}(/{_COMPONENT})*/?$"
+_REF_PART = r"[A-Za-z0-9_]([A-Za-z0-9_-]|\.[A-Za-z0-9_-])*"
+REF_PATTERN = rf"^(?!.*\.lock(/|$)){_REF_PART}(/{_REF_PART})*$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"{_LABEL}(\.{_LABEL})*"
+_PORT = r"(:[1-9][0-9]{0,3})?"
+_PATH = r"(/[A-Za-z0-9._~%+-]+)+"
+REPO_URL_PATTERN = (
+    rf"^https://{_HOST}{_PORT}{_PATH}$"
+    rf"|^ssh://([A-Za-z0-9_][A-Za-z0-9._-]*@)?{_HOST}{_PORT}{_PATH}$"
+    rf"|^file://{_PATH}$"
+    rf"|^[A-Za-z0-9_][A-Za-z0-9._~+-]*@{_HOST}:[A-Za-z0-9._~][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]+)*$"
+)
+HTTP_URL_PATTERN = rf"^https?://{_HOST}{_PORT}(/[!-~]*)?$"
+ADDRESS_PATTERN = r"^[A-Za-z0-9_.:][A-Za-z0-9_.:-]*$|^\[[0-9A-Fa-f:.]+\]$"
+COMMAND_PATTERN = r"\S"  # not blank
+
+
+def stated(pattern: str, what: str, code: str = "INVALID_INPUT") -> tuple[Any, Any]:
+    """Metadata for an ``Annotated`` string: ``pattern`` in the schema, and a check holding the
+    value to it (Python ``re``, after ferry's own validators so their messages come first)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        from services.gateway.api.schemas import ferry_error
+
+        if compiled.search(value) is None:
+            raise ferry_error(f"must be {what} (pattern {pattern})", code)
+        return value
+
+    return AfterValidator(check), Field(json_schema_extra={"pattern": pattern})
+
+
+def event_patterns() -> list[str]:
+    """Every value ``events`` accepts: each event type, and each prefix ending in a dot."""
+    prefixes = {t[: i + 1] for t in TYPE_NAMES for i, c in enumerate(t) if c == "."}
+    return sorted(set(TYPE_NAMES) | prefixes)
+
+
+def when(field: str, value: Any, then: dict[str, Any], *, default: bool = False) -> dict[str, Any]:
+    """``if field == value then …`` (``default``: the field's default is ``value``, so absent counts)."""
+    condition: dict[str, Any] = {"properties": {field: {"const": value}}}
+    if not default:
+        condition["required"] = [field]
+    return {"if": condition, "then": then}
+
+
+def _strip_null(prop: dict[str, Any]) -> None:
+    options = prop.get("anyOf")
+    if isinstance(options, list):
+        kept = [o for o in options if o != {"type": "null"}]
+        if len(kept) == 1:
+            del prop["anyOf"]
+            prop.update(kept[0])
+        else:
+            prop["anyOf"] = kept
+    prop.pop("default", None)
+
+
+def patch_schema(schema: dict[str, Any], cls: Any) -> None:
+    """For PATCH bodies: only the fields in ``cls.NULLABLE`` may be null (null clears them)."""
+    nullable: frozenset[str] = getattr(cls, "NULLABLE", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        if name not in nullable:
+            _strip_null(prop)
+
+
+def null_problem(data: Any, nullable: frozenset[str]) -> str | None:
+    """The first field of a PATCH body that is null but may not be."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if value is None and name not in nullable:
+                return str(name)
+    return None
