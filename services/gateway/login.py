@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from services.gateway.auth import clear_cookie, safe_next, same_origin, set_cookie
-from services.gateway.portal import Markup, esc, page, render
+from services.gateway.portal import page
 
 MAX_FORM = 8 * 1024
 
@@ -25,9 +25,7 @@ def _auth_on(request: Request) -> bool:
 
 
 def _login_form(request: Request, next_path: str, error: str = "", status: int = 200) -> Response:
-    message = Markup(f'<p class="error" id="login-error" role="alert">{esc(error)}</p>') if error else ""
-    content = render("login.html", next=next_path, error=message)
-    return page(request, "Sign in", content, status=status)
+    return page(request, "login.html", "Sign in", status=status, next=next_path, error=error)
 
 
 async def login_page(request: Request) -> Response:
@@ -57,7 +55,7 @@ async def login(request: Request) -> Response:
 
 
 async def logout_page(request: Request) -> Response:
-    return page(request, "Sign out", render("logout.html"))
+    return page(request, "logout.html", "Sign out")
 
 
 async def logout(request: Request) -> Response:

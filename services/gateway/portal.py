@@ -2,25 +2,23 @@
 
 Pages read the read model (and, for a release, the event store) directly; the
 browser talks to the REST API and the notifier's WebSocket for everything live.
-Templates are ``string.Template`` files: every value is HTML-escaped unless it
-is a ``Markup`` fragment built here from escaped parts.
+Pages are Jinja2 templates (Starlette's ``Jinja2Templates``) with autoescape on: every
+value is escaped, and all markup lives in ``templates/``, none in Python strings.
 """
 
 from __future__ import annotations
 
-import html
-import string
-from collections.abc import Iterable
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
 
 from ferry.db import repo
 from ferry.errors import FerryError, InvalidInput, NotFound
@@ -34,55 +32,27 @@ GOJS_RELATIVE = Path("node_modules/gojs/release/go.js")
 NPM_HINT = "run `npm install --no-audit --no-fund` at the repository root (it installs the gojs package)"
 
 
-class Markup(str):
-    """HTML that is already safe to insert as is."""
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every value is escaped; templates hold all the markup
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails the page, not renders empty
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+)
 
 
-def esc(value: object) -> Markup:
-    if isinstance(value, Markup):
-        return value
-    return Markup(html.escape("" if value is None else str(value), quote=True))
-
-
-def join(parts: Iterable[str]) -> Markup:
-    return Markup("".join(esc(p) for p in parts))
-
-
-@cache
-def _template(name: str) -> string.Template:
-    return string.Template((TEMPLATES / name).read_text(encoding="utf-8"))
-
-
-def render(template: str, /, **values: object) -> Markup:
-    return Markup(_template(template).substitute({k: esc(v) for k, v in values.items()}))
-
-
-def page(
-    request: Request, title: str, content: Markup, *, status: int = 200, head: str = "", scripts: str = ""
-) -> HTMLResponse:
+def page(request: Request, template: str, title: str, *, status: int = 200, **context: Any) -> Response:
+    """``template`` (which extends base.html) as an HTML response, with the account corner."""
     settings = _settings(request)
-    body = render(
-        "base.html",
-        title=title,
-        content=content,
-        head=Markup(head),
-        scripts=Markup(scripts),
-        license_key=getattr(settings, "gojs_license_key", "") or "",
-        account=account_corner(request),
-    )
-    return HTMLResponse(body, status_code=status)
-
-
-def account_corner(request: Request) -> Markup:
-    """The "signed in as … / Sign out" corner when a token signed this request in; empty with auth off."""
-    caller = principal(request)
-    if caller is None:
-        return Markup("")
-    return Markup(
-        '<div class="account" id="account">signed in as '
-        f'<strong id="account-name">{esc(caller.name)}</strong> ({esc(caller.role)})'
-        '<form method="post" action="/logout"><button type="submit">Sign out</button></form></div>'
-    )
+    values = {
+        "title": title,
+        "license_key": getattr(settings, "gojs_license_key", "") or "",
+        "caller_principal": principal(request),
+        **context,
+    }
+    return templates.TemplateResponse(request, template, values, status_code=status)
 
 
 def _gw(request: Request) -> Any:
@@ -116,20 +86,9 @@ def ws_base(request: Request) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-# --- formatting -------------------------------------------------------------------
-def badge(status: str) -> Markup:
-    return Markup(f'<span class="badge status-{esc(status)}">{esc(status.replace("_", " "))}</span>')
-
-
+# --- filters ---------------------------------------------------------------------
 def short(commit: str | None) -> str:
     return (commit or "")[:10]
-
-
-def fmt_time(at: datetime | None) -> Markup:
-    if at is None:
-        return Markup("")
-    iso = at.isoformat()
-    return Markup(f'<time datetime="{esc(iso)}">{esc(at.strftime("%Y-%m-%d %H:%M:%S"))}</time>')
 
 
 def fmt_duration(start: datetime | None, end: datetime | None) -> str:
@@ -145,19 +104,16 @@ def fmt_duration(start: datetime | None, end: datetime | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def rows(items: Iterable[Markup], empty: str, colspan: int) -> Markup:
-    out = join(items)
-    return out or Markup(f'<tr><td colspan="{colspan}" class="empty">{esc(empty)}</td></tr>')
+templates.env.filters["short"] = short
+templates.env.filters["duration"] = fmt_duration
 
 
-def not_found(request: Request, what: str) -> HTMLResponse:
-    content = render("not_found.html", what=what)
-    return page(request, "Not found", content, status=404)
+def not_found(request: Request, what: str) -> Response:
+    return page(request, "not_found.html", "Not found", status=404, what=what)
 
 
-def unavailable(request: Request, message: str) -> HTMLResponse:
-    content = render("unavailable.html", message=message)
-    return page(request, "Unavailable", content, status=503)
+def unavailable(request: Request, message: str) -> Response:
+    return page(request, "unavailable.html", "Unavailable", status=503, message=message)
 
 
 async def _read(request: Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -177,17 +133,7 @@ async def projects_page(request: Request) -> Response:
         return projects, {p.name: repo.list_environments(session, p.name) for p in projects}
 
     projects, envs = await _read(request, load)
-    items = (
-        Markup(
-            f'<tr><td><a href="/projects/{esc(p.name)}">{esc(p.name)}</a></td>'
-            f"<td><code>{esc(p.repo_url)}</code></td>"
-            f"<td>{join(esc(e.name) + Markup(' ') for e in envs[p.name])}</td>"
-            f'<td><a class="button" href="/projects/{esc(p.name)}/release">New release</a></td></tr>'
-        )
-        for p in projects
-    )
-    content = render("projects.html", rows=rows(items, "No projects yet: register one through the API.", 4))
-    return page(request, "Projects", content)
+    return page(request, "projects.html", "Projects", projects=projects, environments=envs)
 
 
 async def project_page(request: Request) -> Response:
@@ -199,42 +145,16 @@ async def project_page(request: Request) -> Response:
         return not_found(request, f"project {name}")
     hosts = {h.name: h for h in await _read(request, repo.list_hosts)}
     releases = await _read(request, repo.list_releases, project=name, limit=100)
-
-    env_rows = (
-        Markup(
-            f"<tr><td>{esc(e.name)}</td><td>{esc(len(e.hosts))}</td><td>{esc(e.concurrency)}</td>"
-            f"<td>{'yes' if e.require_approval else 'no'}</td>"
-            f"<td>{join(esc(h) + Markup(' ') for h in e.hosts)}</td></tr>"
-        )
-        for e in environments
-    )
     used = sorted({h for e in environments for h in e.hosts})
-    host_rows = (
-        Markup(
-            f"<tr><td>{esc(h)}</td><td>{esc(hosts[h].address)}:{esc(hosts[h].port)}</td>"
-            f"<td>{esc(hosts[h].user)}</td><td>{esc(hosts[h].host_key_policy)}</td></tr>"
-        )
-        for h in used
-        if h in hosts
-    )
-    release_rows = (
-        Markup(
-            f'<tr><td><a href="/releases/{esc(r.id)}">{esc(r.id)}</a></td><td>{badge(r.status)}</td>'
-            f"<td>{esc(r.environment)}</td><td>{esc(r.ref)}</td><td><code>{esc(short(r.commit))}</code></td>"
-            f"<td>{esc(r.requested_by)}</td><td>{fmt_time(r.requested_at)}</td>"
-            f"<td>{esc(fmt_duration(r.requested_at, r.finished_at))}</td></tr>"
-        )
-        for r in releases
-    )
-    content = render(
+    return page(
+        request,
         "project.html",
-        name=project.name,
-        repo_url=project.repo_url,
-        environments=rows(env_rows, "No environments yet.", 5),
-        hosts=rows(host_rows, "No hosts in any environment.", 4),
-        releases=rows(release_rows, "No releases yet.", 8),
+        f"{project.name} · projects",
+        project=project,
+        environments=environments,
+        hosts=[hosts[h] for h in used if h in hosts],
+        releases=releases,
     )
-    return page(request, f"{project.name} · projects", content)
 
 
 async def release_form_page(request: Request) -> Response:
@@ -243,18 +163,9 @@ async def release_form_page(request: Request) -> Response:
         environments = await _read(request, repo.list_environments, name)
     except NotFound:
         return not_found(request, f"project {name}")
-    options = join(
-        Markup(f'<option value="{esc(e.name)}">{esc(e.name)} ({esc(len(e.hosts))} hosts)</option>')
-        for e in environments
+    return page(
+        request, "release_form.html", f"New release · {name}", project=name, environments=environments
     )
-    content = render(
-        "release_form.html",
-        project=name,
-        environments=options,
-        disabled=Markup("" if environments else "disabled"),
-    )
-    scripts = '<script type="module" src="/static/release_form.js"></script>'
-    return page(request, f"New release · {name}", content, scripts=scripts)
 
 
 async def release_page(request: Request) -> Response:
@@ -270,18 +181,15 @@ async def release_page(request: Request) -> Response:
         return unavailable(request, f"the event store did not answer: {exc}")
     if version == 0:
         return not_found(request, f"release {release_id}")
-    gojs = gojs_path() is not None
-    gojs_missing = Markup("") if gojs else render("gojs_missing.html", hint=NPM_HINT)
-    content = render(
+    return page(
+        request,
         "release.html",
+        f"Release {release_id}",
         release_id=release_id,
         ws_base=ws_base(request),
-        gojs_missing=gojs_missing,
+        gojs=gojs_path() is not None,
+        npm_hint=NPM_HINT,
     )
-    scripts = (
-        '<script src="/static/vendor/go.js"></script>' if gojs else ""
-    ) + '<script type="module" src="/static/release_page.js"></script>'
-    return page(request, f"Release {release_id}", content, scripts=scripts)
 
 
 async def gojs_file(request: Request) -> Response:

@@ -157,7 +157,7 @@ async def test_release_page_renders_id_ws_base_and_license_key(site: Api, gojs_i
     assert '<script src="/static/vendor/go.js"></script>' in page
     assert 'src="/static/release_page.js"' in page
     # The key is rendered (escaped) for go.Diagram.licenseKey.
-    assert 'content="ferry-test-license-&lt;key&gt;&amp;&quot;&#x27;"' in page
+    assert 'content="ferry-test-license-&lt;key&gt;&amp;&#34;&#39;"' in page  # escaped by Jinja2's autoescape
     assert "gojs-missing" not in page
 
 
