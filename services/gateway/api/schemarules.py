@@ -34,7 +34,9 @@ REPO_URL_PATTERN = (
     rf"|^file://{_PATH}$"
     rf"|^[A-Za-z0-9_][A-Za-z0-9._~+-]*@{_HOST}:[A-Za-z0-9._~][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]+)*$"
 )
-HTTP_URL_PATTERN = rf"^https?://{_HOST}{_PORT}(/[!-~]*)?$"
+HTTP_URL_PATTERN = rf"^https?://({_HOST}|\[[0-9A-Fa-f:.]+\]){_PORT}(/[!-~]*)?$"
+HEALTH_URL_PATTERN = rf"^https?://({_HOST}|\[[0-9A-Fa-f:.]+\]|\{{address\}}){_PORT}(/[!-~]*)?$"
+"""A health check's URL: ``{address}`` stands for the host's address (the agent fills it in)."""
 ADDRESS_PATTERN = r"^[A-Za-z0-9_.:][A-Za-z0-9_.:-]*$|^\[[0-9A-Fa-f:.]+\]$"
 COMMAND_PATTERN = r"\S"  # not blank
 

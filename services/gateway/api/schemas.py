@@ -29,13 +29,19 @@ from pydantic_core import PydanticCustomError
 
 from ferry.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
 from ferry.errors import FerryError
-from services.agent.remote import validate_deploy_path, validate_relative_path
-from services.builder.refs import validate_ref, validate_repo_url
+from ferry.validation import (
+    key_fingerprint,
+    load_private_key,
+    validate_deploy_path,
+    validate_ref,
+    validate_relative_path,
+    validate_repo_url,
+)
 from services.gateway.api.schemarules import (
     ADDRESS_PATTERN,
     COMMAND_PATTERN,
     DEPLOY_PATH_PATTERN,
-    HTTP_URL_PATTERN,
+    HEALTH_URL_PATTERN,
     REF_PATTERN,
     RELATIVE_PATH_PATTERN,
     REPO_URL_PATTERN,
@@ -232,8 +238,6 @@ class CredentialIn(Input):
         """A public description of the secret: the key's type and fingerprint, never the secret."""
         if self.kind == "password":
             return "password"
-        from services.agent.ssh import key_fingerprint, load_private_key
-
         try:
             key = load_private_key(self.secret)
         except FerryError:
@@ -326,7 +330,7 @@ class HealthIn(Input):
         json_schema_extra={
             "allOf": [
                 when("kind", "command", {"properties": {"target": {"pattern": COMMAND_PATTERN}}}),
-                when("kind", "http", {"properties": {"target": {"pattern": HTTP_URL_PATTERN}}}),
+                when("kind", "http", {"properties": {"target": {"pattern": HEALTH_URL_PATTERN}}}),
             ]
         }
     )
@@ -346,8 +350,8 @@ class HealthIn(Input):
                 _http_url(self.target)
             except ValueError as exc:
                 raise ferry_error(str(exc), loc="target") from None
-            if re.search(HTTP_URL_PATTERN, self.target) is None:
-                raise ferry_error(f"the URL must match {HTTP_URL_PATTERN}", loc="target")
+            if re.search(HEALTH_URL_PATTERN, self.target) is None:
+                raise ferry_error(f"the URL must match {HEALTH_URL_PATTERN}", loc="target")
         return self
 
 
