@@ -296,9 +296,10 @@ def test_rollback_command_goes_back_to_the_previous_release_without_uploading(
     assert view["commit"] == system.wait(first)["commit"]
     for h in hosts:
         assert fetch(h.address, port) == "A"
-        assert current_of(h) == f"releases/{back}"
+        # the hosts still held the first release's directory: they switched straight back to it
+        assert current_of(h) == f"releases/{first}"
     uploads = [e for e in system.events(back) if e["type"] == "host.step_finished" and e["step"] == "upload"]
-    assert uploads and all(e["detail"]["transferred"] == 0 for e in uploads)
+    assert uploads and all(e["detail"]["transferred"] == 0 and e["detail"]["instant"] for e in uploads)
     r = system.post(f"/api/releases/{back}/rollback", {})
     assert r.status_code == 202
     assert system.api.post("/api/releases/nope-0/rollback").status_code == 404
