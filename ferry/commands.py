@@ -150,4 +150,3 @@ async def execute(
             state = evolve(state, event)
         return state
     raise AssertionError("unreachable")
-
