@@ -8,13 +8,14 @@ from sqlalchemy import select
 
 from ferry import webhooks
 from ferry.db.models import Webhook
-from tests.integration.api_harness import Api, api, error_of
+from tests.integration.api_harness import Api, api, error_of, project_body
 
 SECRET = "whsec-correct-horse-battery-staple"
 URL = "https://hooks.example.com/ferry"
 
 
 async def test_create_list_get_patch_delete_never_returning_the_secret(api: Api) -> None:
+    await api.ok("POST", "/api/projects", project_body("shop"), 201)  # a webhook names a project that exists
     r = await api.post(
         "/api/webhooks", {"name": "ops", "url": URL, "kind": "generic", "secret": SECRET, "project": "shop"}
     )
