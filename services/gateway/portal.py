@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ferry.db import repo
+from ferry.envlock import EnvLock
 from ferry.errors import FerryError, InvalidInput, NotFound
 from ferry.eventstore import RELEASE_ID
 from services.gateway.auth import principal
@@ -146,6 +147,11 @@ async def project_page(request: Request) -> Response:
     hosts = {h.name: h for h in await _read(request, repo.list_hosts)}
     releases = await _read(request, repo.list_releases, project=name, limit=100)
     used = sorted({h for e in environments for h in e.hosts})
+    gw = _gw(request)
+    try:  # one release at a time: which one runs, which wait
+        locks = {e.name: await gw.bus.locks.get(name, e.name) for e in environments}
+    except FerryError:
+        locks = {e.name: EnvLock(name, e.name) for e in environments}
     return page(
         request,
         "project.html",
@@ -154,6 +160,7 @@ async def project_page(request: Request) -> Response:
         environments=environments,
         hosts=[hosts[h] for h in used if h in hosts],
         releases=releases,
+        locks=locks,
     )
 
 

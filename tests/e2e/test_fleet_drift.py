@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -55,3 +56,32 @@ def test_doctor_reports_the_host_switched_by_hand_and_nothing_else(
     )
     assert cli.returncode == 1, cli.stderr
     assert "web2: DRIFT" in cli.stdout and "web1: ok" in cli.stdout and "web3: ok" in cli.stdout
+
+
+async def test_the_project_page_shows_the_running_release_its_queue_and_drift(
+    system: System, sshd_hosts, tmp_path: Path, page
+):
+    hosts = sshd_hosts(2)
+    sample = make_sample_repo(tmp_path / "sample")
+    register(system, hosts, sample.url, app_port=free_port(), concurrency=2)
+    assert system.api.patch("/api/projects/web", json={"pre_release": "sleep 3"}).status_code == 200
+    sample.commit("A")
+    running = system.release("web", "prod", "main")
+    waiting = system.release("web", "prod", "main")
+    await page.goto(f"{system.url.rstrip('/')}/projects/web")
+    assert await page.text_content("#environments .env-running") == running
+    assert waiting in (await page.text_content("#environments .env-queue") or "")
+    for rid in (running, waiting):
+        assert (await asyncio.to_thread(system.wait, rid))["status"] == "succeeded"
+
+    os.unlink(hosts[0].srv_path / "app" / "current")
+    os.symlink(f"releases/{running}", hosts[0].srv_path / "app" / "current")  # by hand
+    await page.reload()
+    await page.click("button[data-doctor]")
+    out = page.locator("#doctor-prod")
+    await out.wait_for(state="visible")
+    await page.wait_for_function(
+        "document.querySelector('#doctor-prod').dataset.drift !== undefined", timeout=60_000
+    )
+    text = await out.text_content() or ""
+    assert "1 host(s) drifted" in text and "web1: DRIFT" in text and "web2: ok" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ferry.events import ReleaseRequested
 from tests.integration.api_harness import Api, api, error_of  # noqa: F401
 
 
@@ -126,7 +127,7 @@ async def test_rollout_strategy_fields(api: Api) -> None:
     )
     events = (await api.ok("GET", f"/api/releases/{plan['id']}/events"))["events"]
     requested = events[0]["event"]
-    assert requested["schema_version"] == 2
+    assert requested["schema_version"] == ReleaseRequested.model_fields["schema_version"].default
     assert requested["plan"]["strategy"] == "rolling" and requested["plan"]["canary_size"] == 2
 
 
