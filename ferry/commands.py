@@ -82,18 +82,24 @@ class Histories:
 
     async def get(self, release_id: str) -> Loaded:
         """The release as of now: what was cached plus whatever was appended since."""
-        async with self._lock(release_id):
-            cached = self._cache.get(release_id)
-            if cached is None:
-                stored = await self.store.load(release_id)
-                loaded = Loaded(ReleaseState(release_id)).fold(stored)
-            else:
-                # only the current layout grows; the legacy subject was read on the first load
-                stored = await self.store.load(release_id, after=cached.last_seq, legacy=False)
-                loaded = cached.fold(stored)
-            if loaded.count:
-                self._remember(release_id, loaded)
-            return loaded
+        lock = self._lock(release_id)
+        try:
+            async with lock:
+                cached = self._cache.get(release_id)
+                if cached is None:
+                    stored = await self.store.load(release_id)
+                    loaded = Loaded(ReleaseState(release_id)).fold(stored)
+                else:
+                    # only the current layout grows; the legacy subject was read on the first load
+                    stored = await self.store.load(release_id, after=cached.last_seq, legacy=False)
+                    loaded = cached.fold(stored)
+                if loaded.count:
+                    self._remember(release_id, loaded)
+                return loaded
+        finally:
+            # reads of releases that do not exist (any id a client sends) leave nothing behind
+            if release_id not in self._cache and not lock.locked():
+                self._locks.pop(release_id, None)
 
     async def state(self, release_id: str) -> ReleaseState:
         return (await self.get(release_id)).state

@@ -140,3 +140,10 @@ async def test_a_cached_read_asks_only_for_what_is_new(bus):
     loaded = await other.get("c4")
     assert reads[-1] == 1, "only the one new event travelled"
     assert loaded.state.hosts["h1"].status == "running"
+
+
+async def test_reads_of_unknown_releases_leave_nothing_behind(bus):
+    histories = Histories(bus.events)
+    for i in range(100):
+        assert (await histories.get(f"nope-{i}")).count == 0
+    assert histories._locks == {} and len(histories._cache) == 0
