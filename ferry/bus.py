@@ -89,6 +89,7 @@ async def follow(bus: Bus, subject: str, from_seq: int = 1) -> AsyncIterator[Sto
     while True:
         stream = bus.events.follow(subject, following)
         came_back = asyncio.ensure_future(back.wait())
+        step: asyncio.Future[StoredEvent] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(stream))
@@ -106,6 +107,12 @@ async def follow(bus: Bus, subject: str, from_seq: int = 1) -> AsyncIterator[Sto
                 yield stored
         finally:
             came_back.cancel()
+            pending = [f for f in (step, came_back) if f is not None]
+            for f in pending:
+                f.cancel()
+            # a read still in flight when the reader is closed (the connection draining at
+            # shutdown) ends with an exception nobody else would ever look at
+            await asyncio.gather(*pending, return_exceptions=True)
             if (close := getattr(stream, "aclose", None)) is not None:  # unsubscribe now, not at GC
                 await close()
 

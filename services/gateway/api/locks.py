@@ -4,18 +4,27 @@ requested, the lock in an environment's view, and an admin's force-unlock."""
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
+from pydantic import Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.commands import execute
 from ferry.db import repo
 from ferry.envlock import EnvironmentBusy, EnvLock
-from ferry.errors import InvalidInput
+from ferry.errors import Conflict
 from ferry.release import Unlock
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import EnvironmentLockOut, ReasonIn
+from services.gateway.api.schemas import EnvironmentLockOut, Input
+
+UnlockReason = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"\S")]
+
+
+class UnlockIn(Input):
+    reason: UnlockReason = Field(description="why the lock is forced (recorded in the holder's end)")
+
 
 log = logging.getLogger("ferry.gateway")
 
@@ -61,14 +70,12 @@ async def unlock(request: Request) -> Response:
     queued release starts."""
     p = request.path_params
     project, environment = p["project"], p["env"]
-    body = await read_model(request, ReasonIn)
-    if not body.reason.strip():
-        raise InvalidInput("say why the lock is forced (reason)", field="reason")
+    body = await read_model(request, UnlockIn)
     await in_session(request, repo.get_environment, project, environment)
     bus = gw(request).bus
     lock = await bus.locks.get(project, environment)
     if lock.holder is None:
-        raise InvalidInput(f"{project}/{environment} is not locked", field="env")
+        raise Conflict(f"{project}/{environment} is not locked: no release holds it", field="env")
     by = current_user(request)
     holder = lock.holder
     state = await bus.histories.state(holder)
@@ -101,7 +108,7 @@ OPERATIONS = [
         "Force the environment free (admin): the holder ends as failed, the next release starts",
         TAG,
         response=EnvironmentLockOut,
-        body=ReasonIn,
-        errors=(404, 422),
+        body=UnlockIn,
+        errors=(404, 409, 422),
     ),
 ]
