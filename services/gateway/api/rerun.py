@@ -30,13 +30,11 @@ async def _built(request: Request) -> ReleaseState:
     return old
 
 
-async def rollback_release(request: Request) -> Response:
-    """Release this release's commit again, with its own recipe, to its environment's current hosts."""
-    old = await _built(request)
+async def _again(request: Request, old: ReleaseState, **plan_changes: object) -> Response:
+    """Request ``old``'s commit again with its own recipe, on the environment's plan of today."""
     assert old.plan is not None and old.commit is not None
     plan = await in_session(request, repo.environment_plan, old.project, old.environment)
-    # hosts that still hold its directory switch back to it at once (the agent checks the digest)
-    plan = plan.model_copy(update={"recipe": old.plan.recipe, "restores": old.release_id})
+    plan = plan.model_copy(update={"recipe": old.plan.recipe, **plan_changes})
     command = RequestRelease(
         project=old.project,
         environment=old.environment,
@@ -45,28 +43,26 @@ async def rollback_release(request: Request) -> Response:
         plan=plan,
     )
     return await request_release(request, new_release_id(), command)
+
+
+async def rollback_release(request: Request) -> Response:
+    """Release this release's commit again, with its own recipe, to its environment's current hosts."""
+    old = await _built(request)
+    # hosts that still hold its directory switch back to it at once (the agent checks the digest)
+    return await _again(request, old, restores=old.release_id)
 
 
 async def retry_release(request: Request) -> Response:
     """Release this release's artifact again to the hosts where it failed (or was rolled back),
     leaving the hosts where it succeeded untouched."""
     old = await _built(request)
-    assert old.plan is not None and old.commit is not None
+    assert old.plan is not None
     if not old.terminal:
         raise Conflict(f"release {old.release_id} is still {old.status}: retry once it ended", field="id")
     failed = tuple(h for h in old.plan.hosts if old.hosts[h].status != "succeeded")
     if not failed:
         raise InvalidInput(f"release {old.release_id} failed on no host: nothing to retry", field="id")
-    plan = await in_session(request, repo.environment_plan, old.project, old.environment)
-    plan = plan.model_copy(update={"recipe": old.plan.recipe, "hosts": failed})
-    command = RequestRelease(
-        project=old.project,
-        environment=old.environment,
-        ref=old.commit,
-        requested_by=current_user(request),
-        plan=plan,
-    )
-    return await request_release(request, new_release_id(), command)
+    return await _again(request, old, hosts=failed)
 
 
 TAG = "releases"
