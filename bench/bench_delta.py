@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SshClientFiles, make_app_tree, median, settle, sshd_hosts, tree_stats  # noqa: E402
-from ferry.localsshd import SshdHost  # noqa: E402
+from ferry.local.localsshd import SshdHost  # noqa: E402
 from services.agent import delta_upload, manifest, remote  # noqa: E402
 from services.agent.ssh import HostSession, SSHTarget  # noqa: E402
 from services.builder.package import Archive, make_archive  # noqa: E402

@@ -4,7 +4,7 @@
     python bench/bench_release.py --hosts 1,3 --repeat 1                      # a quick look
 
 Starts `ferry up` (its own FERRY_HOME in a temp dir, free ports) and max(--hosts) OpenSSH sshd
-hosts (ferry/localsshd.py, /srv on a tmpfs unless --disk), registers them through the API, and
+hosts (ferry/local/localsshd.py, /srv on a tmpfs unless --disk), registers them through the API, and
 per N makes an environment of the first N hosts with concurrency --concurrency (10). The app is
 a real git repository: --size-mb (64) of half random, half text-like files. Every round, per N:
 
@@ -45,9 +45,9 @@ from bench.common import SshClientFiles, make_app_tree, median, sshd_hosts, tree
 from bench.release_baselines import Baselines, find_ansible  # noqa: E402
 from bench.release_report import print_report  # noqa: E402
 from bench.release_system import Api, FerryUp, NatsProbe  # noqa: E402
-from ferry.demoapp import SampleRepo, health_url, make_sample_repo, restart_command  # noqa: E402
-from ferry.localsshd import SshdHost  # noqa: E402
-from ferry.natsserver import free_port  # noqa: E402
+from ferry.local.demoapp import SampleRepo, health_url, make_sample_repo, restart_command  # noqa: E402
+from ferry.local.localsshd import SshdHost  # noqa: E402
+from ferry.local.natsserver import free_port  # noqa: E402
 
 BIG, SMALL = "/srv/app", "/srv/small"
 CHANGED = Path("src/pkg00/mod0/file0.py")  # the one file a one-file change touches

@@ -59,7 +59,7 @@ from bench.common import (  # noqa: E402
     sshd_hosts,
     tree_stats,
 )
-from ferry.localsshd import SshdHost  # noqa: E402
+from ferry.local.localsshd import SshdHost  # noqa: E402
 from services.agent import remote  # noqa: E402
 from services.agent.ssh import HostSession, SSHTarget  # noqa: E402
 from services.builder.package import Archive, make_archive  # noqa: E402

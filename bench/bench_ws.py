@@ -39,10 +39,10 @@ from typing import Any, cast
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ferry import release as rel  # noqa: E402
-from ferry.bus import Bus  # noqa: E402
-from ferry.events import HOST_STEPS, Event, Plan, Recipe, decode, utcnow  # noqa: E402
-from ferry.eventstore import EventStore  # noqa: E402
+from ferry.domain import release as rel  # noqa: E402
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe, decode, utcnow  # noqa: E402
+from ferry.infra.bus import Bus  # noqa: E402
+from ferry.infra.eventstore import EventStore  # noqa: E402
 
 Plan_ = list[list[tuple[float, Event]]]
 
@@ -155,8 +155,8 @@ def client_main(args: argparse.Namespace) -> None:
 async def relay_main(args: argparse.Namespace) -> None:
     from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-    from ferry.bus import open_bus
-    from ferry.eventstore import ALL_EVENTS
+    from ferry.infra.bus import open_bus
+    from ferry.infra.eventstore import ALL_EVENTS
     from services.notifier.fanout import event_frame
 
     bus = await open_bus(args.nats, name="bench-relay", setup=False)
@@ -321,8 +321,8 @@ def summary(args: argparse.Namespace, rows: list[tuple[int, dict[str, list[Outco
 
 
 async def bench(args: argparse.Namespace) -> None:
-    from ferry.bus import open_bus
-    from ferry.natsserver import NatsServer, free_port
+    from ferry.infra.bus import open_bus
+    from ferry.local.natsserver import NatsServer, free_port
 
     raise_fd_limit()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ws-"))

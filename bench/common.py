@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ferry.localsshd import SshdHost, harness_unavailable_reason  # noqa: E402
+from ferry.local.localsshd import SshdHost, harness_unavailable_reason  # noqa: E402
 
 WORDS = (
     "release build deploy host commit branch artifact ferry agent event stream hook "

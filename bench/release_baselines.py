@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import SshClientFiles, run_per_host, settle
-from ferry.localsshd import SshdHost
+from ferry.local.localsshd import SshdHost
 
 GCM = "aes128-gcm@openssh.com"
 ROOT = "/srv/bench"  # every baseline writes below this on every host

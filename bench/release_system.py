@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import httpx
 import nats
 
-from ferry.localsshd import SshdHost
-from ferry.natsserver import free_port
+from ferry.local.localsshd import SshdHost
+from ferry.local.natsserver import free_port
 
 EVENTS_STREAM = "FERRY_EVENTS"
 TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}

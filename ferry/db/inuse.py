@@ -8,8 +8,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ferry.db.models import Credential, Host, Project, Release, ReleaseHost
-from ferry.errors import Conflict
-from ferry.release import TERMINAL
+from ferry.domain.errors import Conflict
+from ferry.domain.release import TERMINAL
 
 SHOWN = 5
 

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ferry.events import utcnow
+from ferry.domain.events import utcnow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -95,7 +95,7 @@ class Host(Base):
     )
     host_key: Mapped[str | None] = mapped_column(Text)
     host_key_policy: Mapped[str] = mapped_column(String(10), default="pinned")
-    # the agents that may serve this host (ferry.agentgroups), checked by the repo
+    # the agents that may serve this host (ferry.domain.agentgroups), checked by the repo
     agent_group: Mapped[str] = mapped_column(String(50), default="default", server_default="default")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -111,7 +111,7 @@ class Project(Base):
     repo_credential_id: Mapped[int | None] = mapped_column(
         ForeignKey("credentials.id", ondelete="RESTRICT"), index=True
     )
-    # The fields of ferry.events.Recipe except repo_url and repo_credential.
+    # The fields of ferry.domain.events.Recipe except repo_url and repo_credential.
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -131,10 +131,10 @@ class Environment(Base):
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     max_failures: Mapped[int] = mapped_column(Integer, default=0)
     require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
-    # four-eyes: False refuses an approval by the release's requester (ferry.release.decide)
+    # four-eyes: False refuses an approval by the release's requester (ferry.domain.release.decide)
     allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     rollback_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
-    # rollout strategy (ferry.events.Plan): "all" | "rolling" | "canary", checked by the repo
+    # rollout strategy (ferry.domain.events.Plan): "all" | "rolling" | "canary", checked by the repo
     strategy: Mapped[str] = mapped_column(String(20), default="all", server_default="all")
     batch_size: Mapped[int | None] = mapped_column(Integer)
     canary_size: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
@@ -180,7 +180,7 @@ class ApiToken(Base):
 
 
 class Webhook(Base):
-    """An outgoing webhook (see ``ferry.webhooks``); its secret is a Fernet token, never plaintext."""
+    """An outgoing webhook (see ``ferry.domain.webhooks``); its secret is a Fernet token, never plaintext."""
 
     __tablename__ = "webhooks"
     __table_args__ = (

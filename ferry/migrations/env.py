@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 
 from ferry.db.engine import make_engine
 from ferry.db.models import Base
-from ferry.settings import Settings
+from ferry.infra.settings import Settings
 
 config = context.config
 

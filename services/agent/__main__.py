@@ -1,4 +1,4 @@
-from ferry import service
+from ferry.infra import service
 from services.agent.bootstrap import main
 
 service.run("agent", main)

@@ -17,11 +17,11 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from ferry.agentgroups import DEFAULT_GROUP, action_of, consumer_name, group_work
-from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
-from ferry.credentials import CredentialReader
-from ferry.settings import Settings
-from ferry.worker import ACK_WAIT, Permanent, run_consumer, serve_health, supervise
+from ferry.domain.agentgroups import DEFAULT_GROUP, action_of, consumer_name, group_work
+from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
+from ferry.infra.credentials import CredentialReader
+from ferry.infra.settings import Settings
+from ferry.infra.worker import ACK_WAIT, Permanent, run_consumer, serve_health, supervise
 from services.agent import doctor
 from services.agent.deps import AgentDeps
 from services.agent.ssh import SSHTarget

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ferry.bus import Bus
-from ferry.commands import execute
-from ferry.errors import ConcurrencyError, HostError, HostUnreachable
-from ferry.events import Recipe
-from ferry.release import Command, ReleaseState
-from ferry.worker import Transient
+from ferry.domain.errors import ConcurrencyError, HostError, HostUnreachable
+from ferry.domain.events import Recipe
+from ferry.domain.release import Command, ReleaseState
+from ferry.infra.bus import Bus
+from ferry.infra.commands import execute
+from ferry.infra.worker import Transient
 from services.agent import manifest
 from services.agent.ssh import HostSession, SSHTarget
 

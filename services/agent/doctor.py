@@ -14,8 +14,8 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from ferry.agentgroups import doctor_subject
-from ferry.errors import FerryError
+from ferry.domain.agentgroups import doctor_subject
+from ferry.domain.errors import FerryError
 from services.agent import remote
 from services.agent.deps import AgentDeps, connect
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from ferry.errors import InvalidInput
+from ferry.domain.errors import InvalidInput
 from services.agent.remote import StepResult, current_release, ferry_env, validate_deploy_path
 from services.agent.ssh import HostSession
 

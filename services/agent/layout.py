@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The checks of paths, release ids and digests live in ferry.validation (the gateway uses them
+# The checks of paths, release ids and digests live in ferry.domain.validation (the gateway uses them
 # too); the agent's modules keep importing them from here.
-from ferry.validation import DIGEST_RE as DIGEST_RE
-from ferry.validation import RELEASE_ID_RE as RELEASE_ID_RE
-from ferry.validation import validate_deploy_path as validate_deploy_path
-from ferry.validation import validate_digest as validate_digest
-from ferry.validation import validate_relative_path as validate_relative_path
-from ferry.validation import validate_release_id as validate_release_id
+from ferry.domain.validation import DIGEST_RE as DIGEST_RE
+from ferry.domain.validation import RELEASE_ID_RE as RELEASE_ID_RE
+from ferry.domain.validation import validate_deploy_path as validate_deploy_path
+from ferry.domain.validation import validate_digest as validate_digest
+from ferry.domain.validation import validate_relative_path as validate_relative_path
+from ferry.domain.validation import validate_release_id as validate_release_id
 from services.agent.ssh import CommandResult, HostSession
 
 # format -> (suffix in the cache, tar's decompression flag)

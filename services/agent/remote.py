@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ferry.errors import InvalidInput
+from ferry.domain.errors import InvalidInput
 from services.agent.layout import (
     FORMATS,
     GUARD,

@@ -8,10 +8,10 @@ import asyncio
 
 from nats.aio.msg import Msg
 
-from ferry.errors import FerryError, InvariantViolation
-from ferry.events import tail
-from ferry.release import ReleaseState, RollBackHost
-from ferry.worker import Permanent, Transient, body
+from ferry.domain.errors import FerryError, InvariantViolation
+from ferry.domain.events import tail
+from ferry.domain.release import ReleaseState, RollBackHost
+from ferry.infra.worker import Permanent, Transient, body
 from services.agent import remote
 from services.agent.deps import AgentDeps, connect, fenced, host_env, load, record
 from services.agent.health import health_check

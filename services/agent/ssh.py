@@ -17,15 +17,15 @@ from typing import IO, Any
 
 import paramiko
 
-from ferry.errors import (
+from ferry.domain.errors import (
     AuthenticationFailed,
     HostKeyMismatch,
     HostKeyUnknown,
     HostUnreachable,
     InvalidInput,
 )
-from ferry.validation import key_fingerprint as key_fingerprint  # re-exported: callers import it here
-from ferry.validation import load_private_key as load_private_key
+from ferry.domain.validation import key_fingerprint as key_fingerprint  # re-exported: callers import it here
+from ferry.infra.sshkeys import load_private_key as load_private_key
 
 OUTPUT_LIMIT = 64 * 1024
 TIMEOUT_EXIT_CODE = 124

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, cast
 
-from ferry.errors import InvalidInput
+from ferry.domain.errors import InvalidInput
 from services.agent import delta, delta_upload, manifest
 from services.agent.layout import (
     DIGEST_RE,

@@ -18,17 +18,17 @@ from typing import IO, Any
 
 from nats.aio.msg import Msg
 
-from ferry.errors import (
+from ferry.domain.errors import (
     FerryError,
     HostKeyMismatch,
     HostKeyUnknown,
     HostUnreachable,
     InvariantViolation,
 )
-from ferry.events import TAIL_LIMIT, tail
-from ferry.release import FailHost, FinishHostStep, ReleaseState, StartHostStep
-from ferry.rollout import failures
-from ferry.worker import Permanent, body
+from ferry.domain.events import TAIL_LIMIT, tail
+from ferry.domain.release import FailHost, FinishHostStep, ReleaseState, StartHostStep
+from ferry.domain.rollout import failures
+from ferry.infra.worker import Permanent, body
 from services.agent import remote, rollback
 from services.agent.deps import AgentDeps, artifact_path, connect, fenced, host_env, load, record
 from services.agent.health import health_check

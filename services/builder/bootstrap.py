@@ -9,10 +9,10 @@ import logging
 import os
 from pathlib import Path
 
-from ferry.bus import WORK_PREFIX, WORK_STREAM, open_bus
-from ferry.credentials import CredentialReader
-from ferry.settings import Settings
-from ferry.worker import ACK_WAIT, run_consumer, serve_health, supervise
+from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
+from ferry.infra.credentials import CredentialReader
+from ferry.infra.settings import Settings
+from ferry.infra.worker import ACK_WAIT, run_consumer, serve_health, supervise
 from services.builder.mirror import MirrorCache
 from services.builder.sandbox import Sandbox
 from services.builder.worker import BuilderDeps, build, list_refs, open_builds_kv

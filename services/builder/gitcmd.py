@@ -15,8 +15,8 @@ from typing import Any
 import git
 from git.exc import CommandError, GitCommandError
 
-from ferry.errors import RepositoryError
-from ferry.validation import display_url
+from ferry.domain.errors import RepositoryError
+from ferry.domain.validation import display_url
 
 # `git -c` options in front of every command. Transports: only what validate_repo_url accepts
 # (ext:: runs arbitrary commands; refs/urls are validated already, this is the second lock on the

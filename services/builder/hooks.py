@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ferry.errors import BuildError
+from ferry.domain.errors import BuildError
 from services.builder.sandbox import Sandbox, prepare_tree
 
 TAIL_BYTES = 4096

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import git
 from git.exc import CommandError, GitError, UnsafeProtocolError
 
-from ferry.errors import InvalidInput, InvalidPath, RefNotFound, RepositoryError
-from ferry.validation import display_url, validate_ref, validate_repo_url
+from ferry.domain.errors import InvalidInput, InvalidPath, RefNotFound, RepositoryError
+from ferry.domain.validation import display_url, validate_ref, validate_repo_url
 
 from .gitcmd import Git, Repo, base_env, git_error, run, tail, translate
 

@@ -26,7 +26,7 @@ from typing import BinaryIO, Literal, cast, get_args
 
 import zstandard
 
-from ferry.errors import BuildError, InvalidInput, InvalidPath
+from ferry.domain.errors import BuildError, InvalidInput, InvalidPath
 
 Format = Literal["zst", "gz", "none"]
 FORMATS: tuple[str, ...] = get_args(Format)

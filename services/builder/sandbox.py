@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.errors import BuildError
+from ferry.domain.errors import BuildError
 
 log = logging.getLogger("ferry.builder.sandbox")
 

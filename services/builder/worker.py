@@ -23,9 +23,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from ferry.bus import Bus
-from ferry.commands import execute
-from ferry.errors import (
+from ferry.domain.errors import (
     ConcurrencyError,
     FerryError,
     InvalidInput,
@@ -33,8 +31,8 @@ from ferry.errors import (
     RefNotFound,
     RepositoryError,
 )
-from ferry.events import tail
-from ferry.release import (
+from ferry.domain.events import tail
+from ferry.domain.release import (
     Command,
     FailBuild,
     RecordArtifact,
@@ -43,7 +41,9 @@ from ferry.release import (
     ReleaseState,
     StartBuild,
 )
-from ferry.worker import Permanent, Transient, body
+from ferry.infra.bus import Bus
+from ferry.infra.commands import execute
+from ferry.infra.worker import Permanent, Transient, body
 from services.builder.hooks import run_hooks
 from services.builder.mirror import MirrorCache
 from services.builder.package import make_archive, recipe_key
@@ -67,7 +67,7 @@ def repo_auth(url: str, secret: str | None) -> RepoAuth:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ("file" if url.startswith("/") else "ssh")
     if secret is None or scheme == "file":
         return {}
-    kind = getattr(secret, "kind", None)  # ferry.credentials.Secret
+    kind = getattr(secret, "kind", None)  # ferry.infra.credentials.Secret
     looks_like_key = "PRIVATE KEY-----" in secret
     if scheme == "https" and kind != "ssh_key" and not looks_like_key:
         return {"https_token": secret}

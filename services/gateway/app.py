@@ -16,18 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from ferry import orchestrator
-from ferry.auth import is_loopback
-from ferry.bus import Bus, open_bus
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
-from ferry.errors import Conflict, StoreUnavailable
-from ferry.natsauth import without_userinfo
-from ferry.projector import Projector
-from ferry.secrets import SecretBox
-from ferry.settings import Settings
-from ferry.tokens import TokenChecker
-from ferry.worker import supervise
+from ferry.domain.auth import is_loopback
+from ferry.domain.errors import Conflict, StoreUnavailable
+from ferry.infra import orchestrator
+from ferry.infra.bus import Bus, open_bus
+from ferry.infra.natsauth import without_userinfo
+from ferry.infra.projector import Projector
+from ferry.infra.secrets import SecretBox
+from ferry.infra.settings import Settings
+from ferry.infra.tokens import TokenChecker
+from ferry.infra.worker import supervise
 from services.gateway import api, login, portal
 from services.gateway.auth import AuthMiddleware
 from services.gateway.errors import error_body, install_error_handlers

@@ -2,7 +2,7 @@
 
 With auth on (``Settings.auth_required``) every ``/api`` request but the OpenAPI document needs
 ``Authorization: Bearer <token>`` or the portal's cookie, and a role that allows it
-(``ferry.auth.required_role``). A cookie cannot be chosen by the page that sends it, so an
+(``ferry.domain.auth.required_role``). A cookie cannot be chosen by the page that sends it, so an
 unsafe request carried by the cookie must come from the gateway's own origin. Portal pages
 without a token redirect to ``/login``. The caller is ``request.state.principal``.
 """
@@ -18,9 +18,9 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ferry import auth
-from ferry.errors import FerryError
-from ferry.tokens import TokenChecker
+from ferry.domain import auth
+from ferry.domain.errors import FerryError
+from ferry.infra.tokens import TokenChecker
 from services.gateway.errors import Forbidden, Unauthenticated, error_body, status_of
 
 log = logging.getLogger("ferry.gateway")

@@ -6,8 +6,8 @@ import asyncio
 
 import uvicorn
 
-from ferry.service import serve_http
-from ferry.settings import Settings
+from ferry.infra.service import serve_http
+from ferry.infra.settings import Settings
 from services.gateway.app import create_app
 
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from ferry.errors import (
+from ferry.domain.errors import (
     ArtifactNotFound,
     ConcurrencyError,
     Conflict,
@@ -34,7 +34,7 @@ from ferry.errors import (
     SelfApproval,
     StoreUnavailable,
 )
-from ferry.secrets import SecretKeyError
+from ferry.infra.secrets import SecretKeyError
 
 log = logging.getLogger("ferry.gateway")
 

@@ -16,9 +16,9 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ferry import webguard
-from ferry.auth import SAFE_METHODS
-from ferry.settings import Settings
+from ferry.domain.auth import SAFE_METHODS
+from ferry.infra import webguard
+from ferry.infra.settings import Settings
 from services.gateway.errors import PayloadTooLarge, error_body
 
 log = logging.getLogger("ferry.gateway")

@@ -21,9 +21,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ferry.db import repo
-from ferry.envlock import EnvLock
-from ferry.errors import FerryError, InvalidInput, NotFound
-from ferry.eventstore import RELEASE_ID
+from ferry.domain.errors import FerryError, InvalidInput, NotFound
+from ferry.infra.envlock import EnvLock
+from ferry.infra.eventstore import RELEASE_ID
 from services.gateway.auth import principal
 
 HERE = Path(__file__).resolve().parent

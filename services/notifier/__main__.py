@@ -1,4 +1,4 @@
-from ferry import service
+from ferry.infra import service
 from services.notifier.bootstrap import main
 
 service.run("notifier", main)

@@ -19,12 +19,13 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ferry import auth, webguard
-from ferry.bus import Bus, open_bus
 from ferry.db.engine import make_engine, session_factory
-from ferry.eventstore import RELEASE_ID
-from ferry.settings import Settings
-from ferry.tokens import TokenChecker
+from ferry.domain import auth
+from ferry.infra import webguard
+from ferry.infra.bus import Bus, open_bus
+from ferry.infra.eventstore import RELEASE_ID
+from ferry.infra.settings import Settings
+from ferry.infra.tokens import TokenChecker
 from services.notifier.fanout import (
     DIRECT_SEND,
     Channel,
@@ -242,7 +243,7 @@ async def _drain_receive(websocket: WebSocket) -> None:
 
 
 def _browser_ok(websocket: WebSocket) -> bool:
-    """Host allow-list and Origin (ferry.webguard): a page elsewhere may not open the feed."""
+    """Host allow-list and Origin (ferry.infra.webguard): a page elsewhere may not open the feed."""
     check = getattr(websocket.app.state, "browser_ok", None)
     return check is None or bool(check(websocket.headers))
 

@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from ferry.service import serve_http
-from ferry.settings import Settings
+from ferry.infra.service import serve_http
+from ferry.infra.settings import Settings
 from services.notifier import webhooks
 from services.notifier.app import create_app
 from services.notifier.fanout import DIRECT_SEND

@@ -32,8 +32,8 @@ from typing import Literal, Protocol
 
 from websockets.frames import Frame, Opcode
 
-from ferry.events import Event, ReleaseRequested
-from ferry.eventstore import ALL_EVENTS, EventStore, StoredEvent, release_subjects
+from ferry.domain.events import Event, ReleaseRequested
+from ferry.infra.eventstore import ALL_EVENTS, EventStore, StoredEvent, release_subjects
 from services.notifier.metrics import Metrics
 
 log = logging.getLogger("ferry.notifier")

@@ -36,16 +36,16 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ferry import webhooks
-from ferry.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
-from ferry.events import UnknownEvent, decode, utcnow
-from ferry.eventstore import EVENTS_STREAM, SUBJECT_PREFIX
-from ferry.release import ReleaseState, evolve
-from ferry.secrets import SecretBox
-from ferry.settings import Settings
-from ferry.worker import Permanent, Transient, body, run_consumer
+from ferry.domain import webhooks
+from ferry.domain.events import UnknownEvent, decode, utcnow
+from ferry.domain.release import ReleaseState, evolve
+from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
+from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX
+from ferry.infra.secrets import SecretBox
+from ferry.infra.settings import Settings
+from ferry.infra.worker import Permanent, Transient, body, run_consumer
 
 log = logging.getLogger("ferry.notifier.webhooks")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ferry.events import EVENT_TYPES, UPCASTERS, Event, decode, encode
+from ferry.domain.events import EVENT_TYPES, UPCASTERS, Event, decode, encode
 
 GOLDEN = Path(__file__).parent / "golden"
 _NAME = re.compile(r"^(?P<type>[a-z_]+\.[a-z_]+)\.v(?P<version>\d+)\.json$")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 from tests.e2e.test_pipeline import register
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.sshd import SshdHost

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 
 
 def _descendants(pid: int) -> set[int]:
@@ -138,7 +138,7 @@ def test_ferry_up_prints_portal_serves_and_stops_cleanly(tmp_path: Path):
 
 @pytest.mark.sshd
 def test_ferry_up_demo_releases_with_the_printed_command(tmp_path: Path):
-    from ferry.localsshd import harness_unavailable_reason
+    from ferry.local.localsshd import harness_unavailable_reason
 
     reason = harness_unavailable_reason()
     if reason:

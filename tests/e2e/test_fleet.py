@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from ferry.natsserver import NatsServer, free_port
+from ferry.local.natsserver import NatsServer, free_port
 from tests.e2e.test_pipeline import current_of, fetch, register
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.sshd import SshdHost
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.sshd]
 
 HOSTS = 20
 EVENTS_STREAM = "FERRY_EVENTS"
-# What a crashed or restarted handler leaves in FERRY_HOME/logs (JSON lines from ferry.logs, plus
+# What a crashed or restarted handler leaves in FERRY_HOME/logs (JSON lines from ferry.infra.logs, plus
 # anything a process printed to stderr outside the logging setup, e.g. an uncaught traceback).
 CRASH_MARKS = ("Traceback", "failed; restarting", "handler crashed", "maximum consumers", "ERROR")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 from tests.harness.sampleapp import health_url, make_sample_repo, restart_command
 from tests.harness.system import System
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 from tests.e2e.portal_helpers import flow_keys, open_release, save_diagram, wait_all_nodes, wait_nodes
 from tests.e2e.test_pipeline import fetch, register
 from tests.e2e.test_rollout_strategies import set_strategy, wait_status

@@ -23,11 +23,9 @@ import pytest
 import uvicorn
 from cryptography.fernet import Fernet
 
-from ferry.bus import Bus, open_bus
 from ferry.db.engine import upgrade
-from ferry.events import HOST_STEPS
-from ferry.natsserver import NatsServer, free_port
-from ferry.release import (
+from ferry.domain.events import HOST_STEPS
+from ferry.domain.release import (
     Fail,
     FailHost,
     FinishHostStep,
@@ -42,7 +40,9 @@ from ferry.release import (
     evolve,
     replay,
 )
-from ferry.settings import Settings
+from ferry.infra.bus import Bus, open_bus
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer, free_port
 from services.gateway.app import create_app as create_gateway
 from services.notifier.app import create_app as create_notifier
 from services.notifier.bootstrap import server_config

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ferry.natsserver import NatsServer, free_port
+from ferry.local.natsserver import NatsServer, free_port
 from tests.e2e.portal_helpers import wait_live, wait_loaded
 from tests.e2e.test_pipeline import register
 from tests.harness.sampleapp import make_sample_repo

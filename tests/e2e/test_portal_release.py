@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 from tests.e2e.portal_helpers import (
     flow_keys,
     node_statuses,

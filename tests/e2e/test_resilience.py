@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 from tests.e2e.test_pipeline import current_of, fetch, register
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.system import System, start_system

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ferry.natsserver import free_port
+from ferry.local.natsserver import free_port
 from tests.e2e.test_pipeline import fetch, register
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.system import System

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ferry.db.engine import make_engine, normalize_url, upgrade
 from ferry.db.engine import session_factory as make_session_factory
-from ferry.events import HOST_STEPS, Event, Plan, Recipe
-from ferry.release import (
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe
+from ferry.domain.release import (
     Approve,
     Cancel,
     Command,

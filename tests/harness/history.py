@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ferry.events import Event
-from ferry.eventstore import EventStore
+from ferry.domain.events import Event
+from ferry.infra.eventstore import EventStore
 
 
 async def append_next(store: EventStore, events: Sequence[Event]) -> int:
     """Append ``events`` (one release) at the release's current end; returns the last sequence.
 
-    Tests build histories event by event; services append through ``ferry.commands``.
+    Tests build histories event by event; services append through ``ferry.infra.commands``.
     """
     stored = await store.load(events[0].release_id)
     last = max((s.seq for s in stored), default=0)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ferry.bus import Bus, open_bus
-from ferry.natsauth import without_userinfo
-from ferry.natsserver import NatsServer, nats_server_binary
+from ferry.infra.bus import Bus, open_bus
+from ferry.infra.natsauth import without_userinfo
+from ferry.local.natsserver import NatsServer, nats_server_binary
 
 _STARTED: dict[str, Path] = {}
 """Address -> credentials directory of every server these fixtures started."""

@@ -1,5 +1,5 @@
 """Real OpenSSH hosts for tests: the same local sshd that `ferry up --demo` starts."""
 
-from ferry.localsshd import SSHD, SshdHost, harness_unavailable_reason, pids_in_mount_namespace
+from ferry.local.localsshd import SSHD, SshdHost, harness_unavailable_reason, pids_in_mount_namespace
 
 __all__ = ["SSHD", "SshdHost", "harness_unavailable_reason", "pids_in_mount_namespace"]

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ferry.auth import new_token
-from ferry.launcher import Launcher
-from ferry.natsserver import NatsServer, free_port
-from ferry.settings import Settings
+from ferry.domain.auth import new_token
+from ferry.infra.settings import Settings
+from ferry.local.launcher import Launcher
+from ferry.local.natsserver import NatsServer, free_port
 from tests.harness.nats import credentials_for
 
 TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}
@@ -114,7 +114,7 @@ def start_system(
     settings = Settings(
         home=home,
         nats_url=nats_url,
-        # the harness's server: every service connects as its own identity (ferry.natsauth)
+        # the harness's server: every service connects as its own identity (ferry.infra.natsauth)
         nats_credentials_dir=credentials_for(nats_url) if nats_url else None,
         database_url=database_url,
         http_host="127.0.0.1",

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 
-from ferry.natsserver import NatsServer
-from ferry.settings import Settings
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer
 from services.gateway.app import Gateway, create_app
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import zstandard
 
-from ferry.errors import InvalidInput, InvalidPath
+from ferry.domain.errors import InvalidInput, InvalidPath
 from services.agent import remote
 from services.agent.health import health_check
 from services.agent.ssh import HostSession, SSHTarget

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ferry.errors import AuthenticationFailed, HostKeyMismatch, HostKeyUnknown, HostUnreachable
+from ferry.domain.errors import AuthenticationFailed, HostKeyMismatch, HostKeyUnknown, HostUnreachable
 from services.agent.ssh import OUTPUT_LIMIT, HostSession, SSHTarget
 from tests.harness.sshd import SshdHost
 

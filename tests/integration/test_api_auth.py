@@ -21,12 +21,12 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 from websockets.exceptions import ConnectionClosed
 
-from ferry import auth
-from ferry.cli import app as cli
+from ferry.cli.main import app as cli
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
-from ferry.natsserver import NatsServer, free_port
-from ferry.settings import Settings
+from ferry.domain import auth
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer, free_port
 from services.gateway.app import create_app
 from services.notifier.app import NotifierConfig
 from services.notifier.app import create_app as create_notifier

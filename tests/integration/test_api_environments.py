@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.events import ReleaseRequested
+from ferry.domain.events import ReleaseRequested
 from tests.integration.api_harness import Api, api, error_of  # noqa: F401
 
 

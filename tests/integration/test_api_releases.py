@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from ferry.events import HOST_STEPS, utcnow
-from ferry.release import RecordArtifact, RecordSource, StartBuild, decide, replay
+from ferry.domain.events import HOST_STEPS, utcnow
+from ferry.domain.release import RecordArtifact, RecordSource, StartBuild, decide, replay
 from tests.harness.history import append_next
 from tests.integration.api_harness import Api, api, error_of
 
@@ -205,7 +205,7 @@ async def test_list_from_the_read_model(api: Api) -> None:
 
 
 async def _paused_canary(api: Api) -> str:
-    from ferry.release import FinishHostStep, Pause, StartHostStep
+    from ferry.domain.release import FinishHostStep, Pause, StartHostStep
 
     s = await api.seed(hosts=3)
     await api.ok("PATCH", f"/api/projects/{s['project']}/environments/prod", {"strategy": "canary"}, 200)

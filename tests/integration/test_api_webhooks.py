@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from ferry import webhooks
 from ferry.db.models import Webhook
+from ferry.domain import webhooks
 from tests.integration.api_harness import Api, api, error_of, project_body
 
 SECRET = "whsec-correct-horse-battery-staple"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ferry.projector import Projector
+from ferry.infra.projector import Projector
 from tests.harness.db import release_histories
 from tests.integration.test_projector import append_interleaved, snapshot
 

@@ -14,11 +14,11 @@ import uvicorn
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
-from ferry.cli import app as cli
-from ferry.cli_release import ApiError, wait_for
+from ferry.cli.main import app as cli
+from ferry.cli.release import ApiError, wait_for
 from ferry.db.engine import upgrade
-from ferry.natsserver import NatsServer, free_port
-from ferry.settings import Settings
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer, free_port
 from services.gateway.app import create_app
 from tests.integration.api_harness import project_body, ssh_keypair
 

@@ -16,10 +16,10 @@ import uvicorn
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ferry.cli_watch import register
-from ferry.events import HOST_STEPS, Event, Plan, Recipe, utcnow
-from ferry.natsserver import free_port
-from ferry.release import (
+from ferry.cli.watch import ReleaseView, watch_release
+from ferry.cli.watch_cmd import register
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe, utcnow
+from ferry.domain.release import (
     Fail,
     FailHost,
     FinishHostStep,
@@ -35,8 +35,8 @@ from ferry.release import (
     decide,
     evolve,
 )
-from ferry.settings import Settings
-from ferry.watch import ReleaseView, watch_release
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import free_port
 from services.gateway.app import create_app as create_gateway
 from services.notifier.app import NotifierConfig
 from services.notifier.app import create_app as create_notifier

@@ -1,4 +1,4 @@
-"""ferry.commands against a real nats-server: concurrent writers all land, none interleave, reads
+"""ferry.infra.commands against a real nats-server: concurrent writers all land, none interleave, reads
 cost what they read."""
 
 from __future__ import annotations
@@ -7,12 +7,9 @@ import asyncio
 
 import pytest
 
-from ferry.bus import open_bus
-from ferry.commands import Histories, execute
-from ferry.errors import InvariantViolation
-from ferry.events import Plan, Recipe
-from ferry.eventstore import EVENTS_STREAM
-from ferry.release import (
+from ferry.domain.errors import InvariantViolation
+from ferry.domain.events import Plan, Recipe
+from ferry.domain.release import (
     Cancel,
     FinishHostStep,
     RecordArtifact,
@@ -21,6 +18,9 @@ from ferry.release import (
     StartBuild,
     StartHostStep,
 )
+from ferry.infra.bus import open_bus
+from ferry.infra.commands import Histories, execute
+from ferry.infra.eventstore import EVENTS_STREAM
 
 HOSTS = tuple(f"h{i}" for i in range(8))
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=HOSTS, concurrency=8)

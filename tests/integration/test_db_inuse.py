@@ -9,8 +9,8 @@ from cryptography.fernet import Fernet
 
 from ferry.db import repo
 from ferry.db.models import Release, ReleaseHost
-from ferry.errors import Conflict
-from ferry.secrets import SecretBox
+from ferry.domain.errors import Conflict
+from ferry.infra.secrets import SecretBox
 
 
 def _release(s, rid: str, status: str, host: str) -> None:  # type: ignore[no-untyped-def]

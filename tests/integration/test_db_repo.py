@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from ferry.db import repo
 from ferry.db.models import Credential
-from ferry.errors import Conflict, HostKeyMismatch, HostKeyUnknown, InvalidInput, NotFound
-from ferry.events import Plan, Recipe
-from ferry.secrets import SecretBox
+from ferry.domain.errors import Conflict, HostKeyMismatch, HostKeyUnknown, InvalidInput, NotFound
+from ferry.domain.events import Plan, Recipe
+from ferry.infra.secrets import SecretBox
 
 
 @pytest.fixture

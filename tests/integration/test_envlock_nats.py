@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from ferry import orchestrator
-from ferry.commands import execute
-from ferry.envlock import BUCKET, EnvLocks
-from ferry.events import Plan, Recipe
-from ferry.release import Cancel, RequestRelease
+from ferry.domain.events import Plan, Recipe
+from ferry.domain.release import Cancel, RequestRelease
+from ferry.infra import orchestrator
+from ferry.infra.commands import execute
+from ferry.infra.envlock import BUCKET, EnvLocks
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("a",))
 

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from ferry.bus import open_bus
-from ferry.commands import Histories, execute
-from ferry.errors import ConcurrencyError, InvalidInput
-from ferry.events import BuildStarted, HostStepStarted, Plan, Recipe, ReleaseRequested, utcnow
-from ferry.eventstore import legacy_subject, release_of, subject_of
-from ferry.release import RecordArtifact, RecordSource, RequestRelease, StartBuild, replay
+from ferry.domain.errors import ConcurrencyError, InvalidInput
+from ferry.domain.events import BuildStarted, HostStepStarted, Plan, Recipe, ReleaseRequested, utcnow
+from ferry.domain.release import RecordArtifact, RecordSource, RequestRelease, StartBuild, replay
+from ferry.infra.bus import open_bus
+from ferry.infra.commands import Histories, execute
+from ferry.infra.eventstore import legacy_subject, release_of, subject_of
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("a", "b"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.errors import BuildError
+from ferry.domain.errors import BuildError
 from services.builder.hooks import TAIL_BYTES, TIMEOUT_EXIT_CODE, HookResult, run_hooks
 from services.builder.sandbox import BUILD_DIR, Sandbox
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.errors import InvalidInput, InvalidPath, InvalidRef, RefNotFound, RepositoryError
+from ferry.domain.errors import InvalidInput, InvalidPath, InvalidRef, RefNotFound, RepositoryError
 from services.builder import gitcmd
 from services.builder.mirror import MirrorCache
 from tests.harness.githttp import GitHttpServer, git_http_server

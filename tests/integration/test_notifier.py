@@ -16,9 +16,8 @@ import uvicorn
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from ferry.events import HOST_STEPS, Event, Plan, Recipe, host_of, utcnow
-from ferry.natsserver import free_port
-from ferry.release import (
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe, host_of, utcnow
+from ferry.domain.release import (
     FinishHostStep,
     RecordArtifact,
     RecordHook,
@@ -31,7 +30,8 @@ from ferry.release import (
     decide,
     evolve,
 )
-from ferry.settings import Settings
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import free_port
 from services.notifier.app import NotifierConfig, create_app
 from services.notifier.bootstrap import server_config
 

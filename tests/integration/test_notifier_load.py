@@ -23,9 +23,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from ferry.events import HOST_STEPS, Event, Plan, Recipe, host_of, utcnow
-from ferry.natsserver import free_port
-from ferry.release import (
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe, host_of, utcnow
+from ferry.domain.release import (
     FinishHostStep,
     RecordArtifact,
     RecordHook,
@@ -38,6 +37,7 @@ from ferry.release import (
     decide,
     evolve,
 )
+from ferry.local.natsserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 200

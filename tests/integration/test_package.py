@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.errors import InvalidPath
+from ferry.domain.errors import InvalidPath
 from services.builder.package import SUFFIXES, Archive, make_archive
 
 FORMATS = ["zst", "gz", "none"]

@@ -15,9 +15,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from ferry.events import HOST_STEPS
-from ferry.natsserver import NatsServer
-from ferry.release import (
+from ferry.domain.events import HOST_STEPS
+from ferry.domain.release import (
     FailHost,
     FinishHostStep,
     RecordArtifact,
@@ -30,7 +29,8 @@ from ferry.release import (
     evolve,
     replay,
 )
-from ferry.settings import Settings
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer
 from services.gateway import portal
 from services.gateway.app import create_app
 from tests.harness.history import append_next
@@ -217,8 +217,8 @@ def test_js_reducer_mirrors_release_evolve(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    from ferry.events import Plan, Recipe
-    from ferry.release import Fail, RequestRelease, RollBackHost
+    from ferry.domain.events import Plan, Recipe
+    from ferry.domain.release import Fail, RequestRelease, RollBackHost
 
     rid = "r-mirror"
     plan = Plan(
@@ -290,8 +290,8 @@ def test_js_reducer_mirrors_a_canary_pause(tmp_path: Path, then: str) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    from ferry.events import Plan, Recipe
-    from ferry.release import Cancel, Pause, RequestRelease, Resume, RollBackHost, Succeed
+    from ferry.domain.events import Plan, Recipe
+    from ferry.domain.release import Cancel, Pause, RequestRelease, Resume, RollBackHost, Succeed
 
     rid = "r-canary"
     plan = Plan(

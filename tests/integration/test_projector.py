@@ -1,7 +1,7 @@
 """The release projection against real nats-server and real SQLite/PostgreSQL.
 
 Redelivery changes nothing, a rebuild gives the same rows, the position moves only with
-the rows it covers, and the rows say what ``ferry.release.replay`` says.
+the rows it covers, and the rows say what ``ferry.domain.release.replay`` says.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ferry.db import repo
 from ferry.db.models import PROJECTED_TABLES, ProjectionPosition
-from ferry.events import Event
-from ferry.eventstore import StoredEvent
-from ferry.projector import Projector, rebuild
-from ferry.release import replay
+from ferry.domain.events import Event
+from ferry.domain.release import replay
+from ferry.infra.eventstore import StoredEvent
+from ferry.infra.projector import Projector, rebuild
 from tests.harness.db import release_histories
 from tests.harness.history import append_next
 
@@ -260,8 +260,8 @@ def test_release_queries(session_factory):
 def _canary_history(rid: str, *, then: str) -> list[Event]:
     from datetime import UTC, datetime, timedelta
 
-    from ferry.events import HOST_STEPS, Plan, Recipe
-    from ferry.release import (
+    from ferry.domain.events import HOST_STEPS, Plan, Recipe
+    from ferry.domain.release import (
         Cancel,
         FinishHostStep,
         Pause,

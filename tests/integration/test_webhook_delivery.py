@@ -17,13 +17,10 @@ import pytest
 from cryptography.fernet import Fernet
 from nats.js import api as js_api
 
-from ferry import webhooks
-from ferry.bus import WORK_STREAM, Bus
 from ferry.db import repo
-from ferry.events import HOST_STEPS, Event, Plan, Recipe, utcnow
-from ferry.eventstore import EVENTS_STREAM
-from ferry.natsserver import free_port
-from ferry.release import (
+from ferry.domain import webhooks
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe, utcnow
+from ferry.domain.release import (
     Fail,
     FailHost,
     FinishHostStep,
@@ -37,8 +34,11 @@ from ferry.release import (
     decide,
     evolve,
 )
-from ferry.secrets import SecretBox
-from ferry.settings import Settings
+from ferry.infra.bus import WORK_STREAM, Bus
+from ferry.infra.eventstore import EVENTS_STREAM
+from ferry.infra.secrets import SecretBox
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import free_port
 from services.notifier import webhooks as deliverer
 from services.notifier.webhooks import ROUTER, SENDER, WEBHOOK_WORK, WebhookConfig
 from tests.harness.history import append_next

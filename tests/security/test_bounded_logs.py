@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ferry.release import RecordArtifact, RecordSource, StartBuild
+from ferry.domain.release import RecordArtifact, RecordSource, StartBuild
 from tests.integration.api_harness import Api, api, error_of
 from tests.integration.test_api_releases import _advance
 

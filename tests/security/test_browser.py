@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ferry.natsserver import NatsServer, free_port
+from ferry.local.natsserver import NatsServer, free_port
 from tests.e2e.portal_helpers import CHROMIUM, CHROMIUM_ARGS, chromium_unavailable_reason
 from tests.harness.system import System, start_system
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferry.natsserver import NatsServer, free_port
+from ferry.local.natsserver import NatsServer, free_port
 from services.builder.sandbox import Sandbox
 from tests.harness.sampleapp import SampleRepo, health_url, make_sample_repo, restart_command
 from tests.harness.sshd import SshdHost

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from ferry.db.engine import make_engine, session_factory
 from ferry.db.models import Credential, Webhook
-from ferry.natsserver import NatsServer, free_port
-from ferry.secrets import KEY_FILE, SecretBox, SecretKeyError, secure_home
-from ferry.settings import Settings
+from ferry.infra.secrets import KEY_FILE, SecretBox, SecretKeyError, secure_home
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer, free_port
 from tests.e2e.test_pipeline import register
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.system import System, start_system
@@ -67,7 +67,7 @@ def test_rotate_then_release_with_every_credential(system: System, sshd_hosts: A
     }
     env.pop("FERRY_SECRET_KEY", None)
     done = subprocess.run(
-        [sys.executable, "-c", "from ferry.cli import main; main()", "secrets", "rotate"],
+        [sys.executable, "-c", "from ferry.cli.main import main; main()", "secrets", "rotate"],
         env=env,
         capture_output=True,
         text=True,

@@ -1,7 +1,7 @@
 """Issue 9 acceptance: NATS clients authenticate, and each identity may publish only what it must.
 
 A real nats-server (tests/harness/nats.py) configured exactly as ``ferry up`` configures it
-(ferry.natsauth). A permission violation is reported by the server asynchronously; a flush
+(ferry.infra.natsauth). A permission violation is reported by the server asynchronously; a flush
 after the publish guarantees it arrived (the server answers in order).
 """
 
@@ -17,14 +17,14 @@ import nats
 import nats.errors
 import pytest
 
-from ferry.bus import Bus, connect, open_bus
-from ferry.errors import StoreUnavailable
-from ferry.events import BuildStarted, HostStepStarted, Plan, Recipe, ReleaseRequested, utcnow
-from ferry.eventstore import TypeNotAllowed, host_subject, release_subject
-from ferry.natsauth import IDENTITIES, credential_path
-from ferry.natsserver import NatsServer
-from ferry.settings import Settings
-from ferry.signing import ensure_signing_key
+from ferry.domain.errors import StoreUnavailable
+from ferry.domain.events import BuildStarted, HostStepStarted, Plan, Recipe, ReleaseRequested, utcnow
+from ferry.infra.bus import Bus, connect, open_bus
+from ferry.infra.eventstore import TypeNotAllowed, host_subject, release_subject
+from ferry.infra.natsauth import IDENTITIES, credential_path
+from ferry.infra.settings import Settings
+from ferry.infra.signing import ensure_signing_key
+from ferry.local.natsserver import NatsServer
 
 
 def _requested(rid: str) -> ReleaseRequested:

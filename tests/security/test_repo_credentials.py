@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.credentials import CredentialReader
+from ferry.infra.credentials import CredentialReader
 from services.builder.mirror import MirrorCache
 from services.builder.worker import BuilderDeps, list_refs
 from tests.harness.githttp import GitHttpServer, git_http_server

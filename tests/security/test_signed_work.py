@@ -17,16 +17,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 
-from ferry.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
-from ferry.commands import execute
-from ferry.events import Plan, Recipe, ReleaseRequested, utcnow
-from ferry.eventstore import EventStore, host_subject
-from ferry.natsauth import credential_path
-from ferry.natsserver import NatsServer, free_port
-from ferry.release import RecordArtifact, RecordSource, StartBuild
-from ferry.settings import Settings
-from ferry.signing import UntrustedWork, WorkSigner, ensure_signing_key
-from ferry.worker import run_consumer
+from ferry.domain.events import Plan, Recipe, ReleaseRequested, utcnow
+from ferry.domain.release import RecordArtifact, RecordSource, StartBuild
+from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
+from ferry.infra.commands import execute
+from ferry.infra.eventstore import EventStore, host_subject
+from ferry.infra.natsauth import credential_path
+from ferry.infra.settings import Settings
+from ferry.infra.signing import UntrustedWork, WorkSigner, ensure_signing_key
+from ferry.infra.worker import run_consumer
+from ferry.local.natsserver import NatsServer, free_port
 from tests.e2e.test_pipeline import register
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.system import System

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.agentgroups import action_of, consumer_name, group_work, host_work, validate_group
-from ferry.errors import InvalidInput
-from ferry.settings import Settings
+from ferry.domain.agentgroups import action_of, consumer_name, group_work, host_work, validate_group
+from ferry.domain.errors import InvalidInput
+from ferry.infra.settings import Settings
 from services.agent.bootstrap import work_filters
 from services.agent.rollback import rollback
 from services.agent.worker import HANDLERS, deploy

@@ -104,6 +104,6 @@ def test_release_ids_sort_by_time_and_fit_the_subject_pattern() -> None:
     t = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     a, b = new_release_id(t), new_release_id(t + timedelta(milliseconds=1))
     assert a.startswith("r20250102030405678-") and a < b
-    from ferry.eventstore import RELEASE_ID
+    from ferry.infra.eventstore import RELEASE_ID
 
     assert RELEASE_ID.match(a)

@@ -1,4 +1,4 @@
-"""``ferry.auth``: token format and hashing, the auth switch, and which role each request needs."""
+"""``ferry.domain.auth``: token format and hashing, the auth switch, and which role each request needs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from ferry import auth
+from ferry.domain import auth
 from services.gateway.auth import safe_next
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ferry.envlock import EnvironmentBusy, EnvLock, forced, joined, left, parse
+from ferry.infra.envlock import EnvironmentBusy, EnvLock, forced, joined, left, parse
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 FREE = EnvLock("shop", "prod")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ferry import events as ev
-from ferry.events import (
+from ferry.domain import events as ev
+from ferry.domain.events import (
     EVENT_TYPES,
     HOST_STEPS,
     UPCASTERS,
@@ -175,7 +175,12 @@ def test_decode_does_not_mutate_a_dict_argument():
     [
         {"type": "release.exploded", "release_id": RID, "version": 1, "at": AT.isoformat()},
         {"type": "ReleaseRequested", "release_id": RID, "version": 1, "at": AT.isoformat()},
-        {"type": "ferry.events.ReleaseApproved", "release_id": RID, "version": 1, "at": AT.isoformat()},
+        {
+            "type": "ferry.domain.events.ReleaseApproved",
+            "release_id": RID,
+            "version": 1,
+            "at": AT.isoformat(),
+        },
         {"release_id": RID, "version": 1, "at": AT.isoformat()},
         {"type": None},
         {"type": 3},

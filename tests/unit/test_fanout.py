@@ -8,9 +8,9 @@ import json
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from ferry.events import Plan, Recipe, utcnow
-from ferry.eventstore import StoredEvent
-from ferry.release import RecordHook, RecordSource, RequestRelease, StartBuild, decide, evolve, replay
+from ferry.domain.events import Plan, Recipe, utcnow
+from ferry.domain.release import RecordHook, RecordSource, RequestRelease, StartBuild, decide, evolve, replay
+from ferry.infra.eventstore import StoredEvent
 from services.notifier.fanout import Channel, Hub, Item, Outbox, event_frame, resync_frame, wire_frame
 from services.notifier.metrics import Metrics
 

@@ -9,12 +9,12 @@ from typing import Any, cast
 
 import pytest
 
-from ferry import orchestrator
-from ferry.bus import Bus
-from ferry.commands import Loaded
-from ferry.envlock import EnvLock, joined
-from ferry.events import Event
-from ferry.release import replay
+from ferry.domain.events import Event
+from ferry.domain.release import replay
+from ferry.infra import orchestrator
+from ferry.infra.bus import Bus
+from ferry.infra.commands import Loaded
+from ferry.infra.envlock import EnvLock, joined
 from tests.unit.test_rollout import Release
 
 
@@ -77,7 +77,7 @@ async def test_without_a_look_up_every_host_is_in_the_default_group() -> None:
 
 async def test_quiet_release_warns_about_host_work_nobody_took(caplog: pytest.LogCaptureFixture) -> None:
     release = Release(hosts=("web1",)).built()
-    with caplog.at_level(logging.WARNING, logger="ferry.orchestrator"):
+    with caplog.at_level(logging.WARNING, logger="ferry.infra.orchestrator"):
         await orchestrator._warn_waiting("rel-1", release.history, timedelta(minutes=5), lambda h: "eu")
     [record] = caplog.records
     assert (record.host, record.agent_group, record.waited) == ("web1", "eu", 300)  # type: ignore[attr-defined]

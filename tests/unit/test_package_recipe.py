@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferry.errors import InvalidInput, InvalidPath
+from ferry.domain.errors import InvalidInput, InvalidPath
 from services.builder.package import recipe_key, tar_header, validate_excludes
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferry.errors import InvalidInput, InvalidRef
-from ferry.validation import MAX_REF_LENGTH, display_url, validate_ref, validate_repo_url
+from ferry.domain.errors import InvalidInput, InvalidRef
+from ferry.domain.validation import MAX_REF_LENGTH, display_url, validate_ref, validate_repo_url
 
 # --- refs ----------------------------------------------------------------------
 

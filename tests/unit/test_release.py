@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ferry.errors import Conflict, InvariantViolation
-from ferry.events import (
+from ferry.domain.errors import Conflict, InvariantViolation
+from ferry.domain.events import (
     HOST_STEPS,
     ArtifactPackaged,
     BuildStarted,
@@ -30,7 +30,7 @@ from ferry.events import (
     encode,
     host_of,
 )
-from ferry.release import (
+from ferry.domain.release import (
     TERMINAL,
     TIMER,
     Approve,

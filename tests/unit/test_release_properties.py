@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ferry.errors import InvariantViolation
-from ferry.events import (
+from ferry.domain.errors import InvariantViolation
+from ferry.domain.events import (
     HOST_STEPS,
     ArtifactPackaged,
     Event,
@@ -30,7 +30,7 @@ from ferry.events import (
     encode,
     host_of,
 )
-from ferry.release import (
+from ferry.domain.release import (
     Approve,
     Cancel,
     Command,
@@ -54,7 +54,7 @@ from ferry.release import (
     evolve,
     replay,
 )
-from ferry.rollout import Finish, ScheduleBuild, ScheduleHost, ScheduleRollback, batches, next_actions
+from ferry.domain.rollout import Finish, ScheduleBuild, ScheduleHost, ScheduleRollback, batches, next_actions
 
 RID = "rel-prop"
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)

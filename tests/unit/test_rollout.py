@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ferry.events import HOST_STEPS, Event, Plan, Recipe
-from ferry.release import (
+from ferry.domain.events import HOST_STEPS, Event, Plan, Recipe
+from ferry.domain.release import (
     Approve,
     Cancel,
     Command,
@@ -28,7 +28,7 @@ from ferry.release import (
     decide,
     evolve,
 )
-from ferry.rollout import (
+from ferry.domain.rollout import (
     Finish,
     ResumeAt,
     ScheduleBuild,

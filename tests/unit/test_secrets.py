@@ -7,9 +7,9 @@ import stat
 import pytest
 from cryptography.fernet import Fernet
 
-from ferry.errors import FerryError
-from ferry.secrets import KEY_FILE, SecretBox, SecretKeyError, load_or_create_key_file
-from ferry.settings import Settings
+from ferry.domain.errors import FerryError
+from ferry.infra.secrets import KEY_FILE, SecretBox, SecretKeyError, load_or_create_key_file
+from ferry.infra.settings import Settings
 
 
 def test_round_trip_with_a_fernet_key():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ferry.events import ReleasePaused, ReleaseResumed
-from ferry.watch import ReleaseView, describe
+from ferry.cli.watch import ReleaseView, describe
+from ferry.domain.events import ReleasePaused, ReleaseResumed
 
 AT = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ferry import webhooks
-from ferry.errors import InvalidInput
-from ferry.events import (
+from ferry.domain import webhooks
+from ferry.domain.errors import InvalidInput
+from ferry.domain.events import (
     ArtifactPackaged,
     BuildStarted,
     HostFailed,
@@ -25,8 +25,8 @@ from ferry.events import (
     ReleaseRequested,
     ReleaseSucceeded,
 )
-from ferry.release import replay
-from ferry.webhooks import ReleaseInfo, Route
+from ferry.domain.release import replay
+from ferry.domain.webhooks import ReleaseInfo, Route
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("web1",))

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ferry.db.models import Base
-from ferry.errors import Conflict, InvalidInput
+from ferry.domain.errors import Conflict, InvalidInput
 
 
 class _Keep(Enum):

@@ -20,8 +20,8 @@ from ferry.db.models import (
     Project,
     Webhook,
 )
-from ferry.errors import Conflict, InvalidInput, NotFound
-from ferry.secrets import SecretBox
+from ferry.domain.errors import Conflict, InvalidInput, NotFound
+from ferry.infra.secrets import SecretBox
 
 from ._common import CREDENTIAL_KINDS, _choice, _name, _write
 

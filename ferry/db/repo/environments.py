@@ -14,8 +14,8 @@ from ferry.db.models import (
     EnvironmentHost,
     Host,
 )
-from ferry.errors import InvalidInput, NotFound
-from ferry.events import Plan
+from ferry.domain.errors import InvalidInput, NotFound
+from ferry.domain.events import Plan
 
 from ._common import ON_BUSY, STRATEGIES, UNSET, Unset, _choice, _int_range, _name, _seconds, _write
 from .projects import _project, _project_info

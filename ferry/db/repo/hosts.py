@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ferry.agentgroups import DEFAULT_GROUP, validate_group
 from ferry.db.inuse import refuse_if_used
 from ferry.db.models import (
     Environment,
@@ -16,7 +15,8 @@ from ferry.db.models import (
     Host,
     Project,
 )
-from ferry.errors import Conflict, HostKeyMismatch, HostKeyUnknown, NotFound
+from ferry.domain.agentgroups import DEFAULT_GROUP, validate_group
+from ferry.domain.errors import Conflict, HostKeyMismatch, HostKeyUnknown, NotFound
 
 from ._common import HOST_KEY_POLICIES, KEEP, _choice, _int_range, _Keep, _name, _text, _write
 from .credentials import _credential

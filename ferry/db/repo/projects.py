@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from ferry.db.inuse import refuse_if_used
 from ferry.db.models import Project
-from ferry.errors import InvalidInput, NotFound
-from ferry.events import Recipe
+from ferry.domain.errors import InvalidInput, NotFound
+from ferry.domain.events import Recipe
 
 from ._common import KEEP, _Keep, _name, _text, _write
 from .credentials import _credential

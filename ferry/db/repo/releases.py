@@ -15,8 +15,8 @@ from ferry.db.models import (
     Release,
     ReleaseHost,
 )
-from ferry.errors import NotFound
-from ferry.events import HOST_STEPS
+from ferry.domain.errors import NotFound
+from ferry.domain.events import HOST_STEPS
 
 from ._common import _int_range
 

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ferry import auth
 from ferry.db.models import ApiToken
-from ferry.errors import Conflict, InvalidInput, NotFound
+from ferry.domain import auth
+from ferry.domain.errors import Conflict, InvalidInput, NotFound
 
 from ._common import _choice, _name, _write
 
@@ -39,7 +39,7 @@ def _token(session: Session, name: str, field: str = "name") -> ApiToken:
 
 
 def create_token(session: Session, name: str, role: str, token_hash: str) -> TokenInfo:
-    """Record a token by its sha256 (``ferry.auth.hash_token``); the token itself is never stored."""
+    """Record a token by its sha256 (``ferry.domain.auth.hash_token``); the token itself is never stored."""
     _name(name)
     _choice(role, auth.ROLES, "role")
     if not re.fullmatch(r"[0-9a-f]{64}", token_hash):

@@ -9,14 +9,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ferry import webhooks
 from ferry.db.models import (
     Webhook,
     WebhookDelivery,
 )
-from ferry.errors import NotFound
-from ferry.events import utcnow
-from ferry.secrets import SecretBox
+from ferry.domain import webhooks
+from ferry.domain.errors import NotFound
+from ferry.domain.events import utcnow
+from ferry.infra.secrets import SecretBox
 
 from ._common import KEEP, _choice, _int_range, _Keep, _name, _text, _write
 from .projects import _project

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ferry import auth
+from ferry.domain import auth
 from services.gateway.api import (
     credentials,
     environments,

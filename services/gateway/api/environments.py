@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
-from ferry.envlock import EnvLock
+from ferry.infra.envlock import EnvLock
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import EnvironmentIn, EnvironmentList, EnvironmentOut, EnvironmentPatch

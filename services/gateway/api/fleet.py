@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ferry.agentgroups import doctor_subject
 from ferry.db import fleet, repo
-from ferry.errors import StoreUnavailable
+from ferry.domain.agentgroups import doctor_subject
+from ferry.domain.errors import StoreUnavailable
 from services.gateway.api.http import gw, in_session, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import DoctorHostOut, DoctorOut, FleetHostOut, FleetOut

@@ -10,11 +10,11 @@ from pydantic import Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ferry.commands import execute
 from ferry.db import repo
-from ferry.envlock import EnvironmentBusy, EnvLock
-from ferry.errors import Conflict
-from ferry.release import Unlock
+from ferry.domain.errors import Conflict
+from ferry.domain.release import Unlock
+from ferry.infra.commands import execute
+from ferry.infra.envlock import EnvironmentBusy, EnvLock
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import EnvironmentLockOut, Input

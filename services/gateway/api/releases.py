@@ -16,10 +16,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ferry.commands import Loaded, append_decided
 from ferry.db import repo
-from ferry.errors import ConcurrencyError, InvalidInput, NotFound
-from ferry.events import (
+from ferry.domain.errors import ConcurrencyError, InvalidInput, NotFound
+from ferry.domain.events import (
     HOST_STEPS,
     ArtifactPackaged,
     BuildFailed,
@@ -29,8 +28,7 @@ from ferry.events import (
     ReleasePaused,
     utcnow,
 )
-from ferry.eventstore import StoredEvent
-from ferry.release import (
+from ferry.domain.release import (
     Approve,
     Cancel,
     Command,
@@ -41,6 +39,8 @@ from ferry.release import (
     decide,
     replay,
 )
+from ferry.infra.commands import Loaded, append_decided
+from ferry.infra.eventstore import StoredEvent
 from services.gateway.api import locks
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
-from ferry.errors import Conflict, InvalidInput
-from ferry.release import ReleaseState, RequestRelease, replay
+from ferry.domain.errors import Conflict, InvalidInput
+from ferry.domain.release import ReleaseState, RequestRelease, replay
 from services.gateway.api.http import current_user, in_session
 from services.gateway.api.openapi import Operation
 from services.gateway.api.releases import (

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import AfterValidator, Field
 
-from ferry.events import TYPE_NAMES
+from ferry.domain.events import TYPE_NAMES
 
 _COMPONENT = r"\.{0,2}[A-Za-z0-9_@+~%,=-][A-Za-z0-9._@+~%,=-]*"  # never ".", ".." nor empty
 DEPLOY_PATH_PATTERN = rf"^(/{_COMPONENT})+/?$"

@@ -27,16 +27,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ferry.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
-from ferry.errors import FerryError
-from ferry.validation import (
+from ferry.domain.agentgroups import DEFAULT_GROUP, GROUP_PATTERN
+from ferry.domain.errors import FerryError
+from ferry.domain.validation import (
     key_fingerprint,
-    load_private_key,
     validate_deploy_path,
     validate_ref,
     validate_relative_path,
     validate_repo_url,
 )
+from ferry.infra.sshkeys import load_private_key
 from services.gateway.api.schemarules import (
     ADDRESS_PATTERN,
     COMMAND_PATTERN,

@@ -13,8 +13,8 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ferry import auth
 from ferry.db import repo
+from ferry.domain import auth
 from services.gateway.api.http import in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemas import Input, Name, Output

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ferry import webhooks
 from ferry.db import repo
+from ferry.domain import webhooks
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.schemarules import HTTP_URL_PATTERN, event_patterns, stated

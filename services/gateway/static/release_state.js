@@ -1,4 +1,4 @@
-// The release's state folded from its events: a pure reducer mirroring ferry/release.py's evolve.
+// The release's state folded from its events: a pure reducer mirroring ferry/domain/release.py's evolve.
 // The page builds its initial picture and applies live WebSocket events with the same code,
 // and the replay slider re-folds the history up to event N.
 // It keeps a little more than the Python aggregate (output tails, log digests, hook list)
@@ -53,9 +53,9 @@ function newHost() {
   return { status: "waiting", steps: {}, activated: false, previous_release: null, failure: null, failed_step: null };
 }
 
-// Fold one event (the wire JSON of ferry.events) into the state; returns a new state.
+// Fold one event (the wire JSON of ferry.domain.events) into the state; returns a new state.
 // Release-level events are numbered on the release's subject, each host's events on its own
-// (ferry/eventstore.py), so only release-level events move `version`.
+// (ferry/infra/eventstore.py), so only release-level events move `version`.
 export function evolve(state, event) {
   const s = String(event.type).startsWith("host.") ? state : { ...state, version: event.version ?? state.version };
   switch (event.type) {

@@ -1,0 +1,238 @@
+"""The one door to JetStream for release events.
+
+Layout (one stream, ``FERRY_EVENTS``):
+
+- ``ferry.release.<id>.release``: the release-level events (requested, build, pause, terminal);
+- ``ferry.release.<id>.host.<host>``: one host's events (steps, failure, rollback);
+- ``ferry.release.<id>``: the single subject of releases recorded before this layout (read,
+  never written: a release that was running at the upgrade carries on in the new layout).
+
+A release is read as ``ferry.release.<id>.>`` (plus its legacy subject), in stream order.
+Appends are guarded with ``Nats-Expected-Last-Subject-Sequence``: a host's ordinary step
+events against the last sequence of *its own* subject, so 100 hosts never contend for one
+sequence; release-level events and the host events that gate on the release (a host's first
+step, its switch) against the last sequence of the *whole release*
+(``Nats-Expected-Last-Subject-Sequence-Subject: ferry.release.<id>.>``), so a cancel, a pause
+or a terminal event can never interleave with a host starting or switching. A conflict
+(JetStream error 10071) becomes ``ConcurrencyError``.
+
+Reads never create a server-side consumer: they are batched direct gets
+(``$JS.API.DIRECT.GET`` with ``next_by_subj`` and ``batch``), answered by any replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from ferry.domain.errors import ConcurrencyError, FerryError, InvalidInput, StoreUnavailable
+from ferry.domain.events import Event, decode, host_of
+from ferry.infra import directget
+
+EVENTS_STREAM = "FERRY_EVENTS"
+SUBJECT_PREFIX = "ferry.release"
+ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+WRONG_LAST_SEQUENCE = 10071
+RELEASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BATCH = 256
+READ_TIMEOUT = 5.0
+
+
+class TypeNotAllowed(FerryError):
+    """This process's NATS identity may not append this event type (see ``ferry.infra.natsauth``)."""
+
+    code = "TYPE_NOT_ALLOWED"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    event: Event
+    subject: str = ""
+
+
+def _rid(release_id: str) -> str:
+    if not RELEASE_ID.match(release_id):
+        raise InvalidInput(f"invalid release id {release_id!r}", field="release_id")
+    return release_id
+
+
+def host_token(host: str) -> str:
+    """A host name as one subject token (host names may hold dots; they never hold ``~``)."""
+    return host.replace(".", "~")
+
+
+def release_subject(release_id: str) -> str:
+    """The subject of a release's release-level events."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.release"
+
+
+def host_subject(release_id: str, host: str) -> str:
+    """The subject of one host's events in a release."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.host.{host_token(host)}"
+
+
+def release_filter(release_id: str) -> str:
+    """The wildcard holding every event a release appends in this layout."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.>"
+
+
+def legacy_subject(release_id: str) -> str:
+    """The one subject a release used before the per-host layout."""
+    return f"{SUBJECT_PREFIX}.{_rid(release_id)}"
+
+
+def release_subjects(release_id: str) -> list[str]:
+    """Every subject that may hold a release's events (legacy first)."""
+    return [legacy_subject(release_id), release_filter(release_id)]
+
+
+def subject_of(event: Event) -> str:
+    """Where ``event`` is appended: its host's subject, or the release's."""
+    host = host_of(event)
+    return release_subject(event.release_id) if host is None else host_subject(event.release_id, host)
+
+
+def release_of(subject: str) -> str:
+    """The release id of any event subject (legacy or current layout)."""
+    return subject.split(".", 3)[2]
+
+
+class EventStore:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str = EVENTS_STREAM,
+        replicas: int = 1,
+        allowed_types: frozenset[str] | None = None,
+        identity: str = "",
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.replicas = replicas
+        self.allowed_types = allowed_types
+        """The event types this process's NATS identity may append (None: any); the server's
+        subject permissions say the same per subject, this says it per type."""
+        self.identity = identity
+
+    @property
+    def nc(self) -> Client:
+        return self.js._nc  # the JetStream context's connection (nats-py keeps it there)
+
+    async def setup(self) -> None:
+        """Create or update the events stream (idempotent)."""
+        config = api.StreamConfig(
+            name=self.stream,
+            subjects=[ALL_EVENTS],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
+            duplicate_window=120.0,
+            allow_direct=True,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+
+    async def append(self, events: Sequence[Event], *, expected_seq: int, whole_release: bool) -> list[int]:
+        """Append ``events`` (one release; each to ``subject_of`` it) in order; returns their sequences.
+
+        ``expected_seq`` is the last stream sequence the writer saw: of the whole release when
+        ``whole_release``, else of the (single) subject the events go to. Each further event
+        is chained on the sequence of the one before it.
+        """
+        if not events:
+            return []
+        if self.allowed_types is not None:
+            refused = sorted({e.type for e in events} - self.allowed_types)
+            if refused:
+                raise TypeNotAllowed(
+                    f"the {self.identity or 'this'} identity may not append {', '.join(refused)}"
+                )
+        release_id = events[0].release_id
+        subjects = {subject_of(e) for e in events}
+        if any(e.release_id != release_id for e in events) or (not whole_release and len(subjects) > 1):
+            raise InvalidInput("one append writes one release (and one subject unless whole_release)")
+        seqs: list[int] = []
+        last = expected_seq
+        for event in events:
+            subject = subject_of(event)
+            payload = event.to_json()
+            # The id covers the bytes: a retried append of the same event is de-duplicated,
+            # while a different writer's event for the same version still meets the sequence check.
+            msg_id = f"{subject}:{event.version}:{hashlib.sha256(payload).hexdigest()[:16]}"
+            headers = {
+                "Nats-Expected-Last-Subject-Sequence": str(last),
+                "Nats-Msg-Id": msg_id,
+                "Ferry-Type": event.type,
+                "Ferry-Version": str(event.version),
+            }
+            if whole_release:
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = release_filter(release_id)
+            try:
+                ack = await self.js.publish(subject, payload, stream=self.stream, headers=headers)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyError(
+                        f"release {release_id} changed while appending {event.type} v{event.version}"
+                    ) from exc
+                raise StoreUnavailable(f"event store refused the append: {exc.description}") from exc
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                raise StoreUnavailable("event store did not answer") from exc
+            last = ack.seq
+            seqs.append(ack.seq)
+        return seqs
+
+    async def load(self, release_id: str, after: int = 0, *, legacy: bool = True) -> list[StoredEvent]:
+        """A release's events with stream sequence > ``after``, in stream order (both layouts)."""
+        current = await self.read_batch(release_filter(release_id), after + 1)
+        if not legacy:
+            return current
+        old = await self.read_batch(legacy_subject(release_id), after + 1)
+        if not old:
+            return current
+        return sorted(old + current, key=lambda s: s.seq)
+
+    async def read(self, subject: str, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
+        """Every event on ``subject`` (wildcards allowed) from ``from_seq`` up to now, then stop."""
+        async for msg in directget.messages(
+            self.nc, self.stream, subject, from_seq, BATCH, what="event store"
+        ):
+            yield _stored(msg)
+
+    async def read_batch(self, subject: str, from_seq: int = 1) -> list[StoredEvent]:
+        return [s async for s in self.read(subject, from_seq)]
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def follow(self, subject: str = ALL_EVENTS, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
+        """Every event on ``subject`` from ``from_seq``, then live ones, forever (ordered consumer)."""
+        sub = await self.js.subscribe(
+            subject,
+            stream=self.stream,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            config=api.ConsumerConfig(opt_start_seq=max(from_seq, 1)),
+        )
+        try:
+            async for msg in sub.messages:
+                yield StoredEvent(msg.metadata.sequence.stream, decode(msg.data), msg.subject)
+        finally:
+            await sub.unsubscribe()
+
+
+def _stored(msg: Msg) -> StoredEvent:
+    headers = msg.headers or {}
+    return StoredEvent(int(headers["Nats-Sequence"]), decode(msg.data), headers.get("Nats-Subject", ""))

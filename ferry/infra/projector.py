@@ -1,0 +1,438 @@
+"""The release read model: a projection of the event stream into SQL.
+
+Each write stores the stream sequence it covers in ``projection_position`` in the same
+transaction, and skips anything at or below it, so redelivery changes nothing and a
+crash between commit and ack repeats nothing. Rows follow ``ferry.domain.release.evolve``:
+a release's ``status`` is its ``ReleaseState.status`` and a host's its ``HostState.status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ferry.db.models import PROJECTED_TABLES, HostStep, ProjectionPosition, Release, ReleaseHost
+from ferry.domain.events import (
+    HOST_STEPS,
+    ArtifactPackaged,
+    BuildFailed,
+    BuildHookFinished,
+    BuildStarted,
+    Event,
+    HostFailed,
+    HostRolledBack,
+    HostStepFinished,
+    HostStepStarted,
+    ReleaseApproved,
+    ReleaseCancelled,
+    ReleaseCancelRequested,
+    ReleaseFailed,
+    ReleasePaused,
+    ReleaseRejected,
+    ReleaseRequested,
+    ReleaseResumed,
+    ReleaseSucceeded,
+    SourceFetched,
+    host_of,
+)
+from ferry.infra.bus import Bus, follow
+from ferry.infra.eventstore import SUBJECT_PREFIX, StoredEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POSITION = "releases"
+ALL_RELEASES = f"{SUBJECT_PREFIX}.>"
+
+
+class _Rows:
+    """The rows one transaction touches, cached so a batch reads each row at most once."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.releases: dict[str, Release | None] = {}
+        self.hosts: dict[tuple[str, str], ReleaseHost | None] = {}
+        self.steps: dict[tuple[str, str, str], HostStep | None] = {}
+
+    def release(self, release_id: str) -> Release | None:
+        if release_id not in self.releases:
+            self.releases[release_id] = self.session.get(Release, release_id)
+        return self.releases[release_id]
+
+    def host(self, release_id: str, name: str) -> ReleaseHost:
+        key = (release_id, name)
+        if key not in self.hosts:
+            self.hosts[key] = self.session.get(ReleaseHost, key)
+        row = self.hosts[key]
+        if row is None:  # not in the plan: evolve would refuse; keep the row visible anyway
+            position = len([k for k in self.hosts if k[0] == release_id])
+            row = ReleaseHost(
+                release_id=release_id, host=name, position=1000 + position, status="waiting", activated=False
+            )
+            self.session.add(row)
+            self.hosts[key] = row
+        return row
+
+    def step(self, release_id: str, host: str, step: str) -> HostStep | None:
+        key = (release_id, host, step)
+        if key not in self.steps:
+            self.steps[key] = self.session.get(HostStep, key)
+        return self.steps[key]
+
+    def add_step(self, row: HostStep) -> None:
+        self.session.add(row)
+        self.steps[(row.release_id, row.host, row.step)] = row
+
+
+def _project(rows: _Rows, stored: StoredEvent) -> None:
+    """Fold one event into the rows, as ``ferry.domain.release.evolve`` folds it into the state."""
+    event: Event = stored.event
+    rid = event.release_id
+    if isinstance(event, ReleaseRequested):
+        release = rows.release(rid)
+        if release is None:
+            release = Release(id=rid)
+            rows.session.add(release)
+            rows.releases[rid] = release
+        release.project = event.project
+        release.environment = event.environment
+        release.ref = event.ref
+        release.requested_by = event.requested_by
+        release.requested_at = event.at
+        release.status = "awaiting_approval" if event.plan.require_approval else "queued"
+        for position, name in enumerate(event.plan.hosts):
+            host = rows.session.get(ReleaseHost, (rid, name)) or ReleaseHost(release_id=rid, host=name)
+            host.position, host.status, host.activated = position, "waiting", False
+            host.failure = host.previous_release = None
+            rows.session.add(host)
+            rows.hosts[(rid, name)] = host
+    else:
+        found = rows.release(rid)
+        if found is None:
+            log.warning("event %s (seq %d) for unknown release %s: skipped", event.type, stored.seq, rid)
+            return
+        release = found
+        _apply(rows, release, event)
+    if host_of(event) is None:
+        release.last_version = event.version  # the release-level version (hosts number their own)
+    release.last_seq = stored.seq
+
+
+def _apply(rows: _Rows, release: Release, event: Event) -> None:
+    match event:
+        case ReleaseApproved():
+            release.status = "queued"
+        case ReleaseRejected():
+            release.status, release.reason, release.finished_at = (
+                "rejected",
+                event.reason or "rejected",
+                event.at,
+            )
+        case BuildStarted():
+            release.status = "building"
+        case SourceFetched():
+            release.commit = event.commit
+        case BuildHookFinished():
+            pass
+        case ArtifactPackaged():
+            release.artifact_digest = event.digest
+            release.artifact_size = event.size
+            release.artifact_reused = event.reused
+            release.status = "deploying"
+        case BuildFailed():
+            release.status = "failed"
+            release.reason = f"build {event.stage} failed: {event.reason}"
+            release.finished_at = event.at
+        case HostStepStarted():
+            host = rows.host(release.id, event.host)
+            host.status = "running"
+            step = rows.step(release.id, event.host, event.step)
+            if step is None:
+                step = HostStep(release_id=release.id, host=event.host, step=event.step)
+                rows.add_step(step)
+            step.status, step.started_at = "running", event.at
+            step.exit_code = step.duration = None
+            step.output_tail = ""
+        case HostStepFinished():
+            host = rows.host(release.id, event.host)
+            ok = event.exit_code == 0
+            step = rows.step(release.id, event.host, event.step)
+            if step is None:
+                step = HostStep(release_id=release.id, host=event.host, step=event.step, started_at=event.at)
+                rows.add_step(step)
+            step.status = "succeeded" if ok else "failed"
+            step.exit_code, step.duration, step.output_tail = (
+                event.exit_code,
+                event.duration,
+                event.output_tail,
+            )
+            if event.step == "upload" and ok:
+                kept = event.detail.get("release_dir")
+                host.release_dir = kept if isinstance(kept, str) else None
+            if event.step == "activate" and ok:
+                host.activated = True
+                previous = event.detail.get("previous")
+                host.previous_release = previous if isinstance(previous, str) else None
+            if ok and event.step == HOST_STEPS[-1]:
+                host.status = "succeeded"
+        case HostFailed():
+            host = rows.host(release.id, event.host)
+            host.status, host.failure = "failed", event.reason
+        case HostRolledBack():
+            rows.host(release.id, event.host).status = "rolled_back"
+        case ReleasePaused():
+            release.status = "paused"
+        case ReleaseResumed():
+            release.status = "deploying"
+        case ReleaseCancelRequested():
+            release.status = "cancelling"
+        case ReleaseSucceeded():
+            release.status, release.finished_at = "succeeded", event.at
+        case ReleaseFailed():
+            release.status, release.reason, release.finished_at = "failed", event.reason, event.at
+        case ReleaseCancelled():
+            release.status, release.reason, release.finished_at = (
+                "cancelled",
+                event.reason or "cancelled",
+                event.at,
+            )
+        case _:
+            log.warning("event type %s is not projected", event.type)
+
+
+def _begin_write(session: Session) -> None:
+    # SQLite: BEGIN IMMEDIATE takes the write lock before the position is read (see
+    # ferry.db.engine); PostgreSQL: the position row's FOR UPDATE lock serializes projectors.
+    session.connection(execution_options={"ferry_write": True})
+
+
+class Projector:
+    """Applies stored release events to the read model, exactly once per sequence."""
+
+    def __init__(self, session_factory: sessionmaker[Session], *, batch_size: int = 500) -> None:
+        self.sessions = session_factory
+        self.batch_size = batch_size
+        self._applied: dict[str, int] = {}
+        self._changed: asyncio.Condition | None = None
+        self._has_row: set[str] = set()
+
+    # --- position ---
+    def position(self, position_name: str = DEFAULT_POSITION) -> int:
+        """The last sequence applied (0 before any), as committed in the database."""
+        with self.sessions() as session:
+            seq = session.scalar(
+                select(ProjectionPosition.seq).where(ProjectionPosition.name == position_name)
+            )
+        return int(seq or 0)
+
+    def _ensure_position_row(self, position_name: str) -> None:
+        # A row to lock: concurrent projectors then serialize on it (SELECT ... FOR UPDATE).
+        if position_name in self._has_row:
+            return
+        try:
+            with self.sessions() as session, session.begin():
+                _begin_write(session)
+                if session.get(ProjectionPosition, position_name) is None:
+                    session.add(ProjectionPosition(name=position_name, seq=0))
+        except IntegrityError:
+            pass  # another projector created it first
+        self._has_row.add(position_name)
+
+    # --- applying ---
+    def apply(self, stored: StoredEvent, position_name: str = DEFAULT_POSITION) -> bool:
+        """Apply one event in its own transaction; False if its sequence was already applied."""
+        return self.apply_batch([stored], position_name) == 1
+
+    def apply_batch(self, batch: Sequence[StoredEvent], position_name: str = DEFAULT_POSITION) -> int:
+        """Apply events in one transaction (skipping sequences already applied); the count applied."""
+        if not batch:
+            return 0
+        self._ensure_position_row(position_name)
+        with self.sessions() as session, session.begin():
+            _begin_write(session)
+            applied, seq = self._apply_locked(session, batch, position_name)
+        self._committed(position_name, seq)  # only now may wait() report it
+        return applied
+
+    def _committed(self, position_name: str, seq: int) -> None:
+        self._applied[position_name] = max(self._applied.get(position_name, 0), seq)
+
+    def _lock_position(self, session: Session, position_name: str) -> ProjectionPosition:
+        row = session.scalars(
+            select(ProjectionPosition)
+            .where(ProjectionPosition.name == position_name)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if row is None:  # the row went away under us (schema recreated): start from nothing
+            self._has_row.discard(position_name)
+            row = ProjectionPosition(name=position_name, seq=0)
+            session.add(row)
+        return row
+
+    def _apply_locked(
+        self, session: Session, batch: Sequence[StoredEvent], position_name: str
+    ) -> tuple[int, int]:
+        """Apply what is new in ``batch`` inside the caller's transaction: (count applied, position)."""
+        position = self._lock_position(session, position_name)
+        todo = sorted((s for s in batch if s.seq > position.seq), key=lambda s: s.seq)
+        if todo:
+            rows = _Rows(session)
+            with session.no_autoflush:
+                for stored in todo:
+                    self._project_one(rows, stored)
+            position.seq = todo[-1].seq
+            session.flush()
+        return len(todo), position.seq
+
+    def _project_one(self, rows: _Rows, stored: StoredEvent) -> None:
+        _project(rows, stored)
+
+    # --- following the stream ---
+    async def run(self, bus: Bus, stop_event: asyncio.Event, position_name: str = DEFAULT_POSITION) -> None:
+        """Follow the stream from the stored position until ``stop_event`` is set.
+
+        The reader goes on from the last event it read when NATS comes back (``ferry.infra.bus.follow``).
+        """
+        start = await asyncio.to_thread(self.position, position_name) + 1
+        queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=self.batch_size * 4)
+
+        async def read() -> None:
+            async for stored in follow(bus, ALL_RELEASES, start):
+                await queue.put(stored)
+
+        reader = asyncio.create_task(read(), name="projector-follow")
+        stopper = asyncio.create_task(stop_event.wait(), name="projector-stop")
+        try:
+            while not stop_event.is_set():
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getter, stopper, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    if reader in done:
+                        reader.result()  # a failed subscription ends the projector loudly
+                        raise RuntimeError("the event stream subscription ended")
+                    break
+                batch = [getter.result()]
+                while len(batch) < self.batch_size and not queue.empty():
+                    batch.append(queue.get_nowait())
+                await self._apply_with_retry(batch, position_name, stop_event)
+                await self._notify()
+        finally:
+            for task in (reader, stopper):
+                task.cancel()
+            await asyncio.gather(reader, stopper, return_exceptions=True)
+
+    async def _apply_with_retry(
+        self, batch: list[StoredEvent], position_name: str, stop_event: asyncio.Event
+    ) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(self.apply_batch, batch, position_name)
+                return
+            except OperationalError:  # database unreachable or locked: keep the batch and retry
+                log.exception("projection %s: database error, retrying in %.1fs", position_name, delay)
+                try:
+                    await asyncio.wait_for(stop_event.wait(), delay)
+                    return
+                except TimeoutError:
+                    delay = min(delay * 2, 5.0)
+
+    async def _notify(self) -> None:
+        changed = self._condition()
+        async with changed:
+            changed.notify_all()
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    # A deadline is the point of this call ("is seq projected yet?"), hence the parameter.
+    async def wait(
+        self,
+        seq: int,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        position_name: str = DEFAULT_POSITION,
+    ) -> None:
+        """Return once ``seq`` is applied (by this or any projector); TimeoutError after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        changed = self._condition()
+        while True:
+            if self._applied.get(position_name, 0) >= seq:
+                return
+            current = await asyncio.to_thread(self.position, position_name)
+            if current >= seq:
+                self._applied[position_name] = max(self._applied.get(position_name, 0), current)
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"projection {position_name!r} is at {current}, not yet at {seq}")
+            # Woken by this process's projector; the short poll covers projectors elsewhere.
+            async with changed:
+                try:
+                    await asyncio.wait_for(changed.wait(), min(remaining, 0.2))
+                except TimeoutError:
+                    pass
+
+    # --- rebuilding ---
+    def _reset_locked(self, session: Session, position_name: str) -> None:
+        _begin_write(session)
+        self._lock_position(session, position_name).seq = 0
+        for table in PROJECTED_TABLES:
+            session.execute(delete(table))
+        session.flush()
+        session.expunge_all()
+        self._applied.pop(position_name, None)
+
+    def _replay_batch(
+        self, session: Session, batch: Sequence[StoredEvent], position_name: str
+    ) -> tuple[int, int]:
+        result = self._apply_locked(session, batch, position_name)
+        session.expunge_all()  # keep memory flat over a long stream; the rows are flushed
+        return result
+
+    async def rebuild(self, bus: Bus, position_name: str = DEFAULT_POSITION) -> int:
+        """Delete the projected rows and replay the whole stream, in one transaction; events applied.
+
+        Readers see the old read model until the new one is complete, and projectors elsewhere
+        wait on the position lock instead of interleaving (on SQLite, other writers wait too).
+        """
+        await asyncio.to_thread(self._ensure_position_row, position_name)
+        session = self.sessions()
+        count = 0
+        try:
+            # One session used from worker threads in turn, never at once.
+            await asyncio.to_thread(self._reset_locked, session, position_name)
+            batch: list[StoredEvent] = []
+            seq = 0
+            async for stored in bus.events.read(ALL_RELEASES):
+                batch.append(stored)
+                if len(batch) >= self.batch_size:
+                    n, seq = await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+                    count += n
+                    batch = []
+            n, seq = await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+            count += n
+            await asyncio.to_thread(session.commit)
+        except BaseException:
+            await asyncio.to_thread(session.rollback)
+            self._applied.pop(position_name, None)
+            raise
+        finally:
+            await asyncio.to_thread(session.close)
+        self._committed(position_name, seq)
+        await self._notify()
+        return count
+
+
+async def rebuild(bus: Bus, session_factory: sessionmaker[Session], **kwargs: Any) -> int:
+    """Replay the whole event stream into an emptied read model (``ferry projections rebuild``)."""
+    return await Projector(session_factory).rebuild(bus, **kwargs)
