@@ -1,27 +1,21 @@
-"""The release aggregate: state rebuilt from events, and decisions that guard its invariants.
+"""``decide``: the events a command produces against a release's state, guarding its invariants.
 
-Pure: no I/O. ``evolve(state, event)`` folds one event; ``decide(state, command, now)``
-returns the events a command produces or raises ``InvariantViolation``.
-Invariants: nothing follows a terminal event; a host's steps run in order; no host is
-activated twice in one release; no host step before an artifact exists; nothing starts
-while a canary is paused, and a paused release resumes at most once.
+Pure: no I/O. ``decide(state, command, now)`` returns the events or raises ``InvariantViolation``.
+Invariants: nothing follows a terminal event; a host's steps run in order; no host is activated
+twice in one release; no host step before an artifact exists; nothing starts while a canary is
+paused, and a paused release resumes at most once.
 
-Versions count per subject (see ``ferry.infra.eventstore``): release-level events are numbered by
-``ReleaseState.version``, each host's events by its ``HostState.version``, so hosts append
-without contending. ``guards_whole_release`` names the events whose decision depends on the
-whole release (every release-level event, a host's first step and its switch): they are
-appended only if nothing at all was appended to the release since the writer read it. A
-host's other events depend on that host alone; such an event may land after a terminal
-event another writer appended meanwhile (a step that had already started finishing), but
-never a host's first step nor its switch.
+``guards_whole_release`` names the events whose decision depends on the whole release (every
+release-level event, a host's first step and its switch): they are appended only if nothing at
+all was appended to the release since the writer read it. A host's other events depend on that
+host alone; such an event may land after a terminal event another writer appended meanwhile (a
+step that had already started finishing), but never a host's first step nor its switch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal, TypedDict
+from typing import TypedDict
 
 from ferry.domain.errors import InvariantViolation, SelfApproval
 from ferry.domain.events import (
@@ -35,7 +29,6 @@ from ferry.domain.events import (
     HostRolledBack,
     HostStepFinished,
     HostStepStarted,
-    Plan,
     ReleaseApproved,
     ReleaseCancelled,
     ReleaseCancelRequested,
@@ -48,372 +41,29 @@ from ferry.domain.events import (
     SourceFetched,
     host_of,
 )
-
-Status = Literal[
-    "new",
-    "awaiting_approval",
-    "queued",
-    "building",
-    "deploying",
-    "paused",
-    "cancelling",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "rejected",
-]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
-HostStatus = Literal["waiting", "running", "succeeded", "failed", "rolled_back"]
-
-
-@dataclass(frozen=True)
-class StepState:
-    status: Literal["running", "succeeded", "failed"]
-    started_at: datetime
-    exit_code: int | None = None
-    duration: float | None = None
-
-
-@dataclass(frozen=True)
-class HostState:
-    status: HostStatus = "waiting"
-    steps: dict[str, StepState] = field(default_factory=dict)
-    activated: bool = False
-    previous_release: str | None = None
-    failure: str | None = None
-    release_dir: str | None = None
-    """Set when the host switched instantly to a directory it already held (a rollback)."""
-    version: int = 0
-    """The number of the host's last event (on its own subject)."""
-
-    def next_step(self) -> str | None:
-        """The first step not yet finished successfully, or None when all are."""
-        for step in HOST_STEPS:
-            s = self.steps.get(step)
-            if s is None or s.status != "succeeded":
-                return step
-        return None
-
-
-@dataclass(frozen=True)
-class Artifact:
-    digest: str
-    size: int
-    format: str
-    reused: bool
-
-
-@dataclass(frozen=True)
-class ReleaseState:
-    release_id: str
-    version: int = 0
-    status: Status = "new"
-    project: str = ""
-    environment: str = ""
-    ref: str = ""
-    requested_by: str = ""
-    plan: Plan | None = None
-    commit: str | None = None
-    artifact: Artifact | None = None
-    build_started: bool = False
-    hosts: dict[str, HostState] = field(default_factory=dict)
-    reason: str | None = None
-    requested_at: datetime | None = None
-    finished_at: datetime | None = None
-    paused_at: datetime | None = None
-    resume_at: datetime | None = None
-    resumed_by: str | None = None
-    cancel_requested_by: str | None = None
-    cancel_reason: str = ""
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @property
-    def was_paused(self) -> bool:
-        """The canary pause already happened (a release pauses at most once)."""
-        return self.paused_at is not None
-
-    def host(self, name: str) -> HostState:
-        try:
-            return self.hosts[name]
-        except KeyError:
-            raise InvariantViolation(f"host {name!r} is not part of this release", field="host") from None
-
-
-def _with_host(state: ReleaseState, name: str, host: HostState) -> ReleaseState:
-    hosts = dict(state.hosts)
-    hosts[name] = host
-    return replace(state, hosts=hosts)
-
-
-def evolve(state: ReleaseState, event: Event) -> ReleaseState:
-    """Fold one event into the state (trusts the event: validation lives in decide)."""
-    host = host_of(event)
-    if host is None:
-        s = replace(state, version=event.version)
-    else:
-        s = _with_host(state, host, replace(state.hosts[host], version=event.version))
-    match event:
-        case ReleaseRequested():
-            return replace(
-                s,
-                status="awaiting_approval" if event.plan.require_approval else "queued",
-                project=event.project,
-                environment=event.environment,
-                ref=event.ref,
-                requested_by=event.requested_by,
-                plan=event.plan,
-                hosts={h: HostState() for h in event.plan.hosts},
-                requested_at=event.at,
-            )
-        case ReleaseApproved():
-            return replace(s, status="queued")
-        case ReleaseRejected():
-            return replace(s, status="rejected", reason=event.reason or "rejected", finished_at=event.at)
-        case BuildStarted():
-            return replace(s, status="building", build_started=True)
-        case SourceFetched():
-            return replace(s, commit=event.commit)
-        case BuildHookFinished():
-            return s
-        case ArtifactPackaged():
-            art = Artifact(event.digest, event.size, event.format, event.reused)
-            return replace(s, artifact=art, status="deploying")
-        case BuildFailed():
-            return replace(
-                s, status="failed", reason=f"build {event.stage} failed: {event.reason}", finished_at=event.at
-            )
-        case HostStepStarted():
-            h = s.hosts[event.host]
-            steps = dict(h.steps)
-            steps[event.step] = StepState("running", event.at)
-            return _with_host(s, event.host, replace(h, status="running", steps=steps))
-        case HostStepFinished():
-            h = s.hosts[event.host]
-            steps = dict(h.steps)
-            prev = steps.get(event.step)
-            started = prev.started_at if prev else event.at
-            ok = event.exit_code == 0
-            steps[event.step] = StepState(
-                "succeeded" if ok else "failed", started, event.exit_code, event.duration
-            )
-            activated = h.activated or (event.step == "activate" and ok)
-            release_dir = h.release_dir
-            if event.step == "upload" and ok:
-                kept = event.detail.get("release_dir")
-                release_dir = kept if isinstance(kept, str) else None
-            previous = h.previous_release
-            if event.step == "activate" and ok:
-                p = event.detail.get("previous")
-                previous = p if isinstance(p, str) else None
-            done = ok and event.step == HOST_STEPS[-1] and h.status == "running"
-            return _with_host(
-                s,
-                event.host,
-                replace(
-                    h,
-                    steps=steps,
-                    activated=activated,
-                    previous_release=previous,
-                    release_dir=release_dir,
-                    status="succeeded" if done else h.status,
-                ),
-            )
-        case HostFailed():
-            h = s.hosts[event.host]
-            return _with_host(s, event.host, replace(h, status="failed", failure=event.reason))
-        case HostRolledBack():
-            h = s.hosts[event.host]
-            failure = h.failure
-            if event.healthy is False:  # never a quiet "rolled back": the old release is unhealthy too
-                unhealthy = (
-                    f"rolled back to {event.to_release}, which failed its health check"
-                    if event.to_release
-                    else "could not be rolled back: it still runs this release"
-                )
-                failure = f"{failure}; {unhealthy}" if failure else unhealthy
-            return _with_host(s, event.host, replace(h, status="rolled_back", failure=failure))
-        case ReleasePaused():
-            return replace(s, status="paused", paused_at=event.at, resume_at=event.resume_at)
-        case ReleaseResumed():
-            return replace(s, status="deploying", resumed_by=event.by)
-        case ReleaseCancelRequested():
-            return replace(s, status="cancelling", cancel_requested_by=event.by, cancel_reason=event.reason)
-        case ReleaseSucceeded():
-            return replace(s, status="succeeded", finished_at=event.at)
-        case ReleaseFailed():
-            return replace(s, status="failed", reason=event.reason, finished_at=event.at)
-        case ReleaseCancelled():
-            return replace(s, status="cancelled", reason=event.reason or "cancelled", finished_at=event.at)
-    raise InvariantViolation(f"unknown event type {event.type!r}")
-
-
-def replay(release_id: str, events: Iterable[Event]) -> ReleaseState:
-    """Rebuild a release's state from its history."""
-    state = ReleaseState(release_id)
-    for event in events:
-        state = evolve(state, event)
-    return state
-
-
-# --- commands ------------------------------------------------------------------
-@dataclass(frozen=True)
-class RequestRelease:
-    project: str
-    environment: str
-    ref: str
-    requested_by: str
-    plan: Plan
-
-
-@dataclass(frozen=True)
-class Approve:
-    by: str
-
-
-@dataclass(frozen=True)
-class Reject:
-    by: str
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Cancel:
-    by: str
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Hold the rollout after the canary batch (the rollout policy asks for it)."""
-
-    reason: str = "canary batch succeeded"
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Go on after a pause: ``by`` a user, or ``TIMER`` once ``resume_at`` has passed."""
-
-    by: str
-
-
-TIMER = "timer"
-
-
-@dataclass(frozen=True)
-class StartBuild:
-    builder: str = ""
-
-
-@dataclass(frozen=True)
-class RecordSource:
-    commit: str
-    duration: float = 0.0
-
-
-@dataclass(frozen=True)
-class RecordHook:
-    index: int
-    command: str
-    exit_code: int
-    duration: float
-    output_tail: str = ""
-
-
-@dataclass(frozen=True)
-class RecordArtifact:
-    digest: str
-    size: int
-    format: Literal["zst", "gz", "none"]
-    reused: bool = False
-    log_digest: str | None = None
-    duration: float = 0.0
-
-
-@dataclass(frozen=True)
-class FailBuild:
-    stage: Literal["fetch", "hooks", "package"]
-    reason: str
-    output_tail: str = ""
-    log_digest: str | None = None
-
-
-@dataclass(frozen=True)
-class StartHostStep:
-    host: str
-    step: str
-    agent: str = ""
-
-
-@dataclass(frozen=True)
-class FinishHostStep:
-    host: str
-    step: str
-    exit_code: int
-    duration: float
-    output_tail: str = ""
-    detail: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FailHost:
-    host: str
-    step: str
-    reason: str
-    code: str = "STEP_FAILED"
-
-
-@dataclass(frozen=True)
-class RollBackHost:
-    host: str
-    to_release: str | None
-    output_tail: str = ""
-    healthy: bool | None = None
-
-
-@dataclass(frozen=True)
-class Succeed:
-    pass
-
-
-@dataclass(frozen=True)
-class Unlock:
-    """An admin takes the environment from this release: it ends as failed, whatever runs.
-
-    Hosts in flight stop at their next step; none starts or switches after this event.
-    """
-
-    by: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Fail:
-    reason: str
-
-
-Command = (
-    RequestRelease
-    | Approve
-    | Reject
-    | Cancel
-    | Pause
-    | Resume
-    | StartBuild
-    | RecordSource
-    | RecordHook
-    | RecordArtifact
-    | FailBuild
-    | StartHostStep
-    | FinishHostStep
-    | FailHost
-    | RollBackHost
-    | Succeed
-    | Fail
-    | Unlock
+from ferry.domain.release.commands import (
+    TIMER,
+    Approve,
+    Cancel,
+    Command,
+    Fail,
+    FailBuild,
+    FailHost,
+    FinishHostStep,
+    Pause,
+    RecordArtifact,
+    RecordHook,
+    RecordSource,
+    Reject,
+    RequestRelease,
+    Resume,
+    RollBackHost,
+    StartBuild,
+    StartHostStep,
+    Succeed,
+    Unlock,
 )
+from ferry.domain.release.state import ReleaseState
 
 
 class _Meta(TypedDict):
