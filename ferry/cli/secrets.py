@@ -32,7 +32,7 @@ def _reencrypt(settings: Settings, box: SecretBox) -> int:
     try:
         with session_factory(engine)() as session, session.begin():
             session.connection(execution_options={"ferry_write": True})
-            return repo.rotate_secrets(session, box)
+            return repo.rotate_secrets(session, box) + repo.rotate_variables(session, box)
     finally:
         engine.dispose()
 
@@ -59,7 +59,7 @@ def rotate_secrets(settings: Settings) -> tuple[int, str]:
 
 @app.command()
 def rotate() -> None:
-    """Encrypt every stored credential and webhook secret under a new key; the old key stops working."""
+    """Re-encrypt credentials, webhook secrets and variables under a new key; the old key stops working."""
     settings = Settings.from_env()
     try:
         count, then = rotate_secrets(settings)

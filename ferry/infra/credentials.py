@@ -1,4 +1,4 @@
-"""Read access to stored credentials and host connection details for workers.
+"""Read access to stored credentials, secret variables and host connection details for workers.
 
 Secrets are decrypted only in memory, only when a worker needs them, never logged.
 """
@@ -59,6 +59,11 @@ class CredentialReader:
             if credential is None:
                 raise NotFound(f"credential {name!r} does not exist", field="credential")
             return Secret(self.box.decrypt(credential.secret), credential.kind)
+
+    def variables(self, project: str) -> dict[str, str]:
+        """The project's secret variables, decrypted (none for a project that no longer exists)."""
+        with self.sessions() as session:
+            return repo.load_variables(session, self.box, project)
 
     def host(self, name: str) -> HostAccess:
         with self.sessions() as session:

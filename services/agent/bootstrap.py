@@ -81,6 +81,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             record_host_key=creds.record_host_key,
             cache_dir=cache,
             name=settings.agent_name,
+            variables=creds.variables,
         )
 
         async def dispatch(msg: Msg) -> None:

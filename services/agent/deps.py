@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.domain.errors import ConcurrencyError, HostError, HostUnreachable
+from ferry.domain.masking import Masker
 from ferry.domain.events import Recipe
 from ferry.domain.release import Command, ReleaseState
 from ferry.infra.bus import Bus
@@ -31,6 +32,8 @@ class AgentDeps:
     record_host_key: Callable[[str, str], None]
     cache_dir: Path
     name: str = "agent"
+    variables: Callable[[str], dict[str, str]] = field(default=lambda project: {})
+    """Project name -> its secret variables, decrypted: in host commands' environment, masked in output."""
     _downloads: dict[str, asyncio.Lock] = field(default_factory=dict)
     _manifests: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
@@ -68,8 +71,22 @@ async def artifact_path(deps: AgentDeps, digest: str, fmt: str) -> Path:
     return path
 
 
-def host_env(state: ReleaseState, host: str, target: SSHTarget, recipe: Recipe) -> dict[str, str]:
+async def project_secrets(deps: AgentDeps, project: str) -> tuple[dict[str, str], Masker]:
+    """The project's secret variables and the masker for their values (read once per host's work)."""
+    values = await asyncio.to_thread(deps.variables, project)
+    return values, Masker(values.values())
+
+
+def host_env(
+    state: ReleaseState,
+    host: str,
+    target: SSHTarget,
+    recipe: Recipe,
+    secrets: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """What host commands see: the project's secret variables, then ferry's own names (which win)."""
     return {
+        **(secrets or {}),
         "FERRY_PROJECT": state.project,
         "FERRY_ENVIRONMENT": state.environment,
         "FERRY_COMMIT": state.commit or "",

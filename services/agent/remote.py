@@ -19,9 +19,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ferry.domain.errors import InvalidInput
+from ferry.domain.masking import Masker
 from services.agent.layout import (
     FORMATS,
     GUARD,
@@ -63,7 +65,40 @@ __all__ = [
     "current_release",
     "restart",
     "prune",
+    "masked",
 ]
+
+
+# --- secret variables in output ------------------------------------------------
+TRUNCATED = "[ferry] output truncated"
+"""How ``ssh._Tail`` marks an output whose beginning was dropped (a value may be cut there)."""
+
+
+def masked(result: StepResult, masker: Masker) -> StepResult:
+    """``result`` with every secret variable's value in its output and detail replaced by ``***``.
+
+    Host commands see the project's secret variables (``ferry_env``); their output is masked
+    here, before the agent records it anywhere (events, the object store, failure reasons).
+    """
+    if not masker:
+        return result
+    output = result.output
+    head, newline, body = output.partition("\n")
+    if output.startswith(TRUNCATED) and newline:
+        output = head + newline + masker.cut_text(body)
+    else:
+        output = masker.text(output)
+    return replace(result, output=output, detail=_masked_detail(result.detail, masker))
+
+
+def _masked_detail(value: Any, masker: Masker) -> Any:
+    if isinstance(value, str):
+        return masker.text(value)
+    if isinstance(value, dict):
+        return {k: _masked_detail(v, masker) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked_detail(v, masker) for v in value]
+    return value
 
 
 # --- steps -----------------------------------------------------------------

@@ -13,7 +13,7 @@ from ferry.domain.events import tail
 from ferry.domain.release import ReleaseState, RollBackHost
 from ferry.infra.worker import Permanent, Transient, body
 from services.agent import remote
-from services.agent.deps import AgentDeps, connect, fenced, host_env, load, record
+from services.agent.deps import AgentDeps, connect, fenced, host_env, load, project_secrets, record
 from services.agent.health import health_check
 from services.agent.ssh import HostSession
 
@@ -37,10 +37,11 @@ async def _rollback(deps: AgentDeps, session: HostSession, state: ReleaseState, 
     outputs = []
     healthy: bool | None = None
     if previous:
+    secrets, masker = await project_secrets(deps, state.project)
         r = await asyncio.to_thread(remote.rollback, session, recipe.deploy_path, previous)
         outputs.append(r.output)
         if r.exit_code == 0:
-            env = {**host_env(state, host, session.target, recipe), "FERRY_RELEASE_ID": previous}
+            env = {**host_env(state, host, session.target, recipe, secrets), "FERRY_RELEASE_ID": previous}
             if recipe.restart:
                 r2 = await asyncio.to_thread(
                     remote.restart, session, recipe.deploy_path, recipe.restart, env, recipe.hook_timeout
@@ -56,7 +57,10 @@ async def _rollback(deps: AgentDeps, session: HostSession, state: ReleaseState, 
             deps,
             state.release_id,
             RollBackHost(
-                host=host, to_release=previous, output_tail=tail("\n".join(outputs)), healthy=healthy
+                host=host,
+                to_release=previous,
+                output_tail=tail(masker.text("\n".join(outputs))),
+                healthy=healthy,
             ),
         )
     except InvariantViolation:

@@ -30,7 +30,16 @@ from ferry.domain.release import FailHost, FinishHostStep, ReleaseState, StartHo
 from ferry.domain.rollout import failures
 from ferry.infra.worker import Permanent, body
 from services.agent import remote, rollback
-from services.agent.deps import AgentDeps, artifact_path, connect, fenced, host_env, load, record
+from services.agent.deps import (
+    AgentDeps,
+    artifact_path,
+    connect,
+    fenced,
+    host_env,
+    load,
+    project_secrets,
+    record,
+)
 from services.agent.health import health_check
 from services.agent.ssh import HostSession
 
@@ -48,6 +57,7 @@ def run_step(
     open_artifact: Callable[[], IO[bytes]],
     manifest_dir: Path | None = None,
 ) -> remote.StepResult:
+    secrets: dict[str, str] | None = None,
     """Carry out one step on the host (blocking: called from a worker thread).
 
     A rollback (``plan.restores``) to a directory the host still holds with the same artifact is
@@ -58,7 +68,7 @@ def run_step(
     recipe = state.plan.recipe
     rid = state.release_id
     path = recipe.deploy_path
-    env = host_env(state, host, session.target, recipe)
+    env = host_env(state, host, session.target, recipe, secrets)
     timeout = recipe.hook_timeout
     kept = state.hosts[host].release_dir  # set by an instant upload
     target = kept or rid
@@ -172,10 +182,13 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
 
     refused = 0
     while True:
+    secrets: dict[str, str] | None = None
         state = await load(deps, release_id)
         if not _should_work(state, host):
             return
         step = state.hosts[host].next_step()
+        if secrets is None:
+            secrets, masker = await project_secrets(deps, state.project)
         if step is None:
             return
         if state.status == "cancelling":
@@ -197,7 +210,7 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         started = time.monotonic()
         try:
             result = await asyncio.to_thread(
-                run_step, session, step, state, host, open_artifact, deps.cache_dir
+                run_step, session, step, state, host, open_artifact, deps.cache_dir, secrets
             )
         except HostUnreachable as exc:
             # the connection dropped mid-step: record it, the host failed
@@ -205,6 +218,7 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         except FerryError as exc:
             result = remote.StepResult(2, exc.message, time.monotonic() - started, {})
         detail = _plain(result.detail)
+        result = remote.masked(result, masker)  # before anything is recorded
         if len(result.output) > TAIL_LIMIT:
             # the event keeps a tail; the whole output goes to the object store, by digest
             stored = await deps.bus.artifacts.put_bytes(result.output.encode())

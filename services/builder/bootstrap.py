@@ -41,6 +41,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             sandbox=sandbox,
         )
         await serve_health(bus.nc, "builder", lambda: {"pid": os.getpid()})
+            variables=creds.variables,
         await bus.nc.subscribe(
             "ferry.builder.refs", queue="builders", cb=functools.partial(list_refs, deps=deps)
         )

@@ -16,11 +16,13 @@ import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from ferry.domain.errors import BuildError
+from ferry.domain.masking import Masker
 from services.builder.sandbox import Sandbox, prepare_tree
 
 TAIL_BYTES = 4096
@@ -66,17 +68,22 @@ def run_hooks(
     log_path: Path,
     sandbox: Sandbox | None = None,
     network: bool = True,
+    secrets: Mapping[str, str] | None = None,
 ) -> list[HookResult]:
     """Run each command with ``/bin/sh -c`` in ``cwd``; stop after the first that fails.
 
-    ``env`` is added to :func:`base_env`. ``timeout`` applies to each hook. Every hook's output
-    (stdout and stderr interleaved) is appended to ``log_path`` after a ``$ <command>`` line.
+    ``env`` is added to :func:`base_env`. ``secrets`` (the project's secret variables) are added
+    too, under ``env``, and every occurrence of their values in the log, the tails and the
+    commands shown is replaced by ``***`` before it is written. ``timeout`` applies to each hook.
+    Every hook's output (stdout and stderr interleaved) is appended to ``log_path`` after a
+    ``$ <command>`` line.
     ``sandbox`` defaults to the bubblewrap sandbox; when it cannot run here, BuildError says why
     and nothing runs. ``network=False`` gives the hooks a network namespace of their own.
     """
     if timeout <= 0:
         raise BuildError("hook timeout must be positive")
-    for name, value in env.items():
+    secrets = dict(secrets or {})
+    for name, value in {**env, **secrets}.items():
         if not _ENV_NAME.match(name) or "\0" in value:
             raise BuildError(f"invalid environment variable name or value: {name!r}")
     if any("\0" in command for command in commands):
@@ -89,7 +96,8 @@ def run_hooks(
     if problem is not None:
         raise BuildError(problem)
     sandbox.warn_if_off()
-    full_env = sandbox.environment({**base_env(), **env})
+    full_env = sandbox.environment({**base_env(), **secrets, **env})
+    masker = Masker(secrets.values())
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as file:
         log = _CappedLog(file, sandbox.log_limit - file.tell())
@@ -97,7 +105,9 @@ def run_hooks(
             prepare_tree(cwd, sandbox.owner())
         for index, command in enumerate(commands):
             argv = sandbox.command(command, cwd=cwd, timeout=timeout, network=network)
-            result = _run_one(index, command, argv, cwd=cwd, env=full_env, timeout=timeout, log=log)
+            result = _run_one(
+                index, command, argv, cwd=cwd, env=full_env, timeout=timeout, log=log, masker=masker
+            )
             results.append(result)
             if result.exit_code != 0:
                 break
@@ -135,15 +145,21 @@ def _run_one(
     env: dict[str, str],
     timeout: float,
     log: _CappedLog,
+    masker: Masker,
 ) -> HookResult:
+    command = masker.text(command)  # as shown in the log and the events
     written = log.write(f"$ {command}\n".encode())
     tail = bytearray()
+    masked = masker.stream()  # holds back a possible secret's beginning until the next chunk
 
-    def emit(data: bytes) -> None:
+    def write(data: bytes) -> None:
         nonlocal written
         written += log.write(data)
         tail.extend(data)
         del tail[:-TAIL_BYTES]
+
+    def emit(data: bytes) -> None:
+        write(masked.feed(data))
 
     started = time.monotonic()
     try:
@@ -157,7 +173,7 @@ def _run_one(
             start_new_session=True,  # its own process group, killed as a whole
         )
     except OSError as exc:  # e.g. cwd missing
-        emit(f"ferry: cannot start hook: {exc.strerror}\n".encode())
+        write(f"ferry: cannot start hook: {exc.strerror}\n".encode())
         log.flush()
         return HookResult(index, command, 127, 0.0, _text(tail), written)
 
@@ -200,13 +216,14 @@ def _run_one(
                 eof = True
                 selector.unregister(stdout_fd)
     process.stdout.close()
+    write(masked.flush())
     exit_code = process.wait()
     duration = time.monotonic() - started
     if timed_out:
         exit_code = TIMEOUT_EXIT_CODE
-        emit(f"\nferry: hook timed out after {timeout:g}s; its process group was killed\n".encode())
+        write(f"\nferry: hook timed out after {timeout:g}s; its process group was killed\n".encode())
     elif exit_code < 0:  # killed by a signal: report it the way a shell would
-        emit(f"\nferry: hook killed by signal {-exit_code}\n".encode())
+        write(f"\nferry: hook killed by signal {-exit_code}\n".encode())
         exit_code = 128 - exit_code
     log.flush()
     return HookResult(index, command, exit_code, duration, _text(tail), written)

@@ -97,6 +97,8 @@ class BuilderDeps:
     """Where build hooks run (bubblewrap as the hook user unless FERRY_HOOK_SANDBOX=off)."""
 
 
+    variables: Callable[[str], dict[str, str]] = field(default=lambda project: {})
+    """Project name -> its secret variables, decrypted (given to hooks, masked in their output)."""
 async def open_builds_kv(bus: Bus) -> KeyValue:
     try:
         return await bus.js.key_value(BUILDS_BUCKET)
@@ -160,7 +162,9 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
     commit = state.commit
 
     key = recipe_key(commit, list(recipe.build_hooks), list(recipe.excludes), recipe.artifact_format)
-    cached = await _cached(deps, key)
+    # hooks that see secret variables may build something else when they change: never reused
+    secrets = await asyncio.to_thread(deps.variables, state.project) if recipe.build_hooks else {}
+    cached = None if secrets else await _cached(deps, key)
     if cached is not None:
         digest, size = cached
         await record(
@@ -195,6 +199,7 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
                 network=recipe.hook_network,
             )
         except FerryError as exc:  # e.g. no sandbox on this machine: nothing ran, say why
+                secrets=secrets,
             await record(deps, release_id, FailBuild(stage="hooks", reason=exc.message))
             raise Permanent(exc.message) from exc
         log_digest = None
@@ -231,7 +236,8 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
             await record(deps, release_id, FailBuild(stage="package", reason=exc.message))
             raise Permanent(exc.message) from exc
         stored = await deps.bus.artifacts.put_file(archive.path)
-        await deps.builds.put(key, json.dumps({"digest": stored.digest, "size": stored.size}).encode())
+        if not secrets:
+            await deps.builds.put(key, json.dumps({"digest": stored.digest, "size": stored.size}).encode())
         await record(
             deps,
             release_id,

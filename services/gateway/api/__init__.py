@@ -24,6 +24,7 @@ from services.gateway.api import (
     rerun,
     tokens,
     webhooks,
+    variables,
 )
 from services.gateway.api.openapi import REF, Operation, document, routes_for
 
