@@ -31,6 +31,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ferry.domain.events import utcnow
+from ferry.domain.validation import MAX_URL_LENGTH
+from ferry.domain.vocabulary import (
+    CREDENTIAL_KINDS,
+    DELIVERY_STATUSES,
+    HOST_KEY_POLICIES,
+    ROLES,
+    WEBHOOK_KINDS,
+    sql_in,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -68,7 +77,7 @@ class Base(DeclarativeBase):
 # --- configuration -------------------------------------------------------------
 class Credential(Base):
     __tablename__ = "credentials"
-    __table_args__ = (CheckConstraint("kind IN ('ssh_key', 'password')", name="kind"),)
+    __table_args__ = (CheckConstraint(sql_in("kind", CREDENTIAL_KINDS), name="kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -83,7 +92,7 @@ class Credential(Base):
 
 class Host(Base):
     __tablename__ = "hosts"
-    __table_args__ = (CheckConstraint("host_key_policy IN ('pinned', 'tofu')", name="host_key_policy"),)
+    __table_args__ = (CheckConstraint(sql_in("host_key_policy", HOST_KEY_POLICIES), name="host_key_policy"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -107,7 +116,7 @@ class Project(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    repo_url: Mapped[str] = mapped_column(String(1000))
+    repo_url: Mapped[str] = mapped_column(String(MAX_URL_LENGTH))
     repo_credential_id: Mapped[int | None] = mapped_column(
         ForeignKey("credentials.id", ondelete="RESTRICT"), index=True
     )
@@ -130,33 +139,16 @@ class Environment(Base):
     name: Mapped[str] = mapped_column(String(100))
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     max_failures: Mapped[int] = mapped_column(Integer, default=0)
-class ProjectVariable(Base):
-    """A project's secret variable: given to its build hooks and host commands, masked in their output."""
-
-    __tablename__ = "project_variables"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(64))
-    value: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet token, never plaintext
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-
-    def __repr__(self) -> str:
-        return f"ProjectVariable(project_id={self.project_id!r}, name={self.name!r})"
-
-
     require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
     # four-eyes: False refuses an approval by the release's requester (ferry.domain.release.decide)
     allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     rollback_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
-    # rollout strategy (ferry.domain.events.Plan): "all" | "rolling" | "canary", checked by the repo
+    # rollout strategy (ferry.domain.events.Plan): one of vocabulary.STRATEGIES, checked by the repo
     strategy: Mapped[str] = mapped_column(String(20), default="all", server_default="all")
     batch_size: Mapped[int | None] = mapped_column(Integer)
     canary_size: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     canary_pause: Mapped[float | None] = mapped_column(Float)
-    # a request while another release holds the environment: "queue" | "reject" (ON_BUSY)
+    # a request while another release holds the environment: one of vocabulary.ON_BUSY
     on_busy: Mapped[str] = mapped_column(String(10), default="queue", server_default="queue")
 
     project: Mapped[Project] = relationship(back_populates="environments")
@@ -186,7 +178,7 @@ class ApiToken(Base):
     """A bearer token for the API, the portal and the WebSocket feed; only its sha256 is stored."""
 
     __tablename__ = "api_tokens"
-    __table_args__ = (CheckConstraint("role IN ('admin', 'deployer', 'viewer')", name="role"),)
+    __table_args__ = (CheckConstraint(sql_in("role", ROLES), name="role"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -200,9 +192,7 @@ class Webhook(Base):
     """An outgoing webhook (see ``ferry.domain.webhooks``); its secret is a Fernet token, never plaintext."""
 
     __tablename__ = "webhooks"
-    __table_args__ = (
-        CheckConstraint("kind IN ('generic', 'slack', 'mattermost', 'dingtalk', 'feishu')", name="kind"),
-    )
+    __table_args__ = (CheckConstraint(sql_in("kind", WEBHOOK_KINDS), name="kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -219,7 +209,7 @@ class WebhookDelivery(Base):
     """One webhook's delivery of one event (stream ``seq``): its attempts and outcome."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (CheckConstraint("status IN ('retrying', 'delivered', 'failed')", name="status"),)
+    __table_args__ = (CheckConstraint(sql_in("status", DELIVERY_STATUSES), name="status"),)
 
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -14,10 +14,11 @@ import hmac
 import ipaddress
 import re
 import secrets
-from typing import Final, Literal
+from typing import Final
 
-Role = Literal["viewer", "deployer", "admin"]
-ROLES: Final[tuple[Role, ...]] = ("viewer", "deployer", "admin")
+from ferry.domain.vocabulary import ROLES as ROLES
+from ferry.domain.vocabulary import Role as Role
+
 TOKEN_PREFIX: Final = "fry_"  # noqa: S105 - a marker for secret scanners, not a secret
 TOKEN_BYTES: Final = 32
 MIN_TOKEN_LENGTH: Final = 16

@@ -15,6 +15,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from ferry.domain.vocabulary import ArtifactFormat as ArtifactFormat
+from ferry.domain.vocabulary import Strategy as Strategy
+
 HOST_STEPS: tuple[str, ...] = (
     "upload",
     "link",
@@ -63,7 +66,7 @@ class Recipe(_Frozen):
     hook_timeout: float = 600.0
     hook_network: bool = True  # False: build hooks run without network (a namespace of their own)
     excludes: tuple[str, ...] = ()
-    artifact_format: Literal["zst", "gz", "none"] = "zst"
+    artifact_format: ArtifactFormat = "zst"
     deploy_path: str
     shared_files: tuple[str, ...] = ()
     shared_dirs: tuple[str, ...] = ()
@@ -72,9 +75,6 @@ class Recipe(_Frozen):
     post_release: str | None = None
     restart: str | None = None
     health: HealthCheck = HealthCheck()
-
-
-Strategy = Literal["all", "rolling", "canary"]
 
 
 class Plan(_Frozen):
@@ -177,7 +177,7 @@ class ArtifactPackaged(Event):
     type: Literal["build.artifact_packaged"] = "build.artifact_packaged"
     digest: str
     size: int
-    format: Literal["zst", "gz", "none"]
+    format: ArtifactFormat
     reused: bool = False
     log_digest: str | None = None
     duration: float = 0.0

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 from ferry.domain.errors import InvalidInput, InvalidPath, InvalidRef
 
 MAX_REF_LENGTH = 255
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = 1000
+"""The longest repository URL: the API, the check here and the ``projects.repo_url`` column agree."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s")

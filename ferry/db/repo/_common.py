@@ -14,6 +14,12 @@ from sqlalchemy.orm import Session
 from ferry.db.models import Base
 from ferry.domain.errors import Conflict, InvalidInput
 
+# The repositories check these words, and ``ferry.db.repo`` offers them to its callers.
+from ferry.domain.vocabulary import CREDENTIAL_KINDS as CREDENTIAL_KINDS
+from ferry.domain.vocabulary import HOST_KEY_POLICIES as HOST_KEY_POLICIES
+from ferry.domain.vocabulary import ON_BUSY as ON_BUSY
+from ferry.domain.vocabulary import STRATEGIES as STRATEGIES
+
 
 class _Keep(Enum):
     KEEP = "keep"
@@ -23,8 +29,6 @@ KEEP: Final = _Keep.KEEP
 """Default of optional update arguments whose ``None`` means "clear it"."""
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-CREDENTIAL_KINDS = ("ssh_key", "password")
-HOST_KEY_POLICIES = ("pinned", "tofu")
 
 
 def _unique_columns() -> dict[str, tuple[str, ...]]:
@@ -91,11 +95,6 @@ def _int_range(value: int, field: str, low: int, high: int | None = None) -> int
         bound = f"between {low} and {high}" if high else f"at least {low}"
         raise InvalidInput(f"{field} must be an integer {bound}", field=field)
     return value
-
-
-STRATEGIES = ("all", "rolling", "canary")
-ON_BUSY = ("queue", "reject")
-"""What a request does while another release holds the environment: wait its turn, or 409."""
 
 
 class Unset:

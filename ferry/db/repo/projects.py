@@ -15,6 +15,7 @@ from ferry.db.inuse import refuse_if_used
 from ferry.db.models import Project
 from ferry.domain.errors import InvalidInput, NotFound
 from ferry.domain.events import Recipe
+from ferry.domain.validation import MAX_URL_LENGTH
 
 from ._common import KEEP, _Keep, _name, _text, _write
 from .credentials import _credential
@@ -81,7 +82,7 @@ def create_project(
     """A project; ``config`` holds the ``Recipe`` fields (deploy_path, build_hooks, ...)."""
     p = Project(
         name=_name(name),
-        repo_url=_text(repo_url, "repo_url", 1000),
+        repo_url=_text(repo_url, "repo_url", MAX_URL_LENGTH),
         config=_recipe_config(repo_url, config),
         repo_credential=(
             _credential(session, repo_credential, "repo_credential") if repo_credential is not None else None
@@ -115,7 +116,7 @@ def update_project(
         if new_name is not None:
             p.name = _name(new_name)
         if repo_url is not None:
-            p.repo_url = _text(repo_url, "repo_url", 1000)
+            p.repo_url = _text(repo_url, "repo_url", MAX_URL_LENGTH)
         if repo_credential is not KEEP:
             p.repo_credential = (
                 _credential(session, repo_credential, "repo_credential") if repo_credential else None
