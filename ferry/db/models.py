@@ -130,6 +130,23 @@ class Project(Base):
     )
 
 
+class ProjectVariable(Base):
+    """A project's secret variable: given to its build hooks and host commands, masked in their output."""
+
+    __tablename__ = "project_variables"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet token, never plaintext
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"ProjectVariable(project_id={self.project_id!r}, name={self.name!r})"
+
+
 class Environment(Base):
     __tablename__ = "environments"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
