@@ -4,7 +4,7 @@
 stream positions it was read up to; every read asks the store only for what was appended
 since (one batched direct get, no server-side consumer). ``execute`` is the one loop every
 writer of release events shares (gateway, orchestrator, builder, agents); the pure decision
-stays in ``ferry.release``.
+stays in ``ferry.domain.release``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ferry.domain.errors import ConcurrencyError
@@ -131,28 +131,40 @@ async def append_decided(histories: Histories, loaded: Loaded, events: list[Even
     return stored
 
 
-async def execute(
-    histories: Histories, release_id: str, command: Command, *, attempts: int = 50
-) -> ReleaseState:
-    """Decide ``command`` against the current history and append what it decided; returns the new state.
+CommandFor = Command | Callable[[ReleaseState], Command]
+"""A command, or a function choosing it from the release's current state (called on every attempt)."""
+
+
+async def execute_loaded(
+    histories: Histories, release_id: str, command: CommandFor, *, attempts: int = 50
+) -> Loaded:
+    """Decide ``command`` against the current history and append what it decided; returns the
+    release as of that append (its state, last sequence and event count: exact when the events
+    guard the whole release, as every release-level event does).
 
     Another writer appending meanwhile (``ConcurrencyError``) means: read what it appended and
-    decide again. ``InvariantViolation`` from the decision propagates. After ``attempts``
-    conflicts the last ``ConcurrencyError`` propagates too.
+    decide again. ``InvariantViolation`` from the decision (or any error the chooser raises)
+    propagates. After ``attempts`` conflicts the last ``ConcurrencyError`` propagates too.
     """
     for attempt in range(attempts):
         loaded = await histories.get(release_id)
-        events = decide(loaded.state, command, utcnow())
+        chosen = command(loaded.state) if callable(command) else command
+        events = decide(loaded.state, chosen, utcnow())
         try:
-            await append_decided(histories, loaded, events)
+            stored = await append_decided(histories, loaded, events)
         except ConcurrencyError:
             if attempt == attempts - 1:
                 raise
             if attempt >= 3:  # many writers on the whole release at once: spread them out
                 await asyncio.sleep(random.uniform(0, 0.005 * attempt))
             continue
-        state = loaded.state
-        for event in events:
-            state = evolve(state, event)
-        return state
+        return loaded.fold(stored)
     raise AssertionError("unreachable")
+
+
+async def execute(
+    histories: Histories, release_id: str, command: CommandFor, *, attempts: int = 50
+) -> ReleaseState:
+    """Decide ``command`` against the current history and append what it decided; returns the new state
+    (see ``execute_loaded``)."""
+    return (await execute_loaded(histories, release_id, command, attempts=attempts)).state

@@ -2,13 +2,15 @@
 
 Each write stores the stream sequence it covers in ``projection_position`` in the same
 transaction, and skips anything at or below it, so redelivery changes nothing and a
-crash between commit and ack repeats nothing. Rows follow ``ferry.domain.release.evolve``:
-a release's ``status`` is its ``ReleaseState.status`` and a host's its ``HostState.status``.
+crash between commit and ack repeats nothing. The projector reads no event itself: it folds
+each one with ``ferry.domain.release.evolve`` (states of recent releases kept in memory) and
+writes the rows from the state (``ferry.infra.release_rows``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,32 +19,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ferry.db.models import PROJECTED_TABLES, HostStep, ProjectionPosition, Release, ReleaseHost
-from ferry.domain.events import (
-    HOST_STEPS,
-    ArtifactPackaged,
-    BuildFailed,
-    BuildHookFinished,
-    BuildStarted,
-    Event,
-    HostFailed,
-    HostRolledBack,
-    HostStepFinished,
-    HostStepStarted,
-    ReleaseApproved,
-    ReleaseCancelled,
-    ReleaseCancelRequested,
-    ReleaseFailed,
-    ReleasePaused,
-    ReleaseRejected,
-    ReleaseRequested,
-    ReleaseResumed,
-    ReleaseSucceeded,
-    SourceFetched,
-    host_of,
-)
+from ferry.db.models import PROJECTED_TABLES, ProjectionPosition
 from ferry.infra.bus import Bus, follow
 from ferry.infra.eventstore import SUBJECT_PREFIX, StoredEvent
+from ferry.infra.release_rows import KEEP, Loader, Pending, ReleaseStates, RowWriter
 
 log = logging.getLogger(__name__)
 
@@ -50,159 +30,13 @@ DEFAULT_POSITION = "releases"
 ALL_RELEASES = f"{SUBJECT_PREFIX}.>"
 
 
-class _Rows:
-    """The rows one transaction touches, cached so a batch reads each row at most once."""
+def _loader(bus: Bus, loop: asyncio.AbstractEventLoop) -> Loader:
+    """Read a release's history from the projector's worker thread, on the loop that owns the bus."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.releases: dict[str, Release | None] = {}
-        self.hosts: dict[tuple[str, str], ReleaseHost | None] = {}
-        self.steps: dict[tuple[str, str, str], HostStep | None] = {}
+    def load(release_id: str) -> list[StoredEvent]:
+        return asyncio.run_coroutine_threadsafe(bus.events.load(release_id), loop).result(timeout=60)
 
-    def release(self, release_id: str) -> Release | None:
-        if release_id not in self.releases:
-            self.releases[release_id] = self.session.get(Release, release_id)
-        return self.releases[release_id]
-
-    def host(self, release_id: str, name: str) -> ReleaseHost:
-        key = (release_id, name)
-        if key not in self.hosts:
-            self.hosts[key] = self.session.get(ReleaseHost, key)
-        row = self.hosts[key]
-        if row is None:  # not in the plan: evolve would refuse; keep the row visible anyway
-            position = len([k for k in self.hosts if k[0] == release_id])
-            row = ReleaseHost(
-                release_id=release_id, host=name, position=1000 + position, status="waiting", activated=False
-            )
-            self.session.add(row)
-            self.hosts[key] = row
-        return row
-
-    def step(self, release_id: str, host: str, step: str) -> HostStep | None:
-        key = (release_id, host, step)
-        if key not in self.steps:
-            self.steps[key] = self.session.get(HostStep, key)
-        return self.steps[key]
-
-    def add_step(self, row: HostStep) -> None:
-        self.session.add(row)
-        self.steps[(row.release_id, row.host, row.step)] = row
-
-
-def _project(rows: _Rows, stored: StoredEvent) -> None:
-    """Fold one event into the rows, as ``ferry.domain.release.evolve`` folds it into the state."""
-    event: Event = stored.event
-    rid = event.release_id
-    if isinstance(event, ReleaseRequested):
-        release = rows.release(rid)
-        if release is None:
-            release = Release(id=rid)
-            rows.session.add(release)
-            rows.releases[rid] = release
-        release.project = event.project
-        release.environment = event.environment
-        release.ref = event.ref
-        release.requested_by = event.requested_by
-        release.requested_at = event.at
-        release.status = "awaiting_approval" if event.plan.require_approval else "queued"
-        for position, name in enumerate(event.plan.hosts):
-            host = rows.session.get(ReleaseHost, (rid, name)) or ReleaseHost(release_id=rid, host=name)
-            host.position, host.status, host.activated = position, "waiting", False
-            host.failure = host.previous_release = None
-            rows.session.add(host)
-            rows.hosts[(rid, name)] = host
-    else:
-        found = rows.release(rid)
-        if found is None:
-            log.warning("event %s (seq %d) for unknown release %s: skipped", event.type, stored.seq, rid)
-            return
-        release = found
-        _apply(rows, release, event)
-    if host_of(event) is None:
-        release.last_version = event.version  # the release-level version (hosts number their own)
-    release.last_seq = stored.seq
-
-
-def _apply(rows: _Rows, release: Release, event: Event) -> None:
-    match event:
-        case ReleaseApproved():
-            release.status = "queued"
-        case ReleaseRejected():
-            release.status, release.reason, release.finished_at = (
-                "rejected",
-                event.reason or "rejected",
-                event.at,
-            )
-        case BuildStarted():
-            release.status = "building"
-        case SourceFetched():
-            release.commit = event.commit
-        case BuildHookFinished():
-            pass
-        case ArtifactPackaged():
-            release.artifact_digest = event.digest
-            release.artifact_size = event.size
-            release.artifact_reused = event.reused
-            release.status = "deploying"
-        case BuildFailed():
-            release.status = "failed"
-            release.reason = f"build {event.stage} failed: {event.reason}"
-            release.finished_at = event.at
-        case HostStepStarted():
-            host = rows.host(release.id, event.host)
-            host.status = "running"
-            step = rows.step(release.id, event.host, event.step)
-            if step is None:
-                step = HostStep(release_id=release.id, host=event.host, step=event.step)
-                rows.add_step(step)
-            step.status, step.started_at = "running", event.at
-            step.exit_code = step.duration = None
-            step.output_tail = ""
-        case HostStepFinished():
-            host = rows.host(release.id, event.host)
-            ok = event.exit_code == 0
-            step = rows.step(release.id, event.host, event.step)
-            if step is None:
-                step = HostStep(release_id=release.id, host=event.host, step=event.step, started_at=event.at)
-                rows.add_step(step)
-            step.status = "succeeded" if ok else "failed"
-            step.exit_code, step.duration, step.output_tail = (
-                event.exit_code,
-                event.duration,
-                event.output_tail,
-            )
-            if event.step == "upload" and ok:
-                kept = event.detail.get("release_dir")
-                host.release_dir = kept if isinstance(kept, str) else None
-            if event.step == "activate" and ok:
-                host.activated = True
-                previous = event.detail.get("previous")
-                host.previous_release = previous if isinstance(previous, str) else None
-            if ok and event.step == HOST_STEPS[-1]:
-                host.status = "succeeded"
-        case HostFailed():
-            host = rows.host(release.id, event.host)
-            host.status, host.failure = "failed", event.reason
-        case HostRolledBack():
-            rows.host(release.id, event.host).status = "rolled_back"
-        case ReleasePaused():
-            release.status = "paused"
-        case ReleaseResumed():
-            release.status = "deploying"
-        case ReleaseCancelRequested():
-            release.status = "cancelling"
-        case ReleaseSucceeded():
-            release.status, release.finished_at = "succeeded", event.at
-        case ReleaseFailed():
-            release.status, release.reason, release.finished_at = "failed", event.reason, event.at
-        case ReleaseCancelled():
-            release.status, release.reason, release.finished_at = (
-                "cancelled",
-                event.reason or "cancelled",
-                event.at,
-            )
-        case _:
-            log.warning("event type %s is not projected", event.type)
+    return load
 
 
 def _begin_write(session: Session) -> None:
@@ -214,9 +48,14 @@ def _begin_write(session: Session) -> None:
 class Projector:
     """Applies stored release events to the read model, exactly once per sequence."""
 
-    def __init__(self, session_factory: sessionmaker[Session], *, batch_size: int = 500) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], *, batch_size: int = 500, keep: int = KEEP
+    ) -> None:
         self.sessions = session_factory
         self.batch_size = batch_size
+        self.states = ReleaseStates(keep)
+        self.load: Loader | None = None
+        """Reads a release's history when its state is not held (set by ``run`` and ``rebuild``)."""
         self._applied: dict[str, int] = {}
         self._changed: asyncio.Condition | None = None
         self._has_row: set[str] = set()
@@ -253,9 +92,11 @@ class Projector:
         if not batch:
             return 0
         self._ensure_position_row(position_name)
+        pending = Pending(self.states, self.load)
         with self.sessions() as session, session.begin():
             _begin_write(session)
-            applied, seq = self._apply_locked(session, batch, position_name)
+            applied, seq = self._apply_locked(session, batch, position_name, pending)
+        pending.commit()
         self._committed(position_name, seq)  # only now may wait() report it
         return applied
 
@@ -276,22 +117,31 @@ class Projector:
         return row
 
     def _apply_locked(
-        self, session: Session, batch: Sequence[StoredEvent], position_name: str
+        self, session: Session, batch: Sequence[StoredEvent], position_name: str, pending: Pending
     ) -> tuple[int, int]:
-        """Apply what is new in ``batch`` inside the caller's transaction: (count applied, position)."""
+        """Apply what is new in ``batch`` inside the caller's transaction: (count applied, position).
+
+        Events at or below the position are folded too (another projector wrote their rows), so
+        the states held stay in step with the stream.
+        """
         position = self._lock_position(session, position_name)
-        todo = sorted((s for s in batch if s.seq > position.seq), key=lambda s: s.seq)
+        ordered = sorted(batch, key=lambda s: s.seq)
+        todo = [s for s in ordered if s.seq > position.seq]
+        rows = RowWriter(session, pending)
+        for stored in ordered:
+            if stored.seq <= position.seq:
+                rows.fold(stored)
         if todo:
-            rows = _Rows(session)
             with session.no_autoflush:
                 for stored in todo:
                     self._project_one(rows, stored)
+                rows.write()
             position.seq = todo[-1].seq
             session.flush()
         return len(todo), position.seq
 
-    def _project_one(self, rows: _Rows, stored: StoredEvent) -> None:
-        _project(rows, stored)
+    def _project_one(self, rows: RowWriter, stored: StoredEvent) -> None:
+        rows.apply(stored)
 
     # --- following the stream ---
     async def run(self, bus: Bus, stop_event: asyncio.Event, position_name: str = DEFAULT_POSITION) -> None:
@@ -299,6 +149,7 @@ class Projector:
 
         The reader goes on from the last event it read when NATS comes back (``ferry.infra.bus.follow``).
         """
+        self.load = _loader(bus, asyncio.get_running_loop())
         start = await asyncio.to_thread(self.position, position_name) + 1
         queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=self.batch_size * 4)
 
@@ -391,11 +242,12 @@ class Projector:
         session.flush()
         session.expunge_all()
         self._applied.pop(position_name, None)
+        self.states.clear()
 
     def _replay_batch(
-        self, session: Session, batch: Sequence[StoredEvent], position_name: str
+        self, session: Session, batch: Sequence[StoredEvent], position_name: str, pending: Pending
     ) -> tuple[int, int]:
-        result = self._apply_locked(session, batch, position_name)
+        result = self._apply_locked(session, batch, position_name, pending)
         session.expunge_all()  # keep memory flat over a long stream; the rows are flushed
         return result
 
@@ -405,29 +257,38 @@ class Projector:
         Readers see the old read model until the new one is complete, and projectors elsewhere
         wait on the position lock instead of interleaving (on SQLite, other writers wait too).
         """
+        self.load = _loader(bus, asyncio.get_running_loop())
         await asyncio.to_thread(self._ensure_position_row, position_name)
         session = self.sessions()
+        pending = Pending(self.states, self.load, spill=True)
         count = 0
         try:
             # One session used from worker threads in turn, never at once.
             await asyncio.to_thread(self._reset_locked, session, position_name)
             batch: list[StoredEvent] = []
             seq = 0
+            replay = functools.partial(
+                self._replay_batch, session, position_name=position_name, pending=pending
+            )
             async for stored in bus.events.read(ALL_RELEASES):
                 batch.append(stored)
                 if len(batch) >= self.batch_size:
-                    n, seq = await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+                    n, seq = await asyncio.to_thread(
+                        self._replay_batch, session, batch, position_name, pending
+                    )
                     count += n
                     batch = []
-            n, seq = await asyncio.to_thread(self._replay_batch, session, batch, position_name)
+            n, seq = await asyncio.to_thread(replay, batch)
             count += n
             await asyncio.to_thread(session.commit)
         except BaseException:
             await asyncio.to_thread(session.rollback)
             self._applied.pop(position_name, None)
+            self.states.clear()  # the rows are as before the rebuild began: read states back
             raise
         finally:
             await asyncio.to_thread(session.close)
+        pending.commit()
         self._committed(position_name, seq)
         await self._notify()
         return count

@@ -315,3 +315,43 @@ def test_paused_resumed_and_cancelling_releases_in_the_read_model(session_factor
         assert [r.id for r in repo.list_releases(s, status="paused")] == ["r-paused"]
         assert [r.id for r in repo.list_releases(s, status="cancelling")] == ["r-cancelling"]
         assert repo.get_release(s, "r-resumed").status == "deploying"
+
+
+async def test_a_projector_started_mid_release_reads_its_state_back_from_the_store(bus, session_factory):
+    """States are kept in memory: a new projector (or one that dropped a state) folds the
+    release's earlier events from the event store once, then goes on from memory."""
+    histories = release_histories(400, seed=17)
+    halves = {rid: (h[: len(h) // 2], h[len(h) // 2 :]) for rid, h in histories.items()}
+    for first, _ in halves.values():
+        if first:
+            await append_next(bus.events, first)
+    stop = asyncio.Event()
+    first_projector = Projector(session_factory)
+    task = asyncio.create_task(first_projector.run(bus, stop))
+    await first_projector.wait(await bus.events.last_seq(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+    for _, second in halves.values():
+        await append_next(bus.events, second)
+    stop = asyncio.Event()
+    again = Projector(session_factory, keep=5)  # a small cache: most states are read back
+    task = asyncio.create_task(again.run(bus, stop))
+    await again.wait(await bus.events.last_seq(), timeout=15)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert_rows_match_the_aggregate(session_factory, histories)
+    incremental = snapshot(session_factory)
+
+    # A rebuild whose cache holds 5 states replays into the same rows.
+    assert await Projector(session_factory, keep=5).rebuild(bus) == sum(len(h) for h in histories.values())
+    assert snapshot(session_factory) == incremental
+
+
+def test_without_the_event_store_a_missing_state_is_an_error_not_a_guess(session_factory):
+    stored = stored_events(60, seed=19)
+    Projector(session_factory).apply_batch(stored[:30])
+    later = [s for s in stored[30:] if any(p.event.release_id == s.event.release_id for p in stored[:30])]
+    assert later, "the seed must cut a release in two"
+    with pytest.raises(RuntimeError, match="no event store"):
+        Projector(session_factory).apply_batch(later)
