@@ -1,15 +1,16 @@
 """``/api/releases``: request a release, follow it, approve, reject, resume or cancel it.
 
-A single release is always computed by replaying its own events from the event store, so
-its ``last_seq`` is exact and a client can follow the WebSocket from there; the list comes
-from the SQL read model.
+A single release is its state folded by ``evolve`` from its own events (caught up with the event
+store on every read, ``ferry.infra.commands.Histories``) and shown by ``ferry.domain.views``, so
+its ``last_seq`` is exact and a client can follow the WebSocket from there; the list comes from
+the SQL read model. Commands go through ``ferry.infra.commands.execute_loaded``, the one door.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,17 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ferry.db import repo
-from ferry.domain.errors import ConcurrencyError, InvalidInput, NotFound
-from ferry.domain.events import (
-    HOST_STEPS,
-    ArtifactPackaged,
-    BuildFailed,
-    BuildHookFinished,
-    BuildStarted,
-    HostStepFinished,
-    ReleasePaused,
-    utcnow,
-)
+from ferry.domain.errors import InvalidInput, NotFound
+from ferry.domain.events import utcnow
 from ferry.domain.release import (
     Approve,
     Cancel,
@@ -37,14 +29,14 @@ from ferry.domain.release import (
     RequestRelease,
     Resume,
     decide,
-    replay,
 )
-from ferry.infra.commands import Loaded, append_decided
+from ferry.domain.views import ReleaseView, log_digests, release_view
+from ferry.infra.commands import Loaded, execute_loaded
 from ferry.infra.eventstore import StoredEvent
 from services.gateway.api import locks
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import (
+from services.gateway.api.releases_schema import (
     RELEASE_ID_PATTERN,
     ArtifactOut,
     BuildOut,
@@ -93,102 +85,64 @@ async def load_history(request: Request, release_id: str) -> list[StoredEvent]:
     return history
 
 
-# --- the view, replayed -------------------------------------------------------------
-def release_view(release_id: str, history: Sequence[StoredEvent]) -> ReleaseOut:
-    """The release as its events tell it (plan order for hosts, HOST_STEPS order for steps)."""
-    state = replay(release_id, [s.event for s in history])
-    hooks: list[HookOut] = []
-    build_log: str | None = None
-    build_tail = ""
-    build_status = "waiting"
-    step_detail: dict[tuple[str, str], tuple[str, str | None]] = {}
-    pause: PauseOut | None = None
-    for stored in history:
-        e = stored.event
-        match e:
-            case ReleasePaused():
-                pause = PauseOut(
-                    paused_at=e.at, hosts_done=list(e.hosts_done), resume_at=e.resume_at, resumed_by=None
-                )
-            case BuildStarted():
-                build_status = "running"
-            case BuildHookFinished():
-                hooks.append(
-                    HookOut(
-                        index=e.index,
-                        command=e.command,
-                        exit_code=e.exit_code,
-                        duration=e.duration,
-                        output_tail=e.output_tail,
-                    )
-                )
-            case ArtifactPackaged():
-                build_status, build_log = "succeeded", e.log_digest
-            case BuildFailed():
-                build_status, build_log, build_tail = "failed", e.log_digest, e.output_tail
-            case HostStepFinished():
-                log = e.detail.get("log_digest")
-                step_detail[(e.host, e.step)] = (e.output_tail, log if isinstance(log, str) else None)
-    if state.terminal and build_status in ("waiting", "running"):
-        build_status = "cancelled"
-    plan_hosts = state.plan.hosts if state.plan else ()
-    hosts = []
-    for name in plan_hosts:
-        h = state.hosts[name]
-        steps = []
-        for step in HOST_STEPS:
-            s = h.steps.get(step)
-            tail_text, log_digest = step_detail.get((name, step), ("", None))
-            steps.append(
-                StepOut(
-                    step=step,
-                    status=s.status if s else "waiting",
-                    started_at=s.started_at if s else None,
-                    duration=s.duration if s else None,
-                    exit_code=s.exit_code if s else None,
-                    output_tail=tail_text,
-                    log_digest=log_digest,
-                )
-            )
-        hosts.append(
-            ReleaseHostOut(name=name, status=h.status, failure=h.failure, steps=steps, instant=h.release_dir)
-        )
-    art = state.artifact
+# --- the view ---------------------------------------------------------------------
+def release_out(view: ReleaseView, *, version: int, last_seq: int) -> ReleaseOut:
+    """The API's form of ``ferry.domain.views.release_view`` (the one view API and CLI share)."""
+    pause = view.pause
+    build = view.build
     return ReleaseOut(
-        id=release_id,
-        project=state.project,
-        environment=state.environment,
-        ref=state.ref,
-        commit=state.commit,
-        status=state.status,
-        requested_by=state.requested_by,
-        requested_at=state.requested_at,
-        finished_at=state.finished_at,
-        reason=state.reason,
-        version=len(history),
-        last_seq=history[-1].seq if history else 0,
-        artifact=(
-            ArtifactOut(digest=art.digest, size=art.size, format=art.format, reused=art.reused)  # type: ignore[arg-type]
-            if art
-            else None
+        id=view.id,
+        project=view.project,
+        environment=view.environment,
+        ref=view.ref,
+        commit=view.commit,
+        status=view.status,
+        requested_by=view.requested_by,
+        requested_at=view.requested_at,
+        finished_at=view.finished_at,
+        reason=view.reason,
+        version=version,
+        last_seq=last_seq,
+        artifact=None if view.artifact is None else ArtifactOut(**asdict(view.artifact)),
+        build=BuildOut(
+            status=build.status,
+            hooks=[HookOut(**asdict(h)) for h in build.hooks],
+            log_digest=build.log_digest,
+            output_tail=build.output_tail,
         ),
-        build=BuildOut(status=build_status, hooks=hooks, log_digest=build_log, output_tail=build_tail),  # type: ignore[arg-type]
-        hosts=hosts,
-        links=_links(release_id),
-        pause=pause.model_copy(update={"resumed_by": state.resumed_by}) if pause else None,
+        hosts=[
+            ReleaseHostOut(
+                name=h.name,
+                status=h.status,
+                failure=h.failure,
+                steps=[StepOut(**asdict(s)) for s in h.steps],
+                instant=h.instant,
+            )
+            for h in view.hosts
+        ],
+        links=_links(view.id),
+        pause=None
+        if pause is None
+        else PauseOut(
+            paused_at=pause.paused_at,
+            hosts_done=list(pause.hosts_done),
+            resume_at=pause.resume_at,
+            resumed_by=pause.resumed_by,
+        ),
     )
 
 
-def log_digests(history: Sequence[StoredEvent]) -> set[str]:
-    """Every log this release's events point at: the only logs its API may serve."""
-    found: set[str] = set()
-    for stored in history:
-        e = stored.event
-        if isinstance(e, ArtifactPackaged | BuildFailed) and e.log_digest:
-            found.add(e.log_digest)
-        elif isinstance(e, HostStepFinished) and isinstance(e.detail.get("log_digest"), str):
-            found.add(e.detail["log_digest"])
-    return found
+def loaded_out(loaded: Loaded) -> ReleaseOut:
+    """The release as ``loaded`` holds it: its state's view, its event count and last sequence."""
+    return release_out(release_view(loaded.state), version=loaded.count, last_seq=loaded.last_seq)
+
+
+async def load_release(request: Request, release_id: str) -> Loaded:
+    """The release caught up with its history (``ferry.infra.commands.Histories``); 404 if none."""
+    loaded = await gw(request).bus.histories.get(release_id)
+    if loaded.count == 0:
+        raise NotFound(f"no release {release_id!r}", field="id")
+    return loaded
 
 
 # --- handlers -----------------------------------------------------------------------
@@ -210,21 +164,19 @@ async def request_release(request: Request, release_id: str, command: RequestRel
     """Append a new release's ReleaseRequested; the orchestrator schedules the rest (202)."""
     decide(ReleaseState(release_id), command, utcnow())  # refuse a bad request before taking a place
     await locks.join(request, command.project, command.environment, release_id)
-    events = decide(ReleaseState(release_id), command, utcnow())  # stamped after its place in line
-    try:
-        stored = await append_decided(gw(request).bus.histories, Loaded(ReleaseState(release_id)), events)
+    try:  # decided again, stamped after its place in line
+        loaded = await execute_loaded(gw(request).bus.histories, release_id, command)
     except BaseException:
         await locks.leave(request, command.project, command.environment, release_id)
         raise
-    seq = stored[-1].seq
-    state = replay(release_id, events)
-    created = ReleaseCreated(id=release_id, status=state.status, last_seq=seq, links=_links(release_id))
+    status, seq = loaded.state.status, loaded.last_seq
+    created = ReleaseCreated(id=release_id, status=status, last_seq=seq, links=_links(release_id))
     return respond(created, 202, {"Location": created.links.self})
 
 
 async def get_release(request: Request) -> Response:
     release_id = release_id_param(request)
-    view = release_view(release_id, await load_history(request, release_id))
+    view = loaded_out(await load_release(request, release_id))
     if view.status in ("queued", "awaiting_approval"):
         lock = await gw(request).bus.locks.get(view.project, view.environment)
         position = lock.position(release_id)
@@ -243,8 +195,8 @@ async def release_events(request: Request) -> Response:
 async def release_log(request: Request) -> Response:
     release_id = release_id_param(request)
     digest = str(request.path_params["digest"])
-    history = await load_history(request, release_id)
-    if not _DIGEST.match(digest) or digest not in log_digests(history):
+    state = (await load_release(request, release_id)).state
+    if not _DIGEST.match(digest) or digest not in log_digests(state):
         raise NotFound(f"release {release_id} has no log {digest[:80]!r}", field="digest")
     stream = await gw(request).bus.artifacts.open_stream(digest)  # 404 before any byte is sent
     return StreamingResponse(
@@ -294,29 +246,23 @@ async def _command(
     release_id = release_id_param(request)
     body = await read_model(request, ReasonIn, optional=True)
     by = current_user(request)
-    command: Command
-    if make is Approve or make is Resume:
-        command = Approve(by=by) if make is Approve else Resume(by=by)
-    elif make is Reject:
-        command = Reject(by=by, reason=body.reason)
-    else:
-        command = Cancel(by=by, reason=body.reason)
-    histories = gw(request).bus.histories
-    for attempt in range(APPEND_ATTEMPTS):
-        loaded = await histories.get(release_id)
-        if loaded.count == 0:
+
+    def command(state: ReleaseState) -> Command:
+        if state.status == "new":
             raise NotFound(f"no release {release_id!r}", field="id")
-        if isinstance(command, Approve) and loaded.state.status == "paused":
-            command = Resume(by=by)  # "a pause until approved": approving a paused canary resumes it
-        events = decide(loaded.state, command, utcnow())  # InvariantViolation -> 409 with the reason
-        try:
-            await append_decided(histories, loaded, events)
-        except ConcurrencyError:
-            if attempt == APPEND_ATTEMPTS - 1:
-                raise
-            continue  # another writer appended: decide again against what is new
-        return respond(release_view(release_id, await load_history(request, release_id)))
-    raise AssertionError("unreachable")
+        if make is Approve and state.status == "paused":
+            return Resume(by=by)  # "a pause until approved": approving a paused canary resumes it
+        if make is Approve:
+            return Approve(by=by)
+        if make is Resume:
+            return Resume(by=by)
+        if make is Reject:
+            return Reject(by=by, reason=body.reason)
+        return Cancel(by=by, reason=body.reason)
+
+    # InvariantViolation from decide -> 409 with the reason
+    loaded = await execute_loaded(gw(request).bus.histories, release_id, command, attempts=APPEND_ATTEMPTS)
+    return respond(loaded_out(loaded))
 
 
 async def approve_release(request: Request) -> Response:

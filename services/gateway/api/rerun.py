@@ -9,22 +9,22 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain.errors import Conflict, InvalidInput
-from ferry.domain.release import ReleaseState, RequestRelease, replay
+from ferry.domain.release import ReleaseState, RequestRelease
 from services.gateway.api.http import current_user, in_session
 from services.gateway.api.openapi import Operation
 from services.gateway.api.releases import (
     ID_PARAM,
-    load_history,
+    load_release,
     new_release_id,
     release_id_param,
     request_release,
 )
-from services.gateway.api.schemas import ReleaseCreated
+from services.gateway.api.releases_schema import ReleaseCreated
 
 
 async def _built(request: Request) -> ReleaseState:
     release_id = release_id_param(request)
-    old = replay(release_id, [s.event for s in await load_history(request, release_id)])
+    old = (await load_release(request, release_id)).state
     if old.plan is None or old.commit is None or old.artifact is None:
         raise InvalidInput(f"release {release_id} has no built artifact to release again", field="id")
     return old
