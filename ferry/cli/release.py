@@ -8,13 +8,14 @@ progress display (``watch``) lives in its own module and reuses ``client()`` and
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import httpx
 import typer
+
+from ferry.infra.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "rejected"})
@@ -25,19 +26,19 @@ app = typer.Typer(help="Create and follow releases.", no_args_is_help=True, add_
 
 
 def server_url() -> str:
-    return (os.environ.get("FERRY_URL") or DEFAULT_URL).rstrip("/")
+    return (Settings.from_env().url or DEFAULT_URL).rstrip("/")
 
 
 def auth_headers() -> dict[str, str]:
     """``Authorization: Bearer $FERRY_TOKEN`` when set (a gateway with auth on needs it)."""
-    token = (os.environ.get("FERRY_TOKEN") or "").strip()
+    token = (Settings.from_env().token or "").strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def client(timeout: float = 30.0) -> httpx.Client:
     """An HTTP client for the ferry API: ``FERRY_TOKEN`` as a bearer token; without auth, the
     gateway takes ``X-Ferry-User`` (``FERRY_USER`` or the login name) as the caller."""
-    user = os.environ.get("FERRY_USER") or os.environ.get("USER") or ""
+    user = Settings.from_env().user or ""
     headers = {"X-Ferry-User": user} if user else {}
     headers.update(auth_headers())
     return httpx.Client(base_url=server_url(), timeout=timeout, headers=headers)
@@ -258,7 +259,7 @@ def _watch(release_id: str) -> int:
 
     from ferry.cli.watch import watch_release
 
-    ws_url = os.environ.get("FERRY_WS_URL") or "ws://127.0.0.1:8001"
+    ws_url = Settings.from_env().ws_url
     return asyncio.run(watch_release(release_id, api_url=server_url(), ws_url=ws_url, console=Console()))
 
 

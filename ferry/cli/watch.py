@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +47,7 @@ from ferry.domain.events import (
     UnknownEvent,
     decode,
 )
+from ferry.infra.settings import Settings
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TERMINAL = {
@@ -327,7 +327,7 @@ async def watch_release(
     (``FERRY_WS_TOKEN``) is given, to the notifier too.
     """
     live = console.is_terminal if live is None else live
-    api_token = api_token or os.environ.get("FERRY_TOKEN") or None
+    api_token = api_token or Settings.from_env().token
     token = token or api_token
     headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
     try:

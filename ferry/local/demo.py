@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import httpx
@@ -29,7 +28,7 @@ def _upsert(api: httpx.Client, collection: str, name: str, body: dict[str, objec
 
 def _auth_headers(settings: Settings) -> dict[str, str]:
     """``FERRY_TOKEN`` (else the bootstrap admin token) for a gateway with auth on; none needed off."""
-    token = os.environ.get("FERRY_TOKEN") or settings.bootstrap_token
+    token = settings.token or settings.bootstrap_token
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

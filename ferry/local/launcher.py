@@ -134,7 +134,7 @@ class Launcher:
         else:
             # A single embedded node fsyncs every write: acknowledged events survive power loss
             # (JetStream's default interval sync can lose them; see docs/operations.md).
-            sync = os.environ.get("FERRY_NATS_SYNC", "always") == "always"
+            sync = self.settings.nats_sync == "always"
             self.nats = NatsServer(
                 home / "nats",
                 port=self.settings.nats_port,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ferry.domain.errors import BuildError
+from ferry.infra.settings import Settings
 
 log = logging.getLogger("ferry.builder.sandbox")
 
@@ -57,19 +58,22 @@ class Sandbox:
     max_processes: int = MAX_PROCESSES
 
     @classmethod
-    def from_env(cls, hidden: tuple[Path, ...] = ()) -> Sandbox:
-        mode = os.environ.get("FERRY_HOOK_SANDBOX", "bwrap").strip().lower()
+    def from_settings(cls, settings: Settings, hidden: tuple[Path, ...] = ()) -> Sandbox:
+        mode = settings.hook_sandbox.strip().lower()
         if mode not in ("bwrap", "off"):
             raise BuildError(f"FERRY_HOOK_SANDBOX must be 'bwrap' or 'off', not {mode!r}")
-        extra = tuple(Path(p) for p in os.environ.get("FERRY_HOOK_BIND_RO", "").split(":") if p)
         return cls(
             enabled=mode != "off",
-            user=os.environ.get("FERRY_HOOK_USER") or HOOK_USER,
+            user=settings.hook_user or HOOK_USER,
             hidden=hidden,
-            extra_ro=extra,
-            log_limit=_positive("FERRY_HOOK_LOG_LIMIT", LOG_LIMIT),
-            max_file_size=_positive("FERRY_HOOK_MAX_FILE_SIZE", MAX_FILE_SIZE),
+            extra_ro=settings.hook_bind_ro,
+            log_limit=settings.hook_log_limit,
+            max_file_size=settings.hook_max_file_size,
         )
+
+    @classmethod
+    def from_env(cls, hidden: tuple[Path, ...] = ()) -> Sandbox:
+        return cls.from_settings(Settings.from_env(), hidden)
 
     def problem(self) -> str | None:
         """Why hooks cannot run sandboxed here (and what to do), or None when they can."""
@@ -188,16 +192,3 @@ def _hide(hidden: tuple[Path, ...], bound: tuple[str, ...]) -> list[str]:
             continue
         argv += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
     return argv
-
-
-def _positive(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        number = int(raw)
-    except ValueError:
-        raise BuildError(f"{name} must be a whole number of bytes, not {raw!r}") from None
-    if number <= 0:
-        raise BuildError(f"{name} must be positive")
-    return number
