@@ -7,15 +7,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from services.gateway.api.credentials_schema import CredentialIn
+from services.gateway.api.environments_schema import EnvironmentIn
+from services.gateway.api.hosts_schema import HostIn
+from services.gateway.api.projects_schema import ProjectIn
 from services.gateway.api.releases import new_release_id
-from services.gateway.api.schemas import (
-    CredentialIn,
-    EnvironmentIn,
-    HostIn,
-    ProjectIn,
-    ReleaseIn,
-    ReleaseQuery,
-)
+from services.gateway.api.releases_schema import ReleaseIn, ReleaseQuery
 from services.gateway.errors import validation_body
 
 

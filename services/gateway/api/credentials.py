@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
+from services.gateway.api.credentials_schema import CredentialIn, CredentialList, CredentialOut
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import CredentialIn, CredentialList, CredentialOut
 
 
 def _out(info: repo.CredentialInfo) -> CredentialOut:

@@ -8,9 +8,14 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.infra.envlock import EnvLock
+from services.gateway.api.environments_schema import (
+    EnvironmentIn,
+    EnvironmentList,
+    EnvironmentOut,
+    EnvironmentPatch,
+)
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import EnvironmentIn, EnvironmentList, EnvironmentOut, EnvironmentPatch
 
 
 def _out(info: repo.EnvironmentInfo, lock: EnvLock | None = None) -> EnvironmentOut:

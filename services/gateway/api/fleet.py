@@ -18,7 +18,7 @@ from ferry.domain.agentgroups import doctor_subject
 from ferry.domain.errors import StoreUnavailable
 from services.gateway.api.http import gw, in_session, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import DoctorHostOut, DoctorOut, FleetHostOut, FleetOut
+from services.gateway.api.fleet_schema import DoctorHostOut, DoctorOut, FleetHostOut, FleetOut
 
 DOCTOR_TIMEOUT = 60.0
 

@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
+from services.gateway.api.hosts_schema import HostFields, HostIn, HostList, HostOut, HostPatch
 from services.gateway.api.http import in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import HostFields, HostIn, HostList, HostOut, HostPatch
 
 
 def _out(info: repo.HostInfo) -> HostOut:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.gateway.api.schemas import ErrorResponse, Input
+from services.gateway.api.bodies import ErrorResponse, Input
 from services.gateway.api.text import documented
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -12,10 +12,10 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain.errors import FerryError
+from services.gateway.api.fields import NAME_PATTERN
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import (
-    NAME_PATTERN,
+from services.gateway.api.projects_schema import (
     ProjectFields,
     ProjectIn,
     ProjectList,

@@ -12,11 +12,16 @@ field may be left out but not sent as null.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
+from ferry.domain.errors import FerryError
 from ferry.domain.events import TYPE_NAMES
+
+T = TypeVar("T")
 
 _COMPONENT = r"\.{0,2}[A-Za-z0-9_@+~%,=-][A-Za-z0-9._@+~%,=-]*"  # never ".", ".." nor empty
 DEPLOY_PATH_PATTERN = rf"^(/{_COMPONENT})+/?$"
@@ -41,14 +46,32 @@ ADDRESS_PATTERN = r"^[A-Za-z0-9_.:][A-Za-z0-9_.:-]*$|^\[[0-9A-Fa-f:.]+\]$"
 COMMAND_PATTERN = r"\S"  # not blank
 
 
+def ferry_error(message: str, code: str = "INVALID_INPUT", loc: str | None = None) -> PydanticCustomError:
+    """A validation error carrying ferry's code and, for model-level checks, the field it is about."""
+    ctx: dict[str, Any] = {"message": message, "code": code}
+    if loc is not None:
+        ctx["loc"] = loc
+    return PydanticCustomError("ferry", "{message}", ctx)
+
+
+def ferry_check(check: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Run one of ferry's validators inside pydantic, keeping its error code and message."""
+
+    def run(value: Any) -> T:
+        try:
+            return check(value)
+        except FerryError as exc:
+            raise ferry_error(exc.message, exc.code) from None
+
+    return run
+
+
 def stated(pattern: str, what: str, code: str = "INVALID_INPUT") -> tuple[Any, Any]:
     """Metadata for an ``Annotated`` string: ``pattern`` in the schema, and a check holding the
     value to it (Python ``re``, after ferry's own validators so their messages come first)."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        from services.gateway.api.schemas import ferry_error
-
         if compiled.search(value) is None:
             raise ferry_error(f"must be {what} (pattern {pattern})", code)
         return value

@@ -6,47 +6,19 @@ nothing can show it again. Revoking deletes it: the next request that presents i
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
-
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain import auth
+from ferry.domain.vocabulary import Role
 from services.gateway.api.http import in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemas import Input, Name, Output
-
-RoleName = Literal["viewer", "deployer", "admin"]
-
-
-class TokenIn(Input):
-    name: Name = Field(description="who or what uses the token; releases record it as requested_by")
-    role: RoleName = Field(
-        description="viewer: read; deployer: also release, approve, reject, cancel, roll back; "
-        "admin: everything"
-    )
-
-
-class TokenOut(Output):
-    name: str
-    role: RoleName
-    created_at: datetime
-    last_used_at: datetime | None = Field(description="updated at most once a minute")
-
-
-class TokenCreated(TokenOut):
-    token: str = Field(description="the token itself: shown in this answer only, never again")
-
-
-class TokenList(Output):
-    tokens: list[TokenOut]
+from services.gateway.api.tokens_schema import TokenCreated, TokenIn, TokenList, TokenOut
 
 
 def _out(info: repo.TokenInfo) -> TokenOut:
-    role: RoleName = info.role  # type: ignore[assignment]  # the table's CHECK constraint
+    role: Role = info.role  # type: ignore[assignment]  # the table's CHECK constraint
     return TokenOut(name=info.name, role=role, created_at=info.created_at, last_used_at=info.last_used_at)
 
 

@@ -6,100 +6,23 @@ what it did with each event: delivered, retrying, or given up and why.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
-from ferry.domain import webhooks
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.schemarules import HTTP_URL_PATTERN, event_patterns, stated
-from services.gateway.api.schemas import Input, Name, Output, Patch, Slug, ferry_check
-
-Kind = Literal["generic", "slack", "mattermost", "dingtalk", "feishu"]
-WebhookUrl = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=webhooks.MAX_URL),
-    AfterValidator(ferry_check(webhooks.validate_url)),
-    *stated(HTTP_URL_PATTERN, "an http:// or https:// URL"),
-]
-EventPattern = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=64),
-    AfterValidator(ferry_check(webhooks.validate_pattern)),
-    Field(json_schema_extra={"enum": event_patterns()}),
-]
-EventPatterns = Annotated[list[EventPattern], Field(min_length=1, max_length=webhooks.MAX_PATTERNS)]
-WebhookSecret = Annotated[str, StringConstraints(min_length=1, max_length=repo.MAX_WEBHOOK_SECRET)]
-
-_EVENTS_HELP = (
-    "event wire types ('release.failed') or prefixes ending in a dot ('host.'); default: "
-    + ", ".join(webhooks.DEFAULT_EVENTS)
+from services.gateway.api.webhooks_schema import (
+    WebhookDeliveryList,
+    WebhookDeliveryOut,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
+    WebhookPatch,
 )
-_KEY_DOC = (
-    "write-only. generic: HMAC-SHA256 key for X-Ferry-Signature; dingtalk/feishu: the robot's signing key"
-)
-
-
-class WebhookIn(Input):
-    name: Name
-    url: WebhookUrl = Field(description="http:// or https:// URL the events are POSTed to")
-    kind: Kind = "generic"
-    secret: WebhookSecret | None = Field(
-        default=None, description=_KEY_DOC, json_schema_extra={"writeOnly": True}
-    )
-    project: Slug | None = Field(default=None, description="only releases of this project (default: all)")
-    events: EventPatterns | None = Field(default=None, description=_EVENTS_HELP)
-    enabled: bool = True
-
-
-class WebhookPatch(Patch):
-    NULLABLE = frozenset({"secret", "project", "events"})
-
-    url: WebhookUrl | None = None
-    kind: Kind | None = None
-    secret: WebhookSecret | None = Field(
-        default=None, description="write-only; null removes the secret", json_schema_extra={"writeOnly": True}
-    )
-    project: Slug | None = Field(default=None, description="null: every project")
-    events: EventPatterns | None = Field(default=None, description="null: the default events")
-    enabled: bool | None = None
-
-
-class WebhookOut(Output):
-    name: str
-    url: str
-    kind: Kind
-    project: str | None
-    events: list[str]
-    enabled: bool
-    has_secret: bool = Field(description="whether a secret is set (the secret itself is never returned)")
-    created_at: datetime
-
-
-class WebhookList(Output):
-    webhooks: list[WebhookOut]
-
-
-class WebhookDeliveryOut(Output):
-    seq: int = Field(description="stream sequence of the event")
-    release_id: str
-    event_type: str
-    status: Literal["retrying", "delivered", "failed"]
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    next_attempt_at: datetime | None
-    updated_at: datetime
-
-
-class WebhookDeliveryList(Output):
-    deliveries: list[WebhookDeliveryOut]
 
 
 def _out(info: repo.WebhookInfo) -> WebhookOut:
