@@ -15,10 +15,10 @@ from ferry.domain.errors import Conflict
 from ferry.domain.release import Unlock
 from ferry.infra.commands import execute
 from ferry.infra.envlock import EnvironmentBusy, EnvLock
-from services.gateway.api.http import current_user, gw, in_session, read_model, respond
-from services.gateway.api.openapi import Operation
 from services.gateway.api.bodies import Input
 from services.gateway.api.environments_schema import EnvironmentLockOut
+from services.gateway.api.http import current_user, gw, in_session, read_model, respond
+from services.gateway.api.openapi import Operation
 
 UnlockReason = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"\S")]
 
