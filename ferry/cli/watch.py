@@ -1,8 +1,10 @@
 """Watch a release live in a terminal: its state from the gateway, then its events from the notifier.
 
-``ReleaseView`` is the display's state (seeded from ``GET /api/releases/{id}``, advanced by
-events) and renders as a rich table; ``watch_release`` connects, reconnects with ``since``
-when the socket drops, and returns the exit code of the release's outcome.
+``ReleaseView`` is the display's state: the release's history (``GET /api/releases/{id}/events``)
+and then its live events folded by ``evolve``, shown through ``ferry.domain.views`` (the view the
+API shows too) as a rich table; an event this ferry does not know ends the watch loudly (exit 2).
+``watch_release`` connects, reconnects with ``since`` when the socket drops, and returns the exit
+code of the release's outcome.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,30 +24,10 @@ from rich.table import Table
 from rich.text import Text
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
-from ferry.domain.events import (
-    HOST_STEPS,
-    ArtifactPackaged,
-    BuildFailed,
-    BuildHookFinished,
-    BuildStarted,
-    Event,
-    HostFailed,
-    HostRolledBack,
-    HostStepFinished,
-    HostStepStarted,
-    ReleaseApproved,
-    ReleaseCancelled,
-    ReleaseCancelRequested,
-    ReleaseFailed,
-    ReleasePaused,
-    ReleaseRejected,
-    ReleaseRequested,
-    ReleaseResumed,
-    ReleaseSucceeded,
-    SourceFetched,
-    UnknownEvent,
-    decode,
-)
+from ferry.domain.events import HOST_STEPS, Event, UnknownEvent, decode
+from ferry.domain.release import ReleaseState, UnknownEventType, evolve
+from ferry.domain.views import ReleaseView as View
+from ferry.domain.views import release_view
 from ferry.infra.settings import Settings
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -78,154 +59,95 @@ class WatchError(Exception):
 
 
 @dataclass
-class HostView:
-    status: str = "waiting"
-    step: str | None = None
-    step_status: str = "waiting"
-    done: int = 0
-
-
-@dataclass
 class ReleaseView:
+    """What the display shows: the release's state as ``evolve`` folds it, through the view the
+    API shows too (``ferry.domain.views.release_view``), and the last stream sequence applied."""
+
     release_id: str
-    status: str = "new"
-    project: str = ""
-    environment: str = ""
-    ref: str = ""
-    commit: str | None = None
-    build_status: str = "waiting"
-    build_stage: str = ""
-    reason: str | None = None
     last_seq: int = 0
-    hosts: dict[str, HostView] = field(default_factory=dict)
-    resume_at: datetime | None = None
+    state: ReleaseState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = ReleaseState(self.release_id)
 
     @classmethod
-    def from_api(cls, body: dict[str, Any]) -> ReleaseView:
-        """The view of a ``GET /api/releases/{id}`` response."""
-        build = body.get("build") or {}
-        view = cls(
-            release_id=str(body["id"]),
-            status=str(body.get("status", "new")),
-            project=str(body.get("project", "")),
-            environment=str(body.get("environment", "")),
-            ref=str(body.get("ref", "")),
-            commit=body.get("commit"),
-            build_status=str(build.get("status", "waiting")),
-            reason=body.get("reason"),
-            last_seq=int(body.get("last_seq", 0)),
-        )
-        pause = body.get("pause") or {}
-        if pause.get("resume_at"):
-            view.resume_at = datetime.fromisoformat(str(pause["resume_at"]).replace("Z", "+00:00"))
-        hooks = build.get("hooks") or []
-        view.build_stage = {"succeeded": "packaged", "failed": "failed"}.get(view.build_status, "")
-        if not view.build_stage and hooks:
-            view.build_stage = f"hook {len(hooks)} done"
-        for host in body.get("hosts") or []:
-            hv = HostView(status=str(host.get("status", "waiting")))
-            for step in host.get("steps") or []:
-                if step.get("status") == "succeeded":
-                    hv.done += 1
-                if step.get("status") != "waiting":
-                    hv.step, hv.step_status = str(step["step"]), str(step["status"])
-            view.hosts[str(host["name"])] = hv
+    def from_events(cls, release_id: str, items: list[dict[str, Any]]) -> ReleaseView:
+        """The view of ``GET /api/releases/{id}/events`` (``{"seq", "event"}`` items, in order)."""
+        view = cls(release_id)
+        for item in items:
+            view.apply(int(item["seq"]), _decode(int(item["seq"]), item["event"]))
         return view
 
     @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def reason(self) -> str | None:
+        return self.state.reason
+
+    @property
+    def view(self) -> View:
+        return release_view(self.state)
+
+    @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.state.terminal
 
     def apply(self, seq: int, event: Event) -> None:
-        """Advance the view by one event (events at or before ``last_seq`` are ignored)."""
+        """Advance by one event (events at or before ``last_seq`` are ignored); an event type
+        ``evolve`` does not know raises ``UnknownEventType``."""
         if seq <= self.last_seq:
             return
+        self.state = evolve(self.state, event)
         self.last_seq = seq
-        match event:
-            case ReleaseRequested():
-                self.project, self.environment, self.ref = event.project, event.environment, event.ref
-                self.status = "awaiting_approval" if event.plan.require_approval else "queued"
-                self.hosts = {h: HostView() for h in event.plan.hosts}
-            case ReleaseApproved():
-                self.status = "queued"
-            case BuildStarted():
-                self.status, self.build_status, self.build_stage = "building", "running", "fetching"
-            case SourceFetched():
-                self.commit, self.build_stage = event.commit, "build hooks"
-            case BuildHookFinished():
-                self.build_stage = f"hook {event.index + 1} exit {event.exit_code}"
-            case ArtifactPackaged():
-                self.status, self.build_status, self.build_stage = "deploying", "succeeded", "packaged"
-            case BuildFailed():
-                self.build_status, self.build_stage = "failed", f"{event.stage} failed"
-            case HostStepStarted():
-                h = self.hosts.setdefault(event.host, HostView())
-                h.status, h.step, h.step_status = "running", event.step, "running"
-            case HostStepFinished():
-                h = self.hosts.setdefault(event.host, HostView())
-                ok = event.exit_code == 0
-                h.step, h.step_status = event.step, "succeeded" if ok else "failed"
-                h.done += ok
-                if ok and event.step == HOST_STEPS[-1]:
-                    h.status = "succeeded"
-            case HostFailed():
-                h = self.hosts.setdefault(event.host, HostView())
-                h.status, h.step, h.step_status = "failed", event.step, "failed"
-            case HostRolledBack():
-                self.hosts.setdefault(event.host, HostView()).status = "rolled_back"
-            case ReleasePaused():
-                self.status, self.resume_at = "paused", event.resume_at
-            case ReleaseResumed():
-                self.status, self.resume_at = "deploying", None
-            case ReleaseCancelRequested():
-                self.status = "cancelling"
-            case ReleaseSucceeded():
-                self.status = "succeeded"
-            case ReleaseFailed():
-                self.status, self.reason = "failed", event.reason
-            case ReleaseCancelled():
-                self.status, self.reason = "cancelled", event.reason or "cancelled"
-            case ReleaseRejected():
-                self.status, self.reason = "rejected", event.reason or "rejected"
 
     def status_text(self) -> str:
         """The status, with when a paused canary goes on (or how to resume it)."""
         if self.status != "paused":
             return self.status
-        if self.resume_at is None:
+        resume_at = self.state.resume_at
+        if resume_at is None:
             return f"paused (ferry release resume {self.release_id})"
-        return f"paused (resume at {self.resume_at.astimezone().strftime('%H:%M:%S')})"
+        return f"paused (resume at {resume_at.astimezone().strftime('%H:%M:%S')})"
 
     def render(self) -> Group:
+        view = self.view
         title = Text.assemble(
             (f"release {self.release_id}", "bold"),
-            f"  {self.project}/{self.environment}  {self.ref}",
-            f" @ {self.commit[:10]}" if self.commit else "",
+            f"  {view.project}/{view.environment}  {view.ref}",
+            f" @ {view.commit[:10]}" if view.commit else "",
             "  ",
-            (self.status_text(), COLOURS.get(self.status, "")),
-            f"  ({self.reason})" if self.reason else "",
+            (self.status_text(), COLOURS.get(view.status, "")),
+            f"  ({view.reason})" if view.reason else "",
         )
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         table.add_column("stage")
         table.add_column("status")
         table.add_column("step")
         table.add_column("progress")
-        table.add_row(
-            "build",
-            Text(self.build_status, COLOURS.get(self.build_status, "")),
-            self.build_stage,
-            "",
-        )
+        build = view.build
+        table.add_row("build", Text(build.status, COLOURS.get(build.status, "")), build.stage, "")
         steps = len(HOST_STEPS)
-        for name, h in self.hosts.items():
+        for h in view.hosts:
             bar = Text("■" * h.done, "green") + Text("□" * (steps - h.done), "grey50")
+            step = h.current
             table.add_row(
-                name,
+                h.name,
                 Text(h.status, COLOURS.get(h.status, "")),
-                Text(h.step or "", COLOURS.get(h.step_status, "")),
+                Text(step.step, COLOURS.get(step.status, "")) if step else "",
                 bar + f" {h.done}/{steps}",
             )
         return Group(title, table)
+
+
+def _decode(seq: int, payload: Any) -> Event:
+    try:
+        return decode(payload)
+    except UnknownEvent as exc:
+        raise WatchError(
+            f"event #{seq} is one this ferry does not know ({exc}): upgrade the ferry CLI"
+        ) from exc
 
 
 def describe(seq: int, event: Event) -> str:
@@ -239,8 +161,10 @@ def describe(seq: int, event: Event) -> str:
 
 
 async def load_release(client: httpx.AsyncClient, api_url: str, release_id: str) -> ReleaseView:
+    """The release folded from its history (``GET /api/releases/{id}/events``)."""
+    url = f"{api_url.rstrip('/')}/api/releases/{quote(release_id, safe='')}/events"
     try:
-        response = await client.get(f"{api_url.rstrip('/')}/api/releases/{quote(release_id, safe='')}")
+        response = await client.get(url)
     except httpx.HTTPError as exc:
         raise WatchError(f"cannot reach the gateway at {api_url}: {exc}") from exc
     if response.status_code != 200:
@@ -249,7 +173,10 @@ async def load_release(client: httpx.AsyncClient, api_url: str, release_id: str)
         except ValueError:
             detail = response.text
         raise WatchError(f"gateway answered {response.status_code}: {detail}".strip())
-    return ReleaseView.from_api(response.json())
+    try:
+        return ReleaseView.from_events(release_id, list(response.json()["events"]))
+    except UnknownEventType as exc:
+        raise WatchError(f"{exc}: upgrade the ferry CLI") from exc
 
 
 async def follow(
@@ -278,12 +205,11 @@ async def follow(
                     if frame.get("kind") == "event":
                         seq = int(frame["seq"])
                         if seq > view.last_seq:
+                            event = _decode(seq, frame["event"])  # a newer ferry's event: WatchError
                             try:
-                                event = decode(frame["event"])
-                            except UnknownEvent:
-                                view.last_seq = seq  # from a newer ferry: skip it
-                                continue
-                            view.apply(seq, event)
+                                view.apply(seq, event)
+                            except UnknownEventType as exc:
+                                raise WatchError(f"{exc}: upgrade the ferry CLI") from exc
                             on_event(seq, event)
                         if view.terminal:
                             return
