@@ -119,5 +119,17 @@ def _register_doctor_command() -> None:
 _register_doctor_command()
 
 
+def _register_gc_and_backup_commands() -> None:
+    from ferry.cli import backup as cli_backup
+    from ferry.cli import gc as cli_gc
+
+    app.command("gc")(cli_gc.gc)
+    app.command("backup")(cli_backup.backup)
+    app.command("restore")(cli_backup.restore)
+
+
+_register_gc_and_backup_commands()
+
+
 def main() -> None:
     app()

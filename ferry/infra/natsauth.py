@@ -133,6 +133,9 @@ PERMISSIONS: dict[str, Permissions] = {
             *_durable(WORK, "orchestrator-timer"),
             *_read(OBJECTS),
             *_ordered(OBJECTS),
+            # garbage collection (ferry.infra.gc): an object's delete marker, then its chunks purged
+            "$O.ferry-artifacts.M.>",
+            f"$JS.API.STREAM.PURGE.{OBJECTS}",
             *_manage(LOCKS_KV),
             *_read(LOCKS_KV),
             *_ordered(LOCKS_KV),

@@ -13,6 +13,7 @@ from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
 from ferry.infra.worker import ACK_WAIT, run_consumer, serve_health, supervise
+from services.builder import housekeeping
 from services.builder.mirror import MirrorCache
 from services.builder.sandbox import Sandbox
 from services.builder.worker import BuilderDeps, build, list_refs, open_builds_kv
@@ -45,7 +46,14 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         await bus.nc.subscribe(
             "ferry.builder.refs", queue="builders", cb=functools.partial(list_refs, deps=deps)
         )
-        await supervise(
+        disk = supervise(
+            "builder gc",
+            lambda: housekeeping.loop(
+                deps.mirrors, deps.workdir, lambda: housekeeping.project_urls(creds.sessions), stop
+            ),
+            stop,
+        )
+        work = supervise(
             "builder work",
             lambda: run_consumer(
                 bus.js,
@@ -59,6 +67,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             ),
             stop,
         )
+        await asyncio.gather(work, disk)
 
 
 def _hidden_paths(settings: Settings) -> tuple[Path, ...]:

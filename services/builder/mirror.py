@@ -19,7 +19,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict
 from urllib.parse import urlsplit
@@ -221,6 +222,37 @@ class MirrorCache:
         if archive.returncode != 0:
             raise git_error(url, f"archive {commit}", archive_err.decode("utf-8", "replace"))
         return dest
+
+    # --- garbage collection ---------------------------------------------------
+    def collect(
+        self, live_urls: Collection[str], *, older_than: float, now: float | None = None
+    ) -> list[Path]:
+        """Remove the mirrors not synced for ``older_than`` seconds whose URL no project uses any more.
+
+        ``sync`` rewrites ``info/attributes`` each time, so its mtime is the last fetch. A mirror
+        another builder holds (its lock taken) is left for the next pass."""
+        now = time.time() if now is None else now
+        live = {self.mirror_path(u).name for u in live_urls}
+        removed: list[Path] = []
+        for path in sorted(self.root.glob("*.git")) if self.root.is_dir() else []:
+            if path.name in live:
+                continue
+            stamp = path / "info" / "attributes"
+            synced = (stamp if stamp.exists() else path).stat().st_mtime
+            if now - synced < older_than:
+                continue
+            fd = os.open(self.root / f"{path.name.removesuffix('.git')}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            finally:
+                os.close(fd)
+        return removed
 
     # --- plumbing -------------------------------------------------------------
     @contextlib.contextmanager

@@ -16,9 +16,11 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -294,3 +296,24 @@ def _walk(root: Path, matcher: _Matcher, prefix: str = "") -> Iterator[tuple[str
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown archive format {fmt!r} (use one of {', '.join(FORMATS)})", field="fmt")
+
+
+WORKDIR_PREFIX = "build-"
+
+
+def sweep_workdirs(workdir: Path, *, older_than: float, now: float | None = None) -> list[Path]:
+    """Remove build directories older than ``older_than`` seconds: what a builder killed mid-build left.
+
+    A build removes its own directory when it ends, failed or not (``worker.build``); only a
+    killed process leaves one, so the age only has to exceed the longest build (hooks time out)."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in sorted(workdir.glob(f"{WORKDIR_PREFIX}*")) if workdir.is_dir() else []:
+        try:
+            age = now - path.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age >= older_than and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

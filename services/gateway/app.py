@@ -20,7 +20,7 @@ from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
 from ferry.domain.auth import is_loopback
 from ferry.domain.errors import Conflict, StoreUnavailable
-from ferry.infra import orchestrator
+from ferry.infra import gc, orchestrator
 from ferry.infra.bus import Bus, open_bus
 from ferry.infra.natsauth import without_userinfo
 from ferry.infra.projector import Projector
@@ -182,6 +182,7 @@ async def _background(
     await asyncio.gather(
         supervise("projector", lambda: projector.run(bus, stop), stop),
         supervise("orchestrator", lambda: orchestrator.run(bus, stop, group_of=group_lookup(sessions)), stop),
+        supervise("gc", lambda: gc.loop(bus.artifacts, sessions, stop), stop),
     )
 
 

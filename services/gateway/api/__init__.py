@@ -17,6 +17,7 @@ from services.gateway.api import (
     credentials,
     environments,
     fleet,
+    gc,
     hosts,
     locks,
     projects,
@@ -39,6 +40,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *rerun.OPERATIONS,
     *webhooks.OPERATIONS,
     *tokens.OPERATIONS,
+    *gc.OPERATIONS,
 ]
 
 

@@ -1,0 +1,252 @@
+"""Garbage collection of the object store: artifacts no kept release needs any more.
+
+A release is **kept** while it is unfinished, or is among the last ``keep_releases`` releases
+that switched some host of its environment (newest first, as the read model says), or is what a
+host runs now (a rollback's target, an instant rollback's directory) or the release before it
+(hosts keep that one for a rollback: ``services/agent/remote.prune`` protects it too). The
+artifacts of kept releases stay; the artifact of any other release goes, unless it is younger
+than the grace period (a build that stored its artifact but has not recorded it yet).
+
+Objects that are no release's artifact (the step and build logs the events point to) are never
+collected here: the history of a release, its events and logs, is kept for good; an operator
+moves old history out with ``ferry backup`` (see docs/operations.md, "Retention").
+
+The gateway runs a pass every ``FERRY_GC_INTERVAL`` seconds (``loop``, supervised) and on
+``POST /api/gc`` (admin), and logs each pass with its counts and the bytes it freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.errors
+import nats.js.errors
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ferry.db.models import Project, Release, ReleaseHost
+from ferry.domain.events import Recipe
+from ferry.domain.release import TERMINAL
+from ferry.infra.artifacts import ArtifactStore
+
+log = logging.getLogger("ferry.infra.gc")
+
+DEFAULT_INTERVAL = 3600.0
+DEFAULT_GRACE = 3600.0
+DEFAULT_KEEP = Recipe.model_fields["keep_releases"].default
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class GcSettings:
+    interval: float = DEFAULT_INTERVAL
+    """``FERRY_GC_INTERVAL``: seconds between the gateway's passes (0: only on demand)."""
+    grace: float = DEFAULT_GRACE
+    """``FERRY_GC_GRACE``: objects younger than this (seconds) are never collected."""
+
+    @classmethod
+    def from_env(cls) -> GcSettings:
+        return cls(
+            interval=_seconds("FERRY_GC_INTERVAL", DEFAULT_INTERVAL),
+            grace=_seconds("FERRY_GC_GRACE", DEFAULT_GRACE),
+        )
+
+
+@dataclass
+class GcReport:
+    """What one pass did."""
+
+    kept_releases: int = 0
+    kept_artifacts: int = 0
+    objects: int = 0
+    removed: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    spared_young: int = 0
+    duration: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kept_releases": self.kept_releases,
+            "kept_artifacts": self.kept_artifacts,
+            "objects": self.objects,
+            "removed": len(self.removed),
+            "removed_digests": sorted(self.removed),
+            "bytes_freed": self.bytes_freed,
+            "spared_young": self.spared_young,
+            "duration": round(self.duration, 3),
+        }
+
+
+def _keep_of(config: object) -> int:
+    value = config.get("keep_releases") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and value >= 1 else DEFAULT_KEEP
+
+
+def kept_releases(session: Session) -> set[str]:
+    """Ids of the releases whose artifacts must stay (see the module's docstring)."""
+    kept = set(session.scalars(select(Release.id).where(Release.status.not_in(TERMINAL))))
+    keep_of = {
+        name: _keep_of(config) for name, config in session.execute(select(Project.name, Project.config))
+    }
+    rows = session.execute(
+        select(
+            Release.project,
+            Release.environment,
+            ReleaseHost.host,
+            ReleaseHost.release_id,
+            ReleaseHost.status,
+            ReleaseHost.previous_release,
+            ReleaseHost.release_dir,
+        )
+        .join(Release, Release.id == ReleaseHost.release_id)
+        .where(ReleaseHost.activated.is_(True))
+        .order_by(Release.requested_at.desc(), Release.id.desc())
+    )
+    seen: dict[tuple[str, str, str], int] = {}
+    for project, environment, host, release_id, status, previous, release_dir in rows:
+        key = (project, environment, host)
+        n = seen.get(key, 0)
+        if n >= keep_of.get(project, DEFAULT_KEEP):
+            continue
+        seen[key] = n + 1
+        kept.add(release_id)
+        if release_dir:
+            kept.add(release_dir)  # an instant rollback runs the directory it restored
+        if previous and (n == 0 or status == "rolled_back"):
+            kept.add(previous)  # the live one's predecessor, or where a rollback went back to
+    return kept
+
+
+@dataclass(frozen=True)
+class Digests:
+    kept: frozenset[str]
+    """Artifacts of kept releases."""
+    known: frozenset[str]
+    """Artifacts of any release in the read model."""
+    releases: int
+
+
+def artifact_digests(session: Session) -> Digests:
+    kept_ids = kept_releases(session)
+    kept: set[str] = set()
+    known: set[str] = set()
+    for release_id, digest in session.execute(
+        select(Release.id, Release.artifact_digest).where(Release.artifact_digest.is_not(None))
+    ):
+        if not digest:
+            continue
+        known.add(digest)
+        if release_id in kept_ids:
+            kept.add(digest)
+    return Digests(frozenset(kept), frozenset(known), len(kept_ids))
+
+
+def _unfinished_digests(session: Session) -> set[str]:
+    q = select(Release.artifact_digest).where(
+        Release.status.not_in(TERMINAL), Release.artifact_digest.is_not(None)
+    )
+    return {d for d in session.scalars(q) if d}
+
+
+def _age(mtime: str | None, now: datetime) -> float:
+    if not mtime:
+        return float("inf")
+    try:
+        at = datetime.fromisoformat(mtime.replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (now - at).total_seconds()
+
+
+async def _objects(store: ArtifactStore) -> list[tuple[str, int, str | None]]:
+    try:
+        infos = await store.os.list(ignore_deletes=True)
+    except nats.js.errors.NotFoundError:
+        return []
+    return [(i.name, int(i.size or 0), i.mtime) for i in infos if i.name and not i.deleted]
+
+
+async def collect(store: ArtifactStore, sessions: sessionmaker[Session], *, grace: float) -> GcReport:
+    """One pass: delete every artifact that no kept release needs; a report of what it did."""
+    started = time.monotonic()
+    report = GcReport()
+
+    def read() -> Digests:
+        with sessions() as session:
+            return artifact_digests(session)
+
+    digests = await asyncio.to_thread(read)
+    report.kept_releases, report.kept_artifacts = digests.releases, len(digests.kept)
+    objects = await _objects(store)
+    report.objects = len(objects)
+    now = datetime.now(UTC)
+    candidates = []
+    for name, size, mtime in objects:
+        if name in digests.kept or name not in digests.known:
+            continue  # kept, or not an artifact at all (a log the history points to)
+        if _age(mtime, now) < grace:
+            report.spared_young += 1
+            continue
+        candidates.append((name, size))
+    if candidates:
+        # a release requested since the read above may have reused one of these artifacts
+
+        def unfinished() -> set[str]:
+            with sessions() as session:
+                return _unfinished_digests(session)
+
+        busy = await asyncio.to_thread(unfinished)
+        for name, size in candidates:
+            if name in busy:
+                continue
+            try:
+                await store.os.delete(name)
+            except (nats.js.errors.NotFoundError, nats.js.errors.BadObjectMetaError):
+                continue  # another gateway's pass took it first
+            report.removed.append(name)
+            report.bytes_freed += size
+    report.duration = time.monotonic() - started
+    log.info("gc pass", extra={k: v for k, v in report.as_dict().items() if k != "removed_digests"})
+    return report
+
+
+async def loop(
+    store: ArtifactStore,
+    sessions: sessionmaker[Session],
+    stop: asyncio.Event,
+    settings: GcSettings | None = None,
+) -> None:
+    """Run a pass every ``interval`` seconds until ``stop`` (run it under ``worker.supervise``)."""
+    settings = settings or GcSettings.from_env()
+    if settings.interval <= 0:
+        await stop.wait()
+        return
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), settings.interval)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await collect(store, sessions, grace=settings.grace)
+        except (nats.errors.Error, OSError) as exc:  # NATS away: the next pass tries again
+            log.warning("gc pass skipped", extra={"error": repr(exc)})

@@ -1,0 +1,41 @@
+"""Garbage collection on demand (admin): one pass over the object store (``ferry.infra.gc``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ferry.infra import gc
+from services.gateway.api.http import gw, respond
+from services.gateway.api.openapi import Operation
+
+
+class GcOut(BaseModel):
+    kept_releases: int = Field(description="releases whose artifacts stay (unfinished, or kept on a host)")
+    kept_artifacts: int
+    objects: int = Field(description="objects in the store before the pass")
+    removed: int
+    removed_digests: list[str]
+    bytes_freed: int
+    spared_young: int = Field(description="unneeded artifacts younger than FERRY_GC_GRACE, left for now")
+    duration: float
+
+
+async def run_gc(request: Request) -> Response:
+    deps = gw(request)
+    report = await gc.collect(deps.bus.artifacts, deps.sessions, grace=gc.GcSettings.from_env().grace)
+    return respond(GcOut.model_validate(report.as_dict()))
+
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        "/gc",
+        run_gc,
+        "Collect now (admin): delete the artifacts no kept release needs; counts and bytes freed",
+        "operations",
+        response=GcOut,
+        errors=(),
+    ),
+]
