@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import StoreUnavailable
+from ferry.infra import tracing
 from ferry.infra.artifacts import ArtifactStore
 from ferry.infra.commands import Histories
 from ferry.infra.envlock import EnvLocks
@@ -236,6 +237,7 @@ class Bus:
         headers = {"Nats-Msg-Id": msg_id}
         if self.signer is not None:
             headers.update(self.signer.headers(subject, msg_id, data))
+        tracing.inject(headers)  # the release's trace goes on with the work (not signed: not the work)
         await self.js.publish(subject, data, stream=WORK_STREAM, headers=headers)
         if len(self._published) > 10_000:
             self._published = {k: t for k, t in self._published.items() if now - t < RECENT_WORK}

@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 
 from ferry.domain.errors import Conflict, StoreUnavailable
 from ferry.domain.events import utcnow
+from ferry.infra import metrics
 
 BUCKET = "ferry-env-locks"
 ATTEMPTS = 50
@@ -129,6 +130,20 @@ def _promote(lock: EnvLock, now: datetime) -> EnvLock:
     )
 
 
+def _observe_wait(before: EnvLock, after: EnvLock) -> None:
+    """``after.holder`` just took the lock: how long it queued for it (0: the lock was free)."""
+    if after.holder is None or after.holder == before.holder:
+        return
+    since = next((w.since for w in before.queue if w.release_id == after.holder), None)
+    waited = 0.0
+    if since:
+        try:
+            waited = (utcnow() - datetime.fromisoformat(since)).total_seconds()
+        except ValueError:
+            pass
+    metrics.LOCK_WAIT_SECONDS.observe(max(waited, 0.0))
+
+
 # --- the KV adapter ---------------------------------------------------------------------
 class EnvLocks:
     def __init__(self, js: JetStreamContext, *, replicas: int = 1) -> None:
@@ -187,6 +202,7 @@ class EnvLocks:
                 continue  # someone else changed it: apply fn to what they wrote
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 raise StoreUnavailable("the lock store did not answer") from exc
+            _observe_wait(before, after)
             return before, replace(after, revision=revision)
         raise StoreUnavailable(f"the lock of {k} kept changing")
 

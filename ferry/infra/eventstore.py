@@ -35,7 +35,7 @@ from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import ConcurrencyError, FerryError, InvalidInput, StoreUnavailable
 from ferry.domain.events import Event, decode, host_of
-from ferry.infra import directget
+from ferry.infra import directget, metrics, tracing
 
 EVENTS_STREAM = "FERRY_EVENTS"
 SUBJECT_PREFIX = "ferry.release"
@@ -179,10 +179,13 @@ class EventStore:
             }
             if whole_release:
                 headers["Nats-Expected-Last-Subject-Sequence-Subject"] = release_filter(release_id)
+            tracing.inject(headers)  # the release's trace (traceparent): a header, outside the signed body
             try:
-                ack = await self.js.publish(subject, payload, stream=self.stream, headers=headers)
+                with metrics.timed(metrics.APPEND_SECONDS):
+                    ack = await self.js.publish(subject, payload, stream=self.stream, headers=headers)
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
+                    metrics.APPEND_CONFLICTS.inc()
                     raise ConcurrencyError(
                         f"release {release_id} changed while appending {event.type} v{event.version}"
                     ) from exc
@@ -211,7 +214,8 @@ class EventStore:
             yield _stored(msg)
 
     async def read_batch(self, subject: str, from_seq: int = 1) -> list[StoredEvent]:
-        return [s async for s in self.read(subject, from_seq)]
+        with metrics.timed(metrics.READ_SECONDS):
+            return [s async for s in self.read(subject, from_seq)]
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)

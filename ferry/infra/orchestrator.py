@@ -29,6 +29,7 @@ from ferry.domain.errors import ConcurrencyError, InvariantViolation
 from ferry.domain.events import Event, utcnow
 from ferry.domain.release import TIMER, Resume, decide, replay
 from ferry.domain.rollout import Finish, ResumeAt, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
+from ferry.infra import metrics
 from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus
 from ferry.infra.commands import append_decided
 from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
@@ -255,6 +256,9 @@ async def run(
 
     async def on_event(msg: Msg) -> None:
         rid = release_of(msg.subject)
+        if (msg.headers or {}).get("Ferry-Type", "") in TERMINAL_TYPES:  # ferry_releases_total
+            ended = await bus.histories.state(rid)
+            metrics.release_ended(rid, ended.status, ended.requested_at, ended.finished_at)
         if msg.metadata.sequence.stream <= reacted.get(rid, 0):
             return  # a reaction that had already read this event has run to its end
         seq = await react(bus, rid, group_of=group_of)

@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import StoreUnavailable
+from ferry.infra import tracing
 from ferry.infra.signing import UntrustedWork, work_verifier
 
 log = logging.getLogger("ferry.infra.worker")
@@ -112,7 +113,8 @@ async def run_consumer(
         try:
             if verifier is not None:
                 verifier.verify_work(msg.subject, msg.headers, msg.data)
-            await handler(msg)
+            with tracing.consuming(durable, msg.headers, subject=msg.subject):  # the trace it carries
+                await handler(msg)
             await msg.ack()
         except UntrustedWork as exc:
             log.error(

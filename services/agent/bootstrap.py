@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ferry.domain.agentgroups import DEFAULT_GROUP, action_of, consumer_name, group_work
+from ferry.infra import metrics, tracing
 from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
@@ -49,6 +50,8 @@ async def drop_legacy_consumer(js: JetStreamContext) -> None:
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
+    tracing.setup("agent", traces_dir=settings.traces_dir)
+    metrics.serve(settings.agent_metrics_port, settings.metrics_host, "agent")
     async with contextlib.AsyncExitStack() as stack:
         # Every host step blocks a thread on SSH: the default executor (cores + 4 threads)
         # would cap the hosts in flight far below the environment's concurrency.

@@ -28,6 +28,7 @@ from ferry.domain.errors import (
 from ferry.domain.events import TAIL_LIMIT, tail
 from ferry.domain.release import FailHost, FinishHostStep, ReleaseState, StartHostStep
 from ferry.domain.rollout import failures
+from ferry.infra import metrics, tracing
 from ferry.infra.worker import Permanent, body
 from services.agent import remote, rollback
 from services.agent.deps import (
@@ -219,6 +220,11 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
             result = remote.StepResult(2, exc.message, time.monotonic() - started, {})
         detail = _plain(result.detail)
         result = remote.masked(result, masker)  # before anything is recorded
+        size, ok = (state.artifact.size if state.artifact is not None else 0), result.exit_code == 0
+        metrics.host_step(step, result.duration, ok, result.detail, size)
+        tracing.finished(
+            f"host step {step}", result.duration, error=not ok, step=step, exit_code=result.exit_code
+        )
         if len(result.output) > TAIL_LIMIT:
             # the event keeps a tail; the whole output goes to the object store, by digest
             stored = await deps.bus.artifacts.put_bytes(result.output.encode())

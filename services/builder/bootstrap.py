@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 
+from ferry.infra import metrics, tracing
 from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
@@ -20,6 +21,8 @@ from services.builder.worker import BuilderDeps, build, list_refs, open_builds_k
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
+    tracing.setup("builder", traces_dir=settings.traces_dir)
+    metrics.serve(settings.builder_metrics_port, settings.metrics_host, "builder")
     async with contextlib.AsyncExitStack() as stack:
         bus = await open_bus(settings.nats, name="ferry-builder")
         stack.push_async_callback(bus.close)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,7 @@ from ferry.domain.release import (
     ReleaseState,
     StartBuild,
 )
+from ferry.infra import metrics
 from ferry.infra.bus import Bus
 from ferry.infra.commands import execute
 from ferry.infra.worker import Permanent, Transient, body
@@ -118,7 +120,25 @@ async def record(deps: BuilderDeps, release_id: str, command: Command) -> Releas
         raise Transient(f"release {release_id} kept changing; will retry") from exc
 
 
+_ENDED: ContextVar[str] = ContextVar("ferry_build_ended", default="")
+"""How this build work item ended the build (packaged, reused, failed), for the metrics."""
+
+
 async def build(msg: Msg, deps: BuilderDeps) -> None:
+    """One build work item, timed by how it ended the build (``ferry_build_duration_seconds``)."""
+    started, before = time.monotonic(), _ENDED.set("")
+    try:
+        await _build(msg, deps)
+    except Permanent:
+        _ENDED.set("failed")
+        raise
+    finally:
+        if ended := _ENDED.get():
+            metrics.BUILD_SECONDS.labels(ended).observe(time.monotonic() - started)
+        _ENDED.reset(before)
+
+
+async def _build(msg: Msg, deps: BuilderDeps) -> None:
     item = body(msg)
     release_id = str(item.get("release_id", ""))
     state = await load(deps, release_id)
@@ -172,6 +192,7 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
             release_id,
             RecordArtifact(digest=digest, size=size, format=recipe.artifact_format, reused=True),
         )
+        _ENDED.set("reused")
         return
 
     started = time.monotonic()
@@ -258,6 +279,7 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
                 "files": archive.files,
             },
         )
+        _ENDED.set("packaged")
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
 

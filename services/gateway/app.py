@@ -13,15 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from ferry.db import repo
 from ferry.db.engine import make_engine, session_factory
 from ferry.domain.auth import is_loopback
 from ferry.domain.errors import Conflict, StoreUnavailable
-from ferry.infra import gc, orchestrator
-from ferry.infra.bus import Bus, open_bus
+from ferry.infra import gc, metrics, orchestrator, tracing
+from ferry.infra.bus import WORK_STREAM, Bus, open_bus
 from ferry.infra.natsauth import without_userinfo
 from ferry.infra.projector import Projector
 from ferry.infra.secrets import SecretBox
@@ -111,6 +111,16 @@ class Gateway:
 def gateway(request: Any) -> Gateway:
     gw: Gateway = request.app.state.gw
     return gw
+
+
+async def metrics_page(request: Request) -> Response:
+    """Prometheus text: the shared registry, with the queues' depth read from JetStream now.
+
+    Auth on, it needs a token like every page (``AuthMiddleware``; a viewer's will do)."""
+    bus = gateway(request).link.bus
+    if bus is not None:
+        await metrics.refresh_queue_depth(bus.js, work_stream=WORK_STREAM, events_stream=bus.events.stream)
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -232,11 +242,16 @@ def create_app(settings: Settings, *, background: bool = True) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/metrics", metrics_page),
             Mount("/api", routes=api.routes),
             *login.routes,
             *portal.routes,
         ],
-        middleware=[Middleware(GuardMiddleware, settings=settings), Middleware(AuthMiddleware)],
+        middleware=[
+            Middleware(tracing.TracingMiddleware),  # outermost: the span sees every answer
+            Middleware(GuardMiddleware, settings=settings),
+            Middleware(AuthMiddleware),
+        ],
         lifespan=lifespan,
     )
     install_error_handlers(app)

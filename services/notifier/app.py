@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -24,6 +24,7 @@ from ferry.domain import auth
 from ferry.infra import webguard
 from ferry.infra.bus import Bus, open_bus
 from ferry.infra.eventstore import RELEASE_ID
+from ferry.infra.metrics import CONTENT_TYPE
 from ferry.infra.settings import Settings
 from ferry.infra.tokens import TokenChecker
 from services.notifier.fanout import (
@@ -138,11 +139,9 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-async def metrics(request: Request) -> PlainTextResponse:
+async def metrics(request: Request) -> Response:
     n = _notifier(request)
-    return PlainTextResponse(
-        n.metrics.render(n.hub.counts(), n.hub.head), media_type="text/plain; version=0.0.4"
-    )
+    return Response(n.metrics.exposition(n.hub.counts(), n.hub.head), media_type=CONTENT_TYPE)
 
 
 async def _first_since(websocket: WebSocket, wait: float, default: int) -> int | None:

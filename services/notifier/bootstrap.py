@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from ferry.infra import tracing
 from ferry.infra.service import serve_http
 from ferry.infra.settings import Settings
 from services.notifier import webhooks
@@ -85,6 +86,7 @@ def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.C
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
+    tracing.setup("notifier", traces_dir=settings.traces_dir)
     deliverer = asyncio.create_task(webhooks.main(settings, stop), name="webhooks")
     try:
         await serve_http(server_config(settings), stop, "notifier")

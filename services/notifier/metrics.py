@@ -1,9 +1,17 @@
-"""The notifier's Prometheus metrics, kept by hand (a few counters and one histogram)."""
+"""The notifier's fan-out metrics, kept by hand on the hot path (a few counters and one histogram).
+
+A flush writes one event to a thousand live clients: counting that as ``pushed += written`` and
+one weighted histogram observation costs nothing, where the client library would take a lock per
+frame. The names and help texts are ``ferry.infra.metrics.NOTIFIER_FAMILIES``; ``exposition``
+adds every shared family (webhook deliveries, event-store latency, the process).
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Mapping
+
+from ferry.infra import metrics as families
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -27,36 +35,34 @@ class Metrics:
         self.latency_count += frames
 
     def render(self, clients: Mapping[str, int], head: int) -> str:
-        lines = [
-            "# HELP ferry_notifier_clients WebSocket clients connected, by channel kind.",
-            "# TYPE ferry_notifier_clients gauge",
-            *(f'ferry_notifier_clients{{channel="{k}"}} {v}' for k, v in sorted(clients.items())),
-            "# HELP ferry_notifier_connections_total WebSocket connections accepted.",
-            "# TYPE ferry_notifier_connections_total counter",
-            f"ferry_notifier_connections_total {self.connections}",
-            "# HELP ferry_notifier_refused_total WebSocket connections refused by authorization.",
-            "# TYPE ferry_notifier_refused_total counter",
-            f"ferry_notifier_refused_total {self.refused}",
-            "# HELP ferry_notifier_events_pushed_total Event frames written to client sockets.",
-            "# TYPE ferry_notifier_events_pushed_total counter",
-            f"ferry_notifier_events_pushed_total {self.pushed}",
-            "# HELP ferry_notifier_events_direct_total Event frames written by the follower to live clients.",
-            "# TYPE ferry_notifier_events_direct_total counter",
-            f"ferry_notifier_events_direct_total {self.direct}",
-            "# HELP ferry_notifier_resyncs_total Clients told to resync because they fell behind.",
-            "# TYPE ferry_notifier_resyncs_total counter",
-            f"ferry_notifier_resyncs_total {self.resyncs}",
-            "# HELP ferry_notifier_stream_head Last stream sequence the follower has fanned out.",
-            "# TYPE ferry_notifier_stream_head gauge",
-            f"ferry_notifier_stream_head {head}",
-            "# HELP ferry_notifier_push_latency_seconds Event time to live send, per client frame.",
-            "# TYPE ferry_notifier_push_latency_seconds histogram",
-        ]
-        cumulative = 0
+        values: dict[str, list[str]] = {
+            "ferry_notifier_clients": [
+                f'ferry_notifier_clients{{channel="{k}"}} {v}' for k, v in sorted(clients.items())
+            ],
+            "ferry_notifier_connections_total": [f"ferry_notifier_connections_total {self.connections}"],
+            "ferry_notifier_refused_total": [f"ferry_notifier_refused_total {self.refused}"],
+            "ferry_notifier_events_pushed_total": [f"ferry_notifier_events_pushed_total {self.pushed}"],
+            "ferry_notifier_events_direct_total": [f"ferry_notifier_events_direct_total {self.direct}"],
+            "ferry_notifier_resyncs_total": [f"ferry_notifier_resyncs_total {self.resyncs}"],
+            "ferry_notifier_stream_head": [f"ferry_notifier_stream_head {head}"],
+            "ferry_notifier_push_latency_seconds": self._latency(),
+        }
+        lines = []
+        for name, (kind, help_text) in families.NOTIFIER_FAMILIES.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *values[name]]
+        return "\n".join(lines) + "\n"
+
+    def _latency(self) -> list[str]:
+        name = "ferry_notifier_push_latency_seconds"
+        lines, cumulative = [], 0
         for bound, count in zip(LATENCY_BUCKETS, self.buckets, strict=False):
             cumulative += count
-            lines.append(f'ferry_notifier_push_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'ferry_notifier_push_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}')
-        lines.append(f"ferry_notifier_push_latency_seconds_sum {self.latency_sum:.6f}")
-        lines.append(f"ferry_notifier_push_latency_seconds_count {self.latency_count}")
-        return "\n".join(lines) + "\n"
+            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.latency_count}')
+        lines.append(f"{name}_sum {self.latency_sum:.6f}")
+        lines.append(f"{name}_count {self.latency_count}")
+        return lines
+
+    def exposition(self, clients: Mapping[str, int], head: int) -> bytes:
+        """The notifier's ``/metrics``: its fan-out families, then the shared registry."""
+        return self.render(clients, head).encode() + families.exposition()

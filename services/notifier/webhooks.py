@@ -41,6 +41,7 @@ from ferry.db.engine import make_engine, session_factory
 from ferry.domain import webhooks
 from ferry.domain.events import UnknownEvent, decode, utcnow
 from ferry.domain.release import ReleaseState, evolve
+from ferry.infra import metrics
 from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
 from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX
 from ferry.infra.secrets import SecretBox
@@ -225,6 +226,7 @@ class Deliverer:
         if outcome == "retry" and delay is None:
             outcome, why = "give_up", f"{why} (after {attempts} attempts)"
         status = {"delivered": "delivered", "retry": "retrying", "give_up": "failed"}[outcome]
+        metrics.WEBHOOK_DELIVERIES.labels(target.kind, status).inc()
         await self._db(
             lambda s: repo.record_webhook_attempt(
                 s,
