@@ -40,6 +40,7 @@ RESOURCE_OPERATIONS: list[Operation] = [
     *rerun.OPERATIONS,
     *webhooks.OPERATIONS,
     *tokens.OPERATIONS,
+    *variables.OPERATIONS,
     *gc.OPERATIONS,
 ]
 

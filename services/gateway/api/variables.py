@@ -9,7 +9,7 @@ Reading names takes the viewer role, writing takes admin (``ferry.domain.auth``)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.requests import Request
@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain.masking import MIN_MASKED
-from ferry.domain.variables import MAX_VALUE, NAME_PATTERN, check_name
+from ferry.domain.variables import MAX_VALUE, NAME_PATTERN, check_name, value_problem
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.text import TEXT_PATTERN, check_value
@@ -29,16 +29,19 @@ class VariableIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    value: Annotated[str, StringConstraints(min_length=MIN_MASKED, max_length=MAX_VALUE)] = Field(
+    value: Annotated[str, StringConstraints(max_length=MAX_VALUE)] = Field(
         description=f"the secret, {MIN_MASKED} characters to {MAX_VALUE} bytes (shorter values cannot be "
         "masked in output); write-only: no answer ever contains it",
-        json_schema_extra={"writeOnly": True, "pattern": TEXT_PATTERN},
+        json_schema_extra={"writeOnly": True, "minLength": MIN_MASKED, "pattern": TEXT_PATTERN},
     )
 
     @field_validator("value", mode="after")
     @classmethod
-    def _text_policy(cls, value: Any) -> Any:
-        return check_value(value)
+    def _value_rules(cls, value: str) -> str:
+        problem = value_problem(value)  # says why (too short to mask...), never quotes the value
+        if problem is not None:
+            raise ValueError(problem)
+        return str(check_value(value))
 
 
 class VariableOut(BaseModel):
