@@ -24,8 +24,8 @@ from services.gateway.api import (
     releases,
     rerun,
     tokens,
-    webhooks,
     variables,
+    webhooks,
 )
 from services.gateway.api.openapi import REF, Operation, document, routes_for
 
