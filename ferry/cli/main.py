@@ -110,6 +110,15 @@ def _register_secrets_commands() -> None:
 _register_secrets_commands()
 
 
+def _register_variables_commands() -> None:
+    from ferry.cli import variables as cli_variables
+
+    app.add_typer(cli_variables.app, name="variables")
+
+
+_register_variables_commands()
+
+
 def _register_doctor_command() -> None:
     from ferry.cli import doctor as cli_doctor
 
