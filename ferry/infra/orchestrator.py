@@ -29,7 +29,7 @@ from ferry.domain.errors import ConcurrencyError, InvariantViolation
 from ferry.domain.events import Event, utcnow
 from ferry.domain.release import TIMER, Resume, decide, replay
 from ferry.domain.rollout import Finish, ResumeAt, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
-from ferry.infra import metrics
+from ferry.infra import metrics, tracing
 from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus
 from ferry.infra.commands import append_decided
 from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
@@ -139,7 +139,8 @@ async def hand_on(bus: Bus, project: str, environment: str, release_id: str, gro
                 "environment": f"{project}/{environment}",
             },
         )
-        await react(bus, after.holder, group_of=group_of)
+        with tracing.continuing(await tracing.of_release(bus.events, after.holder)):  # its own trace
+            await react(bus, after.holder, group_of=group_of)
 
 
 async def resume_when_due(bus: Bus, release_id: str, group_of: GroupOf = default_group) -> None:

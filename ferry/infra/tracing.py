@@ -138,6 +138,34 @@ def consuming(name: str, headers: Mapping[str, str] | None, **attributes: Any) -
             raise
 
 
+async def of_release(events: Any, release_id: str) -> Mapping[str, str]:
+    """The headers of a release's request (its first event), which carry the release's trace.
+
+    One direct get. A reaction started on another release's behalf (the environment lock handed
+    on at a release's end) continues this trace, not the one that ended.
+    """
+    from ferry.infra.eventstore import release_subject  # the event store imports this module
+
+    try:
+        msg = await events.js.get_msg(
+            events.stream, seq=1, subject=release_subject(release_id), direct=True, next=True
+        )
+    except Exception:  # noqa: BLE001 - no trace found is no trace continued
+        return {}
+    return dict(msg.headers or {})
+
+
+@contextlib.contextmanager
+def continuing(headers: Mapping[str, str]) -> Iterator[None]:
+    """Run the block in the trace ``headers`` carry, or in none (never in the caller's)."""
+    carried = propagate.extract(headers) if TRACEPARENT in headers else context.Context()
+    token = context.attach(carried)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
     """A child span of the current one (a no-op span when tracing is off)."""
