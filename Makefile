@@ -50,6 +50,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/gen_asyncapi.py --check
+	$(BIN)/python scripts/gen_model_json.py --check
 	$(BIN)/python scripts/gen_settings_doc.py --check
 
 typecheck: setup

@@ -1,7 +1,7 @@
 // The release page: history from the API, folded by the reducer, drawn by GoJS, then kept
 // live from the notifier's WebSocket starting at the last applied stream sequence.
 
-import { apply, initialState, isTerminal, replay } from "./release_state.js";
+import { apply, initialState, isTerminal, replay, UnknownEventType } from "./release_state.js";
 import { fmtSeconds, fmtSize, graphOf } from "./release_graph.js";
 import { ReleaseDiagram } from "./release_diagram.js";
 import { renderPanel, showFullLog } from "./release_panel.js";
@@ -45,7 +45,13 @@ function describeError(body, status) {
 function applyStored(items) {
   let changed = false;
   for (const { seq, event } of items) {
-    const next = apply(state, seq, event);
+    let next;
+    try {
+      next = apply(state, seq, event);
+    } catch (err) {
+      if (err instanceof UnknownEventType) outdated(err);
+      throw err;
+    }
     if (next !== state) {
       state = next;
       history.push({ seq, event });
@@ -57,6 +63,15 @@ function applyStored(items) {
     window.ferryState = state;
     redraw();
   }
+}
+
+// An event this page cannot read (a newer ferry): say so and stop following, never guess.
+function outdated(err) {
+  live.stopped = true;
+  if (live.ws) live.ws.close(1000, "unknown event type");
+  live.status("stopped: reload the page");
+  $("action-error").textContent = err.message;
+  $("action-error").hidden = false;
 }
 
 // Everything after what we hold, from the event store through the API.
@@ -82,6 +97,7 @@ const live = {
   timer: null,
   connect() {
     clearTimeout(this.timer);
+    if (this.stopped) return;
     if (isTerminal(state)) return this.status("finished");
     let ws;
     try {
@@ -115,6 +131,7 @@ const live = {
       clearTimeout(this.watchdog);
       if (this.ws !== ws) return;
       this.ws = null;
+      if (this.stopped) return;
       if (this.resync) {
         this.resync = false;
         this.status("resyncing");
@@ -135,6 +152,7 @@ const live = {
   // Back-off with jitter; before reconnecting, take what was missed from the API so the
   // picture is right even while the notifier is away.
   retry() {
+    if (this.stopped) return;
     const delay = Math.min(8000, 400 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
     this.attempt += 1;
     this.status(`reconnecting in ${(delay / 1000).toFixed(1)}s`);

@@ -1,11 +1,26 @@
-// The release's state folded from its events: a pure reducer mirroring ferry/domain/release.py's evolve.
-// The page builds its initial picture and applies live WebSocket events with the same code,
+// The release's state folded from its events: a pure reducer mirroring ferry/domain/release/state.py's
+// evolve. The page builds its initial picture and applies live WebSocket events with the same code,
 // and the replay slider re-folds the history up to event N.
-// It keeps a little more than the Python aggregate (output tails, log digests, hook list)
-// because the page shows them.
+// It keeps a little more than the Python state (fetch and package durations, agents, rollback
+// output) because the page shows them. Its words (host steps, statuses, event types) come from
+// ferry_model.json, generated from the Python models (scripts/gen_model_json.py); both folds run
+// the golden sequences of tests/contract/sequences (pytest, and node --test tests/js/).
 
-export const HOST_STEPS = ["upload", "link", "pre_release", "activate", "restart", "health", "post_release"];
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "rejected"]);
+import model from "./ferry_model.json" with { type: "json" };
+
+export const MODEL = model;
+export const HOST_STEPS = Object.freeze([...model.host_steps]);
+export const TERMINAL = new Set(model.terminal_statuses);
+export const EVENT_TYPES = new Set(model.event_types);
+
+// An event type this reducer does not handle: refused, never guessed (ferry's UnknownEventType).
+export class UnknownEventType extends Error {
+  constructor(type) {
+    super(`unknown event type ${JSON.stringify(type)}: this page does not handle it (reload the page)`);
+    this.name = "UnknownEventType";
+    this.type = type;
+  }
+}
 
 export function initialState(releaseId) {
   return {
@@ -57,7 +72,8 @@ function newHost() {
 // Release-level events are numbered on the release's subject, each host's events on its own
 // (ferry/infra/eventstore.py), so only release-level events move `version`.
 export function evolve(state, event) {
-  const s = String(event.type).startsWith("host.") ? state : { ...state, version: event.version ?? state.version };
+  if (!EVENT_TYPES.has(event.type)) throw new UnknownEventType(event.type);
+  const s = model.host_event_types.includes(event.type) ? state : { ...state, version: event.version ?? state.version };
   switch (event.type) {
     case "release.requested": {
       const plan = event.plan || {};
@@ -144,7 +160,7 @@ export function evolve(state, event) {
         if (event.step === "activate" && ok) previous = typeof detail.previous === "string" ? detail.previous : null;
         let releaseDir = h.release_dir ?? null; // a rollback that switched at once to a kept directory
         if (event.step === "upload" && ok) releaseDir = typeof detail.release_dir === "string" ? detail.release_dir : null;
-        const done = ok && event.step === HOST_STEPS[HOST_STEPS.length - 1];
+        const done = ok && event.step === HOST_STEPS[HOST_STEPS.length - 1] && h.status === "running";
         return {
           ...h,
           steps: { ...h.steps, [event.step]: step },
@@ -196,7 +212,7 @@ export function evolve(state, event) {
     case "release.cancelled":
       return { ...s, status: "cancelled", reason: event.reason || "cancelled", finished_at: event.at };
     default:
-      return s; // an event type this page does not know: keep the picture, advance the version
+      throw new UnknownEventType(event.type); // a type of the model this reducer does not handle yet
   }
 }
 
@@ -204,6 +220,34 @@ export function evolve(state, event) {
 export function apply(state, seq, event) {
   if (seq <= state.last_seq) return state;
   return { ...evolve(state, event), last_seq: seq };
+}
+
+// What the build shows: as ferry/domain/views.py's release view says it.
+export function buildStatus(state) {
+  const b = state.build;
+  const status = b.failed ? "failed" : b.package ? "succeeded" : b.started ? "running" : "waiting";
+  return isTerminal(state) && (status === "waiting" || status === "running") ? "cancelled" : status;
+}
+
+// The state's gist, as ferry.domain.views.summary gives it for the Python view: what the golden
+// sequences expect of both.
+export function summary(state) {
+  const hosts = {};
+  for (const name of state.host_order) {
+    const h = state.hosts[name];
+    const steps = {};
+    for (const step of HOST_STEPS) if (h.steps[step]) steps[step] = h.steps[step].status;
+    hosts[name] = { status: h.status, failure: h.failure, instant: h.release_dir ?? null, steps };
+  }
+  return {
+    status: state.status,
+    commit: state.commit,
+    reason: state.reason,
+    artifact: state.artifact ? state.artifact.digest : null,
+    build: { status: buildStatus(state), hooks: state.build.hooks.length },
+    pause: state.pause ? { hosts_done: [...state.pause.hosts_done], resumed_by: state.pause.resumed_by } : null,
+    hosts,
+  };
 }
 
 // Fold a list of {seq, event} from scratch.
