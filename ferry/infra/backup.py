@@ -34,7 +34,7 @@ from typing import Any
 
 import nats.js.errors
 from nats.js import JetStreamContext, api
-from sqlalchemy import MetaData, Table, func, insert, select, text
+from sqlalchemy import Integer, MetaData, Table, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from ferry.db.engine import current_revision, make_engine, upgrade
@@ -109,8 +109,32 @@ def dump_db(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def refuse_unless_empty_db(url: str) -> None:
+    """``BackupError`` when the database already holds configuration or releases."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = {t.name: t for t in _tables(conn)}
+            for name in ("projects", "releases", "credentials", "hosts"):
+                if name in tables and conn.execute(select(func.count()).select_from(tables[name])).scalar():
+                    raise BackupError(f"the database already holds {name}: restore into an empty one")
+    finally:
+        engine.dispose()
+
+
+async def refuse_unless_empty_streams(js: JetStreamContext, streams: list[str]) -> None:
+    for stream in streams:
+        try:
+            info = await js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            continue
+        if info.state.messages:
+            raise BackupError(f"stream {stream} already holds messages: restore into an empty NATS")
+
+
 def load_db(url: str, dump: dict[str, Any]) -> dict[str, int]:
     """Migrate an empty database to the dump's revision, insert every row, then migrate to head."""
+    refuse_unless_empty_db(url)
     revision = dump.get("revision")
     upgrade(url, revision or "head")
     engine = make_engine(url)
@@ -118,9 +142,6 @@ def load_db(url: str, dump: dict[str, Any]) -> dict[str, int]:
     try:
         with engine.begin() as conn:
             tables = {t.name: t for t in _tables(conn)}
-            for name in ("projects", "releases", "credentials", "hosts"):
-                if name in tables and conn.execute(select(func.count()).select_from(tables[name])).scalar():
-                    raise BackupError(f"the database already holds {name}: restore into an empty one")
             for name, table in tables.items():
                 rows = dump["tables"].get(name, [])
                 if name == "alembic_version":
@@ -133,12 +154,14 @@ def load_db(url: str, dump: dict[str, Any]) -> dict[str, int]:
                 counts[name] = len(rows)
             if conn.dialect.name == "postgresql":  # serial ids go on after the restored rows
                 for name, table in tables.items():
-                    if "id" in table.c and counts.get(name):
+                    if "id" in table.c and isinstance(table.c.id.type, Integer) and counts.get(name):
                         conn.execute(
                             text(
-                                f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "  # noqa: S608
-                                f"(SELECT max(id) FROM {name}))"
-                            )
+                                "SELECT setval(s.seq, (SELECT max(id) FROM "  # noqa: S608 - reflected names
+                                f"\"{name}\")) FROM (SELECT pg_get_serial_sequence(:t, 'id') AS seq) s "
+                                "WHERE s.seq IS NOT NULL"
+                            ),
+                            {"t": name},
                         )
     finally:
         engine.dispose()
@@ -281,6 +304,9 @@ async def restore(bus: Bus, settings: Settings, src: Path, *, replicas: int = 1)
         manifest = json.loads((work / "manifest.json").read_text())
         if manifest.get("format") != FORMAT:
             raise BackupError(f"unknown backup format {manifest.get('format')!r}", field="src")
+        # nothing is written before both sides are known to be empty
+        await asyncio.to_thread(refuse_unless_empty_db, settings.db_url)
+        await refuse_unless_empty_streams(bus.js, list(manifest["streams"]))
         keys = []
         for name, path in _key_files(settings).items():
             kept = work / "keys" / name

@@ -138,6 +138,14 @@ def test_backup_then_restore_into_an_empty_instance(
         try:
             after = snapshot(b, ids)
             assert after == before
+            # new rows get new ids after the restored ones (PostgreSQL's sequences were moved on)
+            b.post("/api/credentials", {"name": "k2", "kind": "password", "secret": "s3cret"}, 201)
+            refused = CliRunner().invoke(
+                cli,
+                ["restore", str(archive)],
+                env={"FERRY_HOME": str(home_b), "FERRY_NATS_URL": fresh.url, "FERRY_DATABASE_URL": target_db},
+            )
+            assert refused.exit_code == 2 and "empty" in refused.output, "never restored over an instance"
             repo.commit({"index.html": "after restore\n"}, "v4")
             again = b.release("tiny", "prod", "main")
             assert b.wait(again, timeout=60)["status"] == "succeeded"
