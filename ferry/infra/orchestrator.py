@@ -30,7 +30,6 @@ from ferry.domain.events import Event, utcnow
 from ferry.domain.release import TIMER, Resume, decide, replay
 from ferry.domain.rollout import Finish, ResumeAt, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
 from ferry.infra import metrics, tracing
-from ferry.infra import metrics, tracing
 from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus
 from ferry.infra.commands import append_decided
 from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
