@@ -2,7 +2,9 @@
 
 Pure. The orchestrator calls ``next_actions`` after every event of a release and
 publishes what it returns; work messages are de-duplicated by id, so asking for the
-same work twice is harmless.
+same work twice is harmless. How hosts are grouped (the canary before the pause, the
+batches after it) is the plan's ``Strategy`` (``ferry.domain.strategies``, one registered
+implementation per name); this module only reads what the strategy says.
 """
 
 from __future__ import annotations
@@ -10,7 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ferry.domain.release import Cancel, Fail, Pause, ReleaseState, Succeed, canary_hosts
+from ferry.domain.events import Plan
+from ferry.domain.release import Cancel, Fail, Pause, ReleaseState, Succeed
+from ferry.domain.strategies import REGISTRY, Strategy, strategy_of
+
+__all__ = [  # the strategies are re-exported: "rollout strategies" live behind this module's door too
+    "REGISTRY",
+    "Action",
+    "Finish",
+    "ResumeAt",
+    "ScheduleBuild",
+    "ScheduleHost",
+    "ScheduleRollback",
+    "Strategy",
+    "batches",
+    "failures",
+    "next_actions",
+    "strategy_of",
+]
 
 
 @dataclass(frozen=True)
@@ -88,14 +107,15 @@ def next_actions(state: ReleaseState, *, include_running: bool = False) -> list[
                 return [ScheduleRollback(n) for n in to_roll]
         return [Finish(Fail(_failure_reason(state, failed)))]
     waiting = [n for n in plan.hosts if state.hosts[n].status == "waiting"]
-    canary = canary_hosts(state)
+    strategy = strategy_of(plan)
+    canary = strategy.canary(plan)
     if canary and not state.was_paused:
         if any(state.hosts[n].status in ("waiting", "running") for n in canary):
             waiting = [n for n in waiting if n in canary]
         elif waiting:
             return [Finish(Pause(_pause_reason(state, canary)))]
-    elif plan.strategy == "rolling" or (canary and plan.batch_size is not None):
-        waiting = _current_batch(state, [n for n in plan.hosts if n not in canary], waiting)
+    elif strategy.gated(plan):
+        waiting = _current_batch(state, strategy.batches(plan, _after(plan, canary)), waiting)
     if not running and not waiting and not any(state.hosts[n].status == "waiting" for n in plan.hosts):
         if failed:
             return [Finish(Fail(_failure_reason(state, failed)))]
@@ -109,27 +129,23 @@ def next_actions(state: ReleaseState, *, include_running: bool = False) -> list[
     return actions
 
 
+def _after(plan: Plan, canary: tuple[str, ...]) -> list[str]:
+    return [n for n in plan.hosts if n not in canary]
+
+
 def batches(state: ReleaseState) -> list[tuple[str, ...]]:
     """The rollout's batches in order (the canary batch first, when there is one)."""
     plan = state.plan
     if plan is None:
         return []
-    canary = canary_hosts(state)
-    rest = [n for n in plan.hosts if n not in canary]
-    size = plan.batch_size
-    if plan.strategy == "all" or (plan.strategy == "canary" and size is None):
-        chunks = [tuple(rest)] if rest else []
-    else:
-        step = max(size or plan.concurrency, 1)
-        chunks = [tuple(rest[i : i + step]) for i in range(0, len(rest), step)]
-    return ([canary] if canary else []) + chunks
+    strategy = strategy_of(plan)
+    canary = strategy.canary(plan)
+    return ([canary] if canary else []) + strategy.batches(plan, _after(plan, canary))
 
 
-def _current_batch(state: ReleaseState, hosts: list[str], waiting: list[str]) -> list[str]:
+def _current_batch(state: ReleaseState, batches: list[tuple[str, ...]], waiting: list[str]) -> list[str]:
     """The waiting hosts of the first batch not yet done: a batch starts when the one before ended."""
-    for batch in batches(state):
-        if not set(batch) <= set(hosts):
-            continue  # the canary batch, handled before
+    for batch in batches:
         if any(state.hosts[n].status in ("waiting", "running") for n in batch):
             return [n for n in waiting if n in batch]
     return []

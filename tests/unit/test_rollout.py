@@ -477,3 +477,32 @@ def test_cancelled_pause_rolls_back_the_canary_then_ends():
     r(action.command)
     assert r.state.status == "cancelled"
     assert r.actions() == []
+
+
+def test_every_strategy_name_has_one_registered_implementation():
+    from ferry.domain.rollout import REGISTRY, strategy_of
+    from ferry.domain.vocabulary import STRATEGIES
+
+    assert tuple(REGISTRY) == STRATEGIES
+    recipe = Recipe(repo_url="file:///srv/git/app.git", deploy_path="/srv/app")
+    for name in STRATEGIES:
+        plan = Plan(recipe=recipe, hosts=FIVE, strategy=name, batch_size=2, canary_size=1)
+        strategy = strategy_of(plan)
+        assert strategy.name == name
+        rest = [h for h in FIVE if h not in strategy.canary(plan)]
+        assert [
+            h for batch in strategy.batches(plan, rest) for h in batch
+        ] == rest  # each host once, in order
+
+
+@pytest.mark.parametrize(
+    ("strategy", "batch_size", "expected"),
+    [
+        ("all", 2, [FIVE]),
+        ("rolling", 2, [("h1", "h2"), ("h3", "h4"), ("h5",)]),
+        ("canary", None, [("h1",), ("h2", "h3", "h4", "h5")]),
+        ("canary", 3, [("h1",), ("h2", "h3", "h4"), ("h5",)]),
+    ],
+)
+def test_batches_per_strategy(strategy, batch_size, expected):
+    assert batches(Release(strategy=strategy, batch_size=batch_size).state) == expected

@@ -64,6 +64,7 @@ from ferry.domain.release.commands import (
     Unlock,
 )
 from ferry.domain.release.state import ReleaseState
+from ferry.domain.strategies import strategy_of
 
 
 class _Meta(TypedDict):
@@ -189,11 +190,9 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
                     f"release is {state.status}: no host starts now",
                     "host",
                 )
+                canary = canary_hosts(state)
                 _guard(
-                    state.was_paused
-                    or state.plan is None
-                    or state.plan.strategy != "canary"
-                    or command.host in canary_hosts(state),
+                    state.was_paused or not canary or command.host in canary,
                     f"host {command.host} waits for the canary pause",
                     "host",
                 )
@@ -281,18 +280,16 @@ def decide(state: ReleaseState, command: Command, now: datetime) -> list[Event]:
 def canary_hosts(state: ReleaseState) -> tuple[str, ...]:
     """The hosts of the canary batch (plan order), or () when the plan is not a canary."""
     plan = state.plan
-    if plan is None or plan.strategy != "canary":
-        return ()
-    return plan.hosts[: plan.canary_size]
+    return () if plan is None else strategy_of(plan).canary(plan)
 
 
 def _pause(state: ReleaseState, command: Pause, base: _Meta, now: datetime) -> ReleasePaused:
     plan = state.plan
-    _guard(plan is not None and plan.strategy == "canary", "only a canary rollout pauses")
+    canary = canary_hosts(state)
+    _guard(plan is not None and bool(canary), "only a canary rollout pauses")
     assert plan is not None
     _guard(state.status == "deploying", f"cannot pause a release that is {state.status}")
     _guard(not state.was_paused, "the canary pause already happened")
-    canary = canary_hosts(state)
     _guard(
         all(state.hosts[h].status in ("succeeded", "failed", "rolled_back") for h in canary),
         "the canary batch is not done",
