@@ -8,7 +8,6 @@ and FERRY_HOME (the key files). The archive holds the secret key and the work-si
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import typer
@@ -23,10 +22,6 @@ SECRETS_WARNING = (
     "the archive holds SECRETS (the key that decrypts every stored credential, and the work-signing "
     "key): it is mode 0600; keep it as you keep those keys"
 )
-
-
-def _replicas() -> int:
-    return int(os.environ.get("FERRY_STREAM_REPLICAS") or 1)
 
 
 def backup(dest: Path = typer.Argument(..., help="The archive to write (.tar.gz; must not exist).")) -> None:
@@ -64,7 +59,7 @@ def restore(src: Path = typer.Argument(..., help="An archive written by `ferry b
             settings.nats, name="ferry-restore", setup=False, settings=settings, identity="admin"
         )
         try:
-            return await backups.restore(bus, settings, src, replicas=_replicas())
+            return await backups.restore(bus, settings, src, replicas=settings.stream_replicas)
         finally:
             await bus.close()
 
