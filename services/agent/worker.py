@@ -188,12 +188,16 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         if not _should_work(state, host):
             return
         step = state.hosts[host].next_step()
-        if secrets is None:
-            secrets, masker = await project_secrets(deps, state.project)
         if step is None:
             return
         if state.status == "cancelling":
             # stop here; a host that already switched is rolled back by the cancel's rollback work
+        if secrets is None:
+            try:
+                secrets, masker = await project_secrets(deps, state.project)
+            except FerryError as exc:  # e.g. a variable no key opens: the host fails saying so
+                await _fail(deps, release_id, host, step, exc.message, exc.code)
+                return
             await _fail(
                 deps, release_id, host, step, f"cancelled by {state.cancel_requested_by}", "CANCELLED"
             )

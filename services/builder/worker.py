@@ -183,7 +183,11 @@ async def _build(msg: Msg, deps: BuilderDeps) -> None:
 
     key = recipe_key(commit, list(recipe.build_hooks), list(recipe.excludes), recipe.artifact_format)
     # hooks that see secret variables may build something else when they change: never reused
-    secrets = await asyncio.to_thread(deps.variables, state.project) if recipe.build_hooks else {}
+    try:
+        secrets = await asyncio.to_thread(deps.variables, state.project) if recipe.build_hooks else {}
+    except FerryError as exc:  # e.g. a variable no key opens: the build fails saying so
+        await record(deps, release_id, FailBuild(stage="hooks", reason=exc.message))
+        raise Permanent(exc.message) from exc
     cached = None if secrets else await _cached(deps, key)
     if cached is not None:
         digest, size = cached
@@ -219,8 +223,8 @@ async def _build(msg: Msg, deps: BuilderDeps) -> None:
                 sandbox=deps.sandbox,
                 network=recipe.hook_network,
             )
-        except FerryError as exc:  # e.g. no sandbox on this machine: nothing ran, say why
                 secrets=secrets,
+        except FerryError as exc:  # e.g. no sandbox on this machine: nothing ran, say why
             await record(deps, release_id, FailBuild(stage="hooks", reason=exc.message))
             raise Permanent(exc.message) from exc
         log_digest = None

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import websockets
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from ferry.cli.secrets import rotate_secrets
@@ -76,7 +77,13 @@ def _register(system: System, host: Any, repo_url: str) -> None:
         "pre_release": LONG,
         "restart": 'echo "restart sees $MY_TOKEN"',
         "post_release": f'echo "post sees $MY_TOKEN"; {SEEN}',
-        "health": {"kind": "command", "target": 'echo "health $MY_TOKEN"', "timeout": 5, "retries": 1, "interval": 0.2},
+        "health": {
+            "kind": "command",
+            "target": 'echo "health $MY_TOKEN"',
+            "timeout": 5,
+            "retries": 1,
+            "interval": 0.2,
+        },
     }
     system.post("/api/projects", project, 201)
     system.post("/api/projects/app/environments", {"name": "prod", "hosts": ["h1"]}, 201)
@@ -202,6 +209,17 @@ def test_a_secret_variable_reaches_hooks_and_host_commands_and_shows_as_stars(
     db = Path(system.settings.db_url.removeprefix("sqlite:///"))
     at_rest = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
     assert at_rest and VALUE.encode() not in at_rest
+
+    # A value no key opens (encrypted under another key): the build fails saying so, no loop.
+    engine = make_engine(system.settings.db_url)
+    try:
+        with session_factory(engine).begin() as session:
+            row = session.scalars(select(ProjectVariable)).one()
+            row.value = SecretBox(Fernet.generate_key()).encrypt(VALUE)
+    finally:
+        engine.dispose()
+    broken = system.wait(system.release("app", "prod", "main"), timeout=60)
+    assert broken["status"] == "failed" and "decrypt" in (broken["reason"] or ""), broken
 
     assert system.api.delete("/api/projects/app/variables/MY_TOKEN").status_code == 204
     assert system.api.get("/api/projects/app/variables").json() == {"variables": []}
