@@ -36,8 +36,8 @@ async def _rollback(deps: AgentDeps, session: HostSession, state: ReleaseState, 
     previous = state.hosts[host].previous_release
     outputs = []
     healthy: bool | None = None
-    if previous:
     secrets, masker = await project_secrets(deps, state.project)
+    if previous:
         r = await asyncio.to_thread(remote.rollback, session, recipe.deploy_path, previous)
         outputs.append(r.output)
         if r.exit_code == 0:

@@ -57,8 +57,8 @@ def run_step(
     host: str,
     open_artifact: Callable[[], IO[bytes]],
     manifest_dir: Path | None = None,
-) -> remote.StepResult:
     secrets: dict[str, str] | None = None,
+) -> remote.StepResult:
     """Carry out one step on the host (blocking: called from a worker thread).
 
     A rollback (``plan.restores``) to a directory the host still holds with the same artifact is
@@ -182,22 +182,22 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
         return open(artifact, "rb")
 
     refused = 0
-    while True:
     secrets: dict[str, str] | None = None
+    while True:
         state = await load(deps, release_id)
         if not _should_work(state, host):
             return
         step = state.hosts[host].next_step()
         if step is None:
             return
-        if state.status == "cancelling":
-            # stop here; a host that already switched is rolled back by the cancel's rollback work
         if secrets is None:
             try:
                 secrets, masker = await project_secrets(deps, state.project)
             except FerryError as exc:  # e.g. a variable no key opens: the host fails saying so
                 await _fail(deps, release_id, host, step, exc.message, exc.code)
                 return
+        if state.status == "cancelling":
+            # stop here; a host that already switched is rolled back by the cancel's rollback work
             await _fail(
                 deps, release_id, host, step, f"cancelled by {state.cancel_requested_by}", "CANCELLED"
             )
@@ -222,8 +222,8 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
             result = remote.StepResult(255, exc.message, time.monotonic() - started, {})
         except FerryError as exc:
             result = remote.StepResult(2, exc.message, time.monotonic() - started, {})
-        detail = _plain(result.detail)
         result = remote.masked(result, masker)  # before anything is recorded
+        detail = _plain(result.detail)
         size, ok = (state.artifact.size if state.artifact is not None else 0), result.exit_code == 0
         metrics.host_step(step, result.duration, ok, result.detail, size)
         tracing.finished(

@@ -43,9 +43,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             secret=creds.secret,
             name=f"builder-{os.getpid()}",
             sandbox=sandbox,
+            variables=creds.variables,
         )
         await serve_health(bus.nc, "builder", lambda: {"pid": os.getpid()})
-            variables=creds.variables,
         await bus.nc.subscribe(
             "ferry.builder.refs", queue="builders", cb=functools.partial(list_refs, deps=deps)
         )

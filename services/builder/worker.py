@@ -97,10 +97,10 @@ class BuilderDeps:
     name: str = "builder"
     sandbox: Sandbox = field(default_factory=Sandbox)
     """Where build hooks run (bubblewrap as the hook user unless FERRY_HOOK_SANDBOX=off)."""
-
-
     variables: Callable[[str], dict[str, str]] = field(default=lambda project: {})
     """Project name -> its secret variables, decrypted (given to hooks, masked in their output)."""
+
+
 async def open_builds_kv(bus: Bus) -> KeyValue:
     try:
         return await bus.js.key_value(BUILDS_BUCKET)
@@ -222,8 +222,8 @@ async def _build(msg: Msg, deps: BuilderDeps) -> None:
                 log_path=log_path,
                 sandbox=deps.sandbox,
                 network=recipe.hook_network,
-            )
                 secrets=secrets,
+            )
         except FerryError as exc:  # e.g. no sandbox on this machine: nothing ran, say why
             await record(deps, release_id, FailBuild(stage="hooks", reason=exc.message))
             raise Permanent(exc.message) from exc
