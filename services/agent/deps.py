@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ferry.domain.errors import ConcurrencyError, HostError, HostUnreachable
-from ferry.domain.masking import Masker
 from ferry.domain.events import Recipe
+from ferry.domain.masking import Masker
 from ferry.domain.release import Command, ReleaseState
 from ferry.infra.bus import Bus
 from ferry.infra.commands import execute
