@@ -11,9 +11,7 @@ renders exactly what ``kubectl apply -k`` applies. The commands the containers r
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -23,88 +21,30 @@ from ferry.domain.agentgroups import validate_group
 from ferry.infra.natsauth import SERVICE_IDENTITY
 from ferry.infra.signing import public_path
 from services.builder.sandbox import ALWAYS_HIDDEN
+from tests.harness.k8s import (
+    COMPONENTS,
+    K8S,
+    KUSTOMIZATIONS,
+    NATS_VALUES,
+    ROOT,
+    SECRETS,
+    VERSION,
+    Obj,
+    all_pod_labels,
+    component,
+    env_of,
+    ferry_pods,
+    kustomize,
+    nats_pod_labels,
+    of_kind,
+    pods,
+    secret_files,
+    selects,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy/k8s"
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
 """The oldest supported (the builder's pod user namespace is on by default from 1.33) and a newer one."""
 NOT_RESOURCES = {"kustomization.yaml", "nats-values.yaml"}
-COMPONENTS = ("gateway", "builder", "agent", "notifier")
-WORKLOADS = ("Deployment", "StatefulSet", "Job")
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-Obj = dict[str, Any]
-
-
-def load(path: Path) -> list[Obj]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def kustomize(directory: Path) -> list[Obj]:
-    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    # the only fields this renderer follows; anything else (patches, generators) would be skipped
-    assert set(spec) <= {"apiVersion", "kind", "resources"}, directory
-    objects: list[Obj] = []
-    for entry in spec["resources"]:
-        path = (directory / entry).resolve()
-        objects += kustomize(path) if path.is_dir() else load(path)
-    return objects
-
-
-KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
-SECRETS = {s["metadata"]["name"]: s for s in load(K8S / "secrets.example.yaml")}
-NATS_VALUES: Obj = yaml.safe_load((K8S / "nats-values.yaml").read_text())
-INSTALL = [o for d in (K8S / "agent-group-example", K8S / "postgres") for o in kustomize(d)]
-
-
-def of_kind(kind: str, objects: list[Obj] = INSTALL) -> list[Obj]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def pods(objects: list[Obj] = INSTALL) -> list[tuple[Obj, Obj]]:
-    """(workload, pod template) of every workload."""
-    return [(o, o["spec"]["template"]) for o in objects if o["kind"] in WORKLOADS]
-
-
-def component(pod: Obj) -> str:
-    return str(pod["metadata"]["labels"].get("app.kubernetes.io/component", ""))
-
-
-def ferry_pods(name: str | None = None) -> list[tuple[Obj, Obj]]:
-    found = [(w, p) for w, p in pods() if p["metadata"]["labels"].get("app.kubernetes.io/name") == "ferry"]
-    return [(w, p) for w, p in found if name is None or component(p) == name]
-
-
-def env_of(pod: Obj) -> dict[str, Any]:
-    """Every variable the first container sees: its ConfigMaps' data, then its own env."""
-    container = pod["spec"]["containers"][0]
-    configmaps = {c["metadata"]["name"]: c["data"] for c in of_kind("ConfigMap")}
-    env: dict[str, Any] = {}
-    for source in container.get("envFrom", []):
-        env.update(configmaps[source["configMapRef"]["name"]])
-    for var in container.get("env", []):
-        env[var["name"]] = var.get("value", var.get("valueFrom"))
-    return env
-
-
-def nats_pod_labels() -> dict[str, str]:
-    """The labels the NATS chart gives its server pods (its ``nats.selectorLabels``)."""
-    name = NATS_VALUES.get("nameOverride") or "nats"
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "nats"}
-
-
-def all_pod_labels() -> list[dict[str, str]]:
-    return [p["metadata"]["labels"] for _, p in pods()] + [nats_pod_labels()]
-
-
-def selects(selector: Obj, labels: dict[str, str]) -> bool:
-    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
-        return False
-    for expr in selector.get("matchExpressions", []):
-        assert expr["operator"] in ("In", "NotIn"), expr
-        inside = labels.get(expr["key"]) in expr["values"]
-        if inside != (expr["operator"] == "In"):
-            return False
-    return True
 
 
 # --- the files and the schemas -------------------------------------------------------------
@@ -249,20 +189,6 @@ def test_deployment_selectors_match_only_their_own_pods():
 
 
 # --- secrets and identities ---------------------------------------------------------------------
-def secret_files(pod: Obj) -> dict[str, tuple[str, str]]:
-    """Path inside the container -> (Secret, key) for every mounted Secret key."""
-    volumes = {v["name"]: v["secret"] for v in pod["spec"]["volumes"] if "secret" in v}
-    files = {}
-    for mount in pod["spec"]["containers"][0].get("volumeMounts", []):
-        if mount["name"] in volumes:
-            secret = volumes[mount["name"]]
-            every = list(SECRETS[secret["secretName"]]["stringData"])
-            keys = [i["key"] for i in secret.get("items", [])] or every
-            for key in keys:
-                files[f"{mount['mountPath']}/{key}"] = (secret["secretName"], key)
-    return files
-
-
 def test_every_secret_a_pod_reads_is_in_the_template_with_that_key():
     for workload, pod in pods():
         for c in pod["spec"]["containers"]:
