@@ -95,6 +95,12 @@ def _otlp_exporter() -> Any:
     return None
 
 
+def use(provider: Any) -> None:
+    """Record spans with ``provider`` in this process (None: stop). ``setup`` installs the global
+    one; tests give an SDK provider with an in-memory exporter and take it away afterwards."""
+    _state.update(enabled=provider is not None, provider=provider)
+
+
 def shutdown() -> None:
     """Flush and stop the exporters (at the end of the process)."""
     provider = _state["provider"]
@@ -103,7 +109,8 @@ def shutdown() -> None:
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER)
+    provider = _state["provider"]
+    return trace.get_tracer(TRACER) if provider is None else provider.get_tracer(TRACER)
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

@@ -1,5 +1,6 @@
 """Issue 11 item 3: after real releases, ``/metrics`` on every service shows what each one did,
-and a release's spans from gateway, builder and agent share one trace id.
+and a release's spans from gateway, builder and agent share one trace id; in one process, the
+trace context travels in event and work headers (the SDK's in-memory exporter).
 
 The whole system runs as processes (``start_system``: ``ferry up``'s launcher with its own
 nats-server) with token auth on, one real sshd host, a webhook receiver and a WebSocket client
@@ -10,6 +11,7 @@ reuses the build and finds the archive on the host. Spans come from each process
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -21,17 +23,25 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect as ws_connect
 
+from ferry.infra import tracing
+from ferry.infra.bus import WORK_STREAM
+from ferry.infra.eventstore import EVENTS_STREAM
+from ferry.infra.worker import run_consumer
 from ferry.local.natsserver import free_port
 from tests.e2e.test_pipeline import register
 from tests.harness.fixtures import _require_sshd
 from tests.harness.sampleapp import make_sample_repo
 from tests.harness.sshd import SshdHost
 from tests.harness.system import System, start_system
+from tests.integration.test_eventstore import requested
 
-pytestmark = [pytest.mark.sshd]
 STEPS = ("upload", "link", "pre_release", "activate", "restart", "health", "post_release")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -181,6 +191,7 @@ def until(check: Callable[[], Samples], ok: Callable[[Samples], bool], timeout: 
     return samples
 
 
+@pytest.mark.sshd
 def test_every_service_exposes_what_the_releases_did(run: Run) -> None:
     gateway = f"{run.system.url.rstrip('/')}/metrics"
     anonymous = httpx.get(gateway, timeout=10, follow_redirects=False)
@@ -240,6 +251,7 @@ def spans(traces: Path) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.sshd
 def test_a_release_is_one_trace_across_services(run: Run) -> None:
     first, second = run.releases
     deadline = time.monotonic() + 10
@@ -267,3 +279,49 @@ def test_a_release_is_one_trace_across_services(run: Run) -> None:
 
     others = {s["context"]["trace_id"] for s in found if second in str(s["attributes"].get("subject", ""))}
     assert others and trace_id not in others  # the next release is a trace of its own
+
+
+async def test_the_trace_context_travels_in_event_and_work_headers(bus) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    stop, seen = asyncio.Event(), {}
+
+    async def handler(msg: Any) -> None:
+        seen["trace"] = trace.get_current_span().get_span_context().trace_id
+        stop.set()
+
+    try:
+        event = requested("traced")
+        with tracing.tracer().start_as_current_span("POST /api/releases") as root:
+            (seq,) = await bus.events.append([event], expected_seq=0, whole_release=True)
+            await bus.publish_work("build", "build:traced", {"release_id": "traced", "lock": 1})
+        want, parent = root.get_span_context().trace_id, root.get_span_context().span_id
+        stored = await bus.js.get_msg(EVENTS_STREAM, seq=seq, direct=True)
+        assert (stored.headers or {})["traceparent"].startswith(f"00-{want:032x}-{parent:016x}-")
+        assert [s.event for s in await bus.events.load("traced")] == [event]  # the body: untouched
+
+        consumer = run_consumer(bus.js, WORK_STREAM, "trace-test", "ferry.work.build", handler, stop)
+        await asyncio.wait_for(consumer, 20)
+        assert seen["trace"] == want
+        (consumed,) = [s for s in exporter.get_finished_spans() if s.name == "trace-test"]
+        assert consumed.context.trace_id == want and consumed.parent is not None
+        assert consumed.parent.span_id == parent
+        assert consumed.attributes == {"subject": "ferry.work.build"}
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+
+
+def test_without_an_exporter_a_carried_trace_is_passed_on_unchanged() -> None:
+    assert not tracing.enabled()
+    carried = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with tracing.consuming("builder", carried, subject="ferry.work.build"):
+        headers: dict[str, str] = {}
+        tracing.inject(headers)
+    assert headers == carried
+    with tracing.consuming("builder", {}, subject="ferry.work.build"):
+        untraced: dict[str, str] = {}
+        tracing.inject(untraced)
+    assert untraced == {}
