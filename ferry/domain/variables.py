@@ -17,7 +17,7 @@ from ferry.domain.masking import MIN_MASKED
 
 NAME_PATTERN: Final = r"^[A-Z_][A-Z0-9_]{0,63}$"
 MAX_VALUE: Final = 32 * 1024
-"""Bytes of a value (UTF-8): environments and command lines are not the place for files."""
+"""Characters of a value: environments and command lines are not the place for files."""
 MAX_VARIABLES: Final = 100
 """Variables of one project (they all travel in every hook's environment)."""
 RESERVED_PREFIXES: Final = ("FERRY_", "LD_", "SSH_", "BASH_FUNC_", "DYLD_")
@@ -31,6 +31,10 @@ RESERVED_NAMES: Final = frozenset(
     }
 )  # fmt: skip
 _NAME = re.compile(NAME_PATTERN)
+ALLOWED_NAME_PATTERN: Final = (
+    f"^(?!(?:{'|'.join(RESERVED_PREFIXES)}))(?!(?:{'|'.join(sorted(RESERVED_NAMES))})$)" + NAME_PATTERN[1:]
+)
+"""``NAME_PATTERN`` without the reserved names: the whole rule as one pattern (the API states it)."""
 
 
 def name_problem(name: str) -> str | None:
@@ -52,8 +56,8 @@ def value_problem(value: str) -> str | None:
             f"must be at least {MIN_MASKED} characters: a shorter value cannot be masked in build "
             "and host output without hiding ordinary text"
         )
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE:
-        return f"must be at most {MAX_VALUE} bytes"
+    if len(value) > MAX_VALUE:
+        return f"must be at most {MAX_VALUE} characters"
     if "\0" in value:
         return "must not contain NUL (an environment variable cannot hold it)"
     if not value.strip():

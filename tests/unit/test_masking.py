@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from urllib.parse import quote
 
 import pytest
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 
 from ferry.domain.errors import InvalidInput
 from ferry.domain.masking import MASK, Masker, mask
-from ferry.domain.variables import MAX_VALUE, check_name, check_value, name_problem, value_problem
+from ferry.domain.variables import (
+    ALLOWED_NAME_PATTERN,
+    MAX_VALUE,
+    RESERVED_NAMES,
+    check_name,
+    check_value,
+    name_problem,
+    value_problem,
+)
 
 SECRET = "s3cr3t-T0ken/with+chars=ü"
 secrets_st = st.text(min_size=4, max_size=40).filter(
@@ -99,9 +108,7 @@ def test_refused_names(name: str) -> None:
     assert err.value.field == "name"
 
 
-@pytest.mark.parametrize(
-    "value", ["abc", "", "    ", "a\0bcd", "x" * (MAX_VALUE + 1), "é" * (MAX_VALUE // 2 + 1)]
-)
+@pytest.mark.parametrize("value", ["abc", "", "    ", "a\0bcd", "x" * (MAX_VALUE + 1), "é" * (MAX_VALUE + 1)])
 def test_refused_values_never_quote_the_value(value: str) -> None:
     problem = value_problem(value)
     assert problem is not None
@@ -112,3 +119,14 @@ def test_refused_values_never_quote_the_value(value: str) -> None:
 
 def test_short_value_says_why() -> None:
     assert "masked" in (value_problem("abc") or "")
+
+
+@given(
+    name=st.one_of(
+        st.from_regex(r"\A[A-Z_][A-Z0-9_]{0,70}\Z"),
+        st.sampled_from(sorted(RESERVED_NAMES)),
+        st.from_regex(r"\A(FERRY|LD|SSH|DYLD)_[A-Z0-9_]{0,8}\Z"),
+    )
+)
+def test_the_documented_pattern_is_the_rule(name: str) -> None:
+    assert (re.match(ALLOWED_NAME_PATTERN, name) is not None) == (name_problem(name) is None)

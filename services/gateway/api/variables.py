@@ -17,22 +17,25 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain.masking import MIN_MASKED
-from ferry.domain.variables import MAX_VALUE, NAME_PATTERN, check_name, value_problem
+from ferry.domain.variables import ALLOWED_NAME_PATTERN, MAX_VALUE, check_name, value_problem
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.text import TEXT_PATTERN, check_value
 
-
 # --- schemas -----------------------------------------------------------------------
+VALUE_PATTERN = "^(?=[\\s\\S]*\\S)" + TEXT_PATTERN[1:]
+"""The text policy, and something other than whitespace (a blank value could not be masked)."""
+
+
 class VariableIn(BaseModel):
     """The body of ``PUT``: the value only (the name is in the path)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     value: Annotated[str, StringConstraints(max_length=MAX_VALUE)] = Field(
-        description=f"the secret, {MIN_MASKED} characters to {MAX_VALUE} bytes (shorter values cannot be "
-        "masked in output); write-only: no answer ever contains it",
-        json_schema_extra={"writeOnly": True, "minLength": MIN_MASKED, "pattern": TEXT_PATTERN},
+        description=f"the secret, {MIN_MASKED} to {MAX_VALUE} characters, not only whitespace (shorter "
+        "values cannot be masked in output); write-only: no answer ever contains it",
+        json_schema_extra={"writeOnly": True, "minLength": MIN_MASKED, "pattern": VALUE_PATTERN},
     )
 
     @field_validator("value", mode="after")
@@ -98,7 +101,7 @@ async def delete_variable(request: Request) -> Response:
 
 TAG = "variables"
 ONE = "/projects/{project}/variables/{name}"
-NAME_PARAM = {"name": NAME_PATTERN}
+NAME_PARAM = {"name": ALLOWED_NAME_PATTERN}
 OPERATIONS = [
     Operation(
         "GET",
