@@ -1,8 +1,9 @@
 """Agent groups: a host is served only by the agents of its group (e.g. the agents in its datacenter).
 
-Host work travels on ``ferry.work.host.<group>.<action>``; the agents of a group share one
-durable consumer filtered on their group's subjects, so the work queues of two groups never
-overlap and any agent of a group may take any of its hosts.
+Host work travels on ``ferry.work.host.<group>.<action>`` (``ferry.infra.subjects``); the agents
+of a group share one durable consumer filtered on their group's subjects, so the work queues of
+two groups never overlap and any agent of a group may take any of its hosts. This module holds
+the pure part: the group grammar and the host actions.
 """
 
 from __future__ import annotations
@@ -25,29 +26,3 @@ def validate_group(value: object, field: str = "agent_group") -> str:
             field=field,
         )
     return value
-
-
-def host_work(group: str, action: str) -> str:
-    """The work kind (subject below ``ferry.work``) of one host action for one group."""
-    if action not in HOST_ACTIONS:
-        raise ValueError(f"unknown host action {action!r}")
-    return f"host.{validate_group(group)}.{action}"
-
-
-def group_work(group: str) -> str:
-    """The filter (below ``ferry.work``) of the consumer that a group's agents share."""
-    return f"host.{validate_group(group)}.>"
-
-
-def consumer_name(group: str) -> str:
-    return f"agent-{validate_group(group)}"
-
-
-def action_of(subject: str) -> str:
-    """The host action a work subject asks for: its last token."""
-    return subject.rsplit(".", 1)[-1]
-
-
-def doctor_subject(group: str) -> str:
-    """Where the agents of ``group`` answer drift checks (request/reply, one queue group)."""
-    return f"ferry.doctor.{group}"

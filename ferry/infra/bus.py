@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import ssl
 import time
 import weakref
@@ -21,12 +19,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import StoreUnavailable
+from ferry.domain.work import Work, canonical
 from ferry.infra import tracing
 from ferry.infra.artifacts import ArtifactStore
 from ferry.infra.commands import Histories
 from ferry.infra.envlock import EnvLocks
-from ferry.infra.eventstore import EVENTS_STREAM, EventStore, StoredEvent
+from ferry.infra.eventstore import EventStore, StoredEvent
 from ferry.infra.natsauth import OBJECTS, Credential, credential_path, event_types, from_url, without_userinfo
+from ferry.infra.openreleases import OpenReleases, scan_stream
 from ferry.infra.settings import Settings
 from ferry.infra.signing import (
     SigningEventStore,
@@ -36,9 +36,9 @@ from ferry.infra.signing import (
     load_verify_key,
     require_signed_work,
 )
+from ferry.infra.subjects import ALL_WORK, EVENTS_STREAM, WORK_PREFIX, WORK_STREAM
 
-WORK_STREAM = "FERRY_WORK"
-WORK_PREFIX = "ferry.work"
+__all__ = ["WORK_PREFIX", "WORK_STREAM", "Bus", "follow", "open_bus", "reconnects"]
 RECENT_WORK = 60.0
 STREAMS_TIMEOUT = 60.0
 MANAGING = (None, "gateway", "admin")
@@ -199,19 +199,22 @@ class Bus:
     histories: Histories = field(init=False)
     locks: EnvLocks = field(init=False)
     """One release at a time per environment (``ferry.infra.envlock``)."""
+    open_releases: OpenReleases = field(init=False)
+    """The releases without a terminal event (``ferry.infra.openreleases``)."""
     _published: dict[str, float] = field(init=False, default_factory=dict)
     """Every release's state this process works on, caught up from the store on each read."""
 
     def __post_init__(self) -> None:
         self.histories = Histories(self.events)
         self.locks = EnvLocks(self.js, replicas=self.replicas)
+        self.open_releases = OpenReleases(self.js, replicas=self.replicas)
 
     async def setup(self) -> None:
         await self.events.setup()
         await self.artifacts.setup()
         config = api.StreamConfig(
             name=WORK_STREAM,
-            subjects=[f"{WORK_PREFIX}.>"],
+            subjects=[ALL_WORK],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
             num_replicas=self.replicas,
@@ -223,9 +226,15 @@ class Bus:
             await self.js.add_stream(config)
         except nats.js.errors.BadRequestError:
             await self.js.update_stream(config)
+        await self.open_releases.setup(lambda: scan_stream(self.js))
 
-    async def publish_work(self, kind: str, msg_id: str, body: dict[str, object]) -> None:
-        """Queue one work item; the same ``msg_id`` within the window is queued once.
+    async def queue(self, subject: str, work: Work) -> None:
+        """Queue one typed work item (``ferry.domain.work``) on ``subject`` (``ferry.infra.subjects``)."""
+        await self.publish_work(subject.removeprefix(f"{WORK_PREFIX}."), work.msg_id, work.canonical())
+
+    async def publish_work(self, kind: str, msg_id: str, body: dict[str, object] | bytes) -> None:
+        """Queue one work item on ``ferry.work.<kind>``; the same ``msg_id`` within the window is
+        queued once. A dict body is sent in its canonical bytes (what the signature covers).
 
         The server de-duplicates by ``Nats-Msg-Id`` for an hour; this process skips the round
         trip for an id it published in the last minute (reactions ask for the same work often).
@@ -233,7 +242,8 @@ class Bus:
         now = time.monotonic()
         if now - self._published.get(msg_id, -RECENT_WORK) < RECENT_WORK:
             return
-        subject, data = f"{WORK_PREFIX}.{kind}", json.dumps(body).encode()
+        subject = f"{WORK_PREFIX}.{kind}"
+        data = body if isinstance(body, bytes) else canonical(body)
         headers = {"Nats-Msg-Id": msg_id}
         if self.signer is not None:
             headers.update(self.signer.headers(subject, msg_id, data))
@@ -292,11 +302,11 @@ async def open_bus(
     in the credentials directory. The identity decides the rest: the gateway signs work and
     plans, builder and agents verify them, the store appends only the identity's event types,
     and only the gateway (or admin) creates streams. ``replicas`` defaults to
-    FERRY_STREAM_REPLICAS or 1.
+    ``FERRY_STREAM_REPLICAS``.
     """
     settings = settings or Settings.from_env()
     if replicas is None:
-        replicas = int(os.environ.get("FERRY_STREAM_REPLICAS") or 1)
+        replicas = settings.stream_replicas
     credential = _credential(url, settings, identity)
     who = credential.user if credential is not None else None
     nc = await connect(url, name=name, credential=credential, ca=settings.nats_ca)

@@ -23,7 +23,6 @@ Reads never create a server-side consumer: they are batched direct gets
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -35,13 +34,24 @@ from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import ConcurrencyError, FerryError, InvalidInput, StoreUnavailable
 from ferry.domain.events import Event, decode, host_of
+from ferry.domain.validation import RELEASE_ID_RE
 from ferry.infra import directget, metrics, tracing
+from ferry.infra.subjects import (
+    ALL_EVENTS,
+    EVENTS_STREAM,
+    RELEASE_PREFIX,
+    host_subject,
+    host_token,
+    legacy_subject,
+    release_filter,
+    release_of,
+    release_subject,
+    release_subjects,
+)
 
-EVENTS_STREAM = "FERRY_EVENTS"
-SUBJECT_PREFIX = "ferry.release"
-ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+SUBJECT_PREFIX = RELEASE_PREFIX
 WRONG_LAST_SEQUENCE = 10071
-RELEASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RELEASE_ID = RELEASE_ID_RE
 BATCH = 256
 READ_TIMEOUT = 5.0
 
@@ -59,51 +69,29 @@ class StoredEvent:
     subject: str = ""
 
 
-def _rid(release_id: str) -> str:
-    if not RELEASE_ID.match(release_id):
-        raise InvalidInput(f"invalid release id {release_id!r}", field="release_id")
-    return release_id
-
-
-def host_token(host: str) -> str:
-    """A host name as one subject token (host names may hold dots; they never hold ``~``)."""
-    return host.replace(".", "~")
-
-
-def release_subject(release_id: str) -> str:
-    """The subject of a release's release-level events."""
-    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.release"
-
-
-def host_subject(release_id: str, host: str) -> str:
-    """The subject of one host's events in a release."""
-    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.host.{host_token(host)}"
-
-
-def release_filter(release_id: str) -> str:
-    """The wildcard holding every event a release appends in this layout."""
-    return f"{SUBJECT_PREFIX}.{_rid(release_id)}.>"
-
-
-def legacy_subject(release_id: str) -> str:
-    """The one subject a release used before the per-host layout."""
-    return f"{SUBJECT_PREFIX}.{_rid(release_id)}"
-
-
-def release_subjects(release_id: str) -> list[str]:
-    """Every subject that may hold a release's events (legacy first)."""
-    return [legacy_subject(release_id), release_filter(release_id)]
+__all__ = [  # the subject layout lives in ferry.infra.subjects; its names stay importable here
+    "ALL_EVENTS",
+    "EVENTS_STREAM",
+    "RELEASE_ID",
+    "SUBJECT_PREFIX",
+    "EventStore",
+    "StoredEvent",
+    "TypeNotAllowed",
+    "subject_of",
+    "host_subject",
+    "host_token",
+    "legacy_subject",
+    "release_filter",
+    "release_of",
+    "release_subject",
+    "release_subjects",
+]
 
 
 def subject_of(event: Event) -> str:
     """Where ``event`` is appended: its host's subject, or the release's."""
     host = host_of(event)
     return release_subject(event.release_id) if host is None else host_subject(event.release_id, host)
-
-
-def release_of(subject: str) -> str:
-    """The release id of any event subject (legacy or current layout)."""
-    return subject.split(".", 3)[2]
 
 
 class EventStore:

@@ -38,6 +38,8 @@ BUILDS_KV = "KV_ferry-builds"
 BUILDS_SUBJECTS = "$KV.ferry-builds.>"
 LOCKS_KV = "KV_ferry-env-locks"
 LOCKS_SUBJECTS = "$KV.ferry-env-locks.>"
+OPEN_KV = "KV_ferry-open-releases"
+OPEN_SUBJECTS = "$KV.ferry-open-releases.>"
 BCRYPT_ROUNDS = 8
 """Passwords are 256 random bits: the work factor protects nothing here, while the server pays it
 on every connect."""
@@ -140,6 +142,10 @@ PERMISSIONS: dict[str, Permissions] = {
             *_read(LOCKS_KV),
             *_ordered(LOCKS_KV),
             LOCKS_SUBJECTS,
+            *_manage(OPEN_KV),  # the index of unfinished releases the reconciler walks
+            *_read(OPEN_KV),
+            f"$JS.API.STREAM.PURGE.{OPEN_KV}",
+            OPEN_SUBJECTS,
         ),
         subscribe=(_inbox("gateway"),),
     ),

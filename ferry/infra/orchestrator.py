@@ -11,38 +11,46 @@ release; the periodic reconciler resumes any pause whose item was lost.
 
 Host work goes to the host's agent group (``ferry.work.host.<group>.deploy``), looked up with
 ``group_of``; work for a group without a running agent waits in the queue, and the reconciler
-warns about it once it has waited longer than ``STALE_AFTER``.
+warns about it once it has waited longer than ``STALE_AFTER``. Work items are the typed
+models of ``ferry.domain.work``; the events the orchestrator itself decides (a release's end,
+a resumed pause) go through ``ferry.infra.commands.execute`` like every other writer's.
+
+The reconciler walks only the releases of the open-releases index (``ferry.infra.openreleases``),
+which this module keeps in step with the events it follows: a pass costs what is unfinished,
+never what is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import nats.js.errors
 from nats.aio.msg import Msg
 
-from ferry.domain.agentgroups import DEFAULT_GROUP, host_work
-from ferry.domain.errors import ConcurrencyError, InvariantViolation
-from ferry.domain.events import Event, utcnow
-from ferry.domain.release import TIMER, Resume, decide, replay
+from ferry.domain.agentgroups import DEFAULT_GROUP
+from ferry.domain.errors import InvariantViolation
+from ferry.domain.events import decode, utcnow
+from ferry.domain.release import TIMER, Command, ReleaseState, Resume
 from ferry.domain.rollout import Finish, ResumeAt, ScheduleBuild, ScheduleHost, ScheduleRollback, next_actions
-from ferry.infra import metrics, tracing
-from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus
-from ferry.infra.commands import append_decided
-from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX, release_of
-from ferry.infra.worker import Permanent, Transient, body, run_consumer
+from ferry.domain.work import BuildWork, DeployWork, RollbackWork, TimerWork
+from ferry.infra import metrics, subjects, tracing
+from ferry.infra.bus import Bus
+from ferry.infra.commands import Loaded, execute
+from ferry.infra.openreleases import TERMINAL_TYPES
+from ferry.infra.worker import Transient, periodic, run_consumer, supervise
 
 log = logging.getLogger("ferry.infra.orchestrator")
 
-BUILD_WORK = "build"
-TIMER_WORK = "timer"
 MAX_TIMER_DELAY = 30.0  # re-check a long pause at least this often (cheap: one history load)
 STALE_AFTER = timedelta(minutes=3)
 LOCK_GRACE = timedelta(seconds=60)
-TERMINAL_TYPES = frozenset({"release.succeeded", "release.failed", "release.cancelled", "release.rejected"})
+RECONCILE_EVERY = 60.0
+
+__all__ = ["TERMINAL_TYPES", "GroupOf", "ReconcilePass", "react", "reconcile", "run"]
 
 GroupOf = Callable[[str], str]
 """Host name -> its agent group (a blocking look-up, run in a thread; unknown hosts: "default")."""
@@ -66,65 +74,59 @@ class _Groups:
         return self.known[host]
 
 
+async def _decide(bus: Bus, release_id: str, command: Command, what: str) -> None:
+    """Append what ``command`` decides, through the one command door (retried on conflicts)."""
+    try:
+        state = await execute(bus.histories, release_id, command)
+    except InvariantViolation as exc:  # another writer got there first: nothing left to do
+        log.info("nothing to do", extra={"release_id": release_id, "why": exc.message})
+        return
+    log.info(what, extra={"release_id": release_id, "status": state.status})
+
+
 async def react(
-    bus: Bus, release_id: str, *, include_running: bool = False, group_of: GroupOf = default_group
+    bus: Bus,
+    release_id: str,
+    *,
+    include_running: bool = False,
+    group_of: GroupOf = default_group,
+    loaded: Loaded | None = None,
 ) -> int:
-    """Carry out what the rollout policy asks for now; returns the sequence the decision was made at."""
+    """Carry out what the rollout policy asks for now; returns the sequence the decision was made at.
+
+    ``loaded`` is the release as just read by the caller (else it is caught up here)."""
     groups = _Groups(group_of)
-    for _ in range(10):
+    if loaded is None:
         loaded = await bus.histories.get(release_id)
-        state = loaded.state
-        if state.status == "new":
-            return loaded.last_seq
-        if state.terminal:
-            await hand_on(bus, state.project, state.environment, release_id, group_of)
-            return loaded.last_seq
-        lock = await bus.locks.join(state.project, state.environment, release_id)
-        if lock.holder != release_id:
-            return loaded.last_seq  # waits its turn: the holder's end hands the lock on
-        token = lock.token
-        try:
-            for action in next_actions(state, include_running=include_running):
-                match action:
-                    case ScheduleBuild():
-                        await bus.publish_work(
-                            BUILD_WORK, f"build:{release_id}", {"release_id": release_id, "lock": token}
-                        )
-                    case ScheduleHost(host=host):
-                        await bus.publish_work(
-                            host_work(await groups(host), "deploy"),
-                            f"deploy:{release_id}:{host}",
-                            {"release_id": release_id, "host": host, "lock": token},
-                        )
-                    case ScheduleRollback(host=host):
-                        await bus.publish_work(
-                            host_work(await groups(host), "rollback"),
-                            f"rollback:{release_id}:{host}",
-                            {"release_id": release_id, "host": host, "lock": token},
-                        )
-                    case Finish(command=command):
-                        events = decide(state, command, utcnow())
-                        await append_decided(bus.histories, loaded, events)
-                        log.info("release decided", extra={"release_id": release_id, "type": events[0].type})
-                    case ResumeAt(at=at):
-                        now = utcnow()
-                        if now >= at:
-                            events = decide(state, Resume(by=TIMER), now)
-                            await append_decided(bus.histories, loaded, events)
-                            log.info("pause ran out; resumed", extra={"release_id": release_id})
-                        else:
-                            await bus.publish_work(
-                                TIMER_WORK,
-                                f"timer:{release_id}:{state.version}",
-                                {"release_id": release_id, "at": at.isoformat()},
-                            )
-            return loaded.last_seq
-        except ConcurrencyError:
-            continue  # someone appended meanwhile: decide again from what is new
-        except InvariantViolation as exc:
-            log.info("nothing to do", extra={"release_id": release_id, "why": exc.message})
-            return loaded.last_seq
-    return 0
+    state = loaded.state
+    if state.status == "new":
+        return loaded.last_seq
+    if state.terminal:
+        await hand_on(bus, state.project, state.environment, release_id, group_of)
+        return loaded.last_seq
+    lock = await bus.locks.join(state.project, state.environment, release_id)
+    if lock.holder != release_id:
+        return loaded.last_seq  # waits its turn: the holder's end hands the lock on
+    token = lock.token
+    for action in next_actions(state, include_running=include_running):
+        match action:
+            case ScheduleBuild():
+                await bus.queue(subjects.BUILD_WORK, BuildWork(release_id=release_id, lock=token))
+            case ScheduleHost(host=host):
+                work = DeployWork(release_id=release_id, host=host, lock=token)
+                await bus.queue(subjects.host_work(await groups(host), work.action), work)
+            case ScheduleRollback(host=host):
+                back = RollbackWork(release_id=release_id, host=host, lock=token)
+                await bus.queue(subjects.host_work(await groups(host), back.action), back)
+            case Finish(command=command):
+                await _decide(bus, release_id, command, "release decided")
+            case ResumeAt(at=at):
+                if utcnow() >= at:
+                    await _decide(bus, release_id, Resume(by=TIMER), "pause ran out; resumed")
+                else:
+                    timer = TimerWork(release_id=release_id, at=at, version=state.version)
+                    await bus.queue(subjects.TIMER_WORK, timer)
+    return loaded.last_seq
 
 
 async def hand_on(bus: Bus, project: str, environment: str, release_id: str, group_of: GroupOf) -> None:
@@ -160,25 +162,8 @@ async def resume_when_due(bus: Bus, release_id: str, group_of: GroupOf = default
 
 
 async def on_timer(bus: Bus, msg: Msg, group_of: GroupOf = default_group) -> None:
-    release_id = body(msg).get("release_id")
-    if not isinstance(release_id, str) or not release_id:
-        raise Permanent("timer work without a release_id")
-    await resume_when_due(bus, release_id, group_of)
-
-
-async def unfinished(bus: Bus) -> list[str]:
-    """Releases whose release-level subject does not end with a terminal event."""
-    release_ids: dict[str, str] = {}
-    for pattern in (f"{SUBJECT_PREFIX}.*", f"{SUBJECT_PREFIX}.*.release"):  # legacy layout, current layout
-        info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=pattern)
-        for subject in (info.state.subjects or {}).keys():
-            release_ids[release_of(subject)] = subject  # the current layout's subject wins
-    found = []
-    for rid, subject in release_ids.items():
-        last = await bus.js.get_last_msg(EVENTS_STREAM, subject)
-        if (last.headers or {}).get("Ferry-Type", "") not in TERMINAL_TYPES:
-            found.append(rid)
-    return found
+    """Timer work (``TimerWork``); a malformed item is refused (``MalformedWork``: terminated)."""
+    await resume_when_due(bus, TimerWork.parse(msg.data).release_id, group_of)
 
 
 async def release_stale_locks(bus: Bus, group_of: GroupOf = default_group) -> list[str]:
@@ -215,32 +200,61 @@ def _older(since: str | None, now: datetime, age: timedelta) -> bool:
         return True
 
 
-async def reconcile(bus: Bus, group_of: GroupOf = default_group) -> int:
+@dataclass
+class ReconcilePass:
+    """What one reconciler pass looked at: the open releases, never the finished ones."""
+
+    releases: list[str] = field(default_factory=list)
+    """Open releases whose history was caught up and whose reaction was run again."""
+    closed: list[str] = field(default_factory=list)
+    """Found finished (their terminal event's reaction was lost): dropped from the index."""
+
+
+async def _last_event_at(bus: Bus, seq: int) -> datetime | None:
+    """When the event at ``seq`` was recorded: one direct get by sequence, whatever the history."""
+    try:
+        raw = await bus.js.get_msg(subjects.EVENTS_STREAM, seq=seq, direct=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    return decode(raw.data).at if raw.data else None
+
+
+async def reconcile(bus: Bus, group_of: GroupOf = default_group) -> ReconcilePass:
     """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet;
-    release environment locks whose holder has ended or never began."""
-    touched = 0
+    release environment locks whose holder has ended or never began.
+
+    Only the releases of the open-releases index are read, each from where this process last
+    read it (``bus.histories``), plus its last event by sequence (how long it has been quiet).
+    """
+    done = ReconcilePass()
     await release_stale_locks(bus, group_of)
-    for rid in await unfinished(bus):
-        history = await bus.events.load(rid)
-        quiet = utcnow() - max(s.event.at for s in history) if history else timedelta(0)
+    for rid in await bus.open_releases.ids():
+        loaded = await bus.histories.get(rid)
+        if loaded.count == 0 or loaded.state.terminal:
+            await react(bus, rid, group_of=group_of, loaded=loaded)  # hands its lock on, if held
+            await bus.open_releases.remove(rid)
+            done.closed.append(rid)
+            continue
+        last = await _last_event_at(bus, loaded.last_seq)
+        quiet = utcnow() - last if last is not None else timedelta(0)
         stale = quiet > STALE_AFTER
         if stale:
-            await _warn_waiting(rid, [s.event for s in history], quiet, group_of)
-        await react(bus, rid, include_running=stale, group_of=group_of)
-        touched += 1
-    return touched
+            await _warn_waiting(loaded.state, quiet, group_of)
+        await react(bus, rid, include_running=stale, group_of=group_of, loaded=loaded)
+        done.releases.append(rid)
+    return done
 
 
-async def _warn_waiting(release_id: str, history: list[Event], quiet: timedelta, group_of: GroupOf) -> None:
+async def _warn_waiting(state: ReleaseState, quiet: timedelta, group_of: GroupOf) -> None:
     """Host work asked for in a release quiet for longer than STALE_AFTER has found no agent:
     most likely no agent of the host's group is running."""
     groups = _Groups(group_of)
-    for action in next_actions(replay(release_id, history)):
+    for action in next_actions(state):
         if isinstance(action, ScheduleHost | ScheduleRollback):
             log.warning(
                 "host work waiting; is an agent of its group running?",
                 extra={
-                    "release_id": release_id,
+                    "release_id": state.release_id,
                     "host": action.host,
                     "agent_group": await groups(action.host),
                     "waited": round(quiet.total_seconds()),
@@ -249,14 +263,23 @@ async def _warn_waiting(release_id: str, history: list[Event], quiet: timedelta,
 
 
 async def run(
-    bus: Bus, stop: asyncio.Event, *, reconcile_every: float = 60.0, group_of: GroupOf = default_group
+    bus: Bus,
+    stop: asyncio.Event,
+    *,
+    reconcile_every: float = RECONCILE_EVERY,
+    group_of: GroupOf = default_group,
 ) -> None:
-    """Follow the event stream with a durable consumer and react; reconcile periodically."""
+    """Follow the event stream with a durable consumer and react; reconcile periodically.
+
+    Its three loops (events, timers, reconciler) each run under ``supervise``: one that fails
+    comes back by itself while the others go on.
+    """
 
     reacted: dict[str, int] = {}
 
     async def on_event(msg: Msg) -> None:
-        rid = release_of(msg.subject)
+        rid = subjects.release_of(msg.subject)
+        await bus.open_releases.note(rid, (msg.headers or {}).get("Ferry-Type", ""))
         if (msg.headers or {}).get("Ferry-Type", "") in TERMINAL_TYPES:  # ferry_releases_total
             ended = await bus.histories.state(rid)
             metrics.release_ended(rid, ended.status, ended.requested_at, ended.finished_at)
@@ -267,49 +290,35 @@ async def run(
         if len(reacted) > 10_000:
             reacted.clear()
 
-    async def reconciler() -> None:
-        while not stop.is_set():
-            try:
-                await reconcile(bus, group_of)
-            except Exception:
-                log.exception("reconcile failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), reconcile_every)
-
-    async def timers() -> None:
-        while not stop.is_set():
-            try:
-                await run_consumer(
-                    bus.js,
-                    WORK_STREAM,
-                    "orchestrator-timer",
-                    f"{WORK_PREFIX}.{TIMER_WORK}",
-                    lambda msg: on_timer(bus, msg, group_of),
-                    stop,
-                    concurrency=8,
-                    ack_wait=10,
-                )
-            except Exception:
-                log.exception("timer consumer failed; restarting")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-
-    task = asyncio.create_task(reconciler())
-    timer_task = asyncio.create_task(timers())
-    try:
+    async def events() -> None:
         await run_consumer(
             bus.js,
-            EVENTS_STREAM,
-            "orchestrator",
-            f"{SUBJECT_PREFIX}.>",
+            subjects.EVENTS_STREAM,
+            subjects.ORCHESTRATOR,
+            subjects.ALL_EVENTS,
             on_event,
             stop,
             concurrency=8,
             ack_wait=10,
         )
-    finally:
-        for t in (task, timer_task):
-            t.cancel()
-        for t in (task, timer_task):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+
+    async def timers() -> None:
+        await run_consumer(
+            bus.js,
+            subjects.WORK_STREAM,
+            subjects.ORCHESTRATOR_TIMER,
+            subjects.TIMER_WORK,
+            lambda msg: on_timer(bus, msg, group_of),
+            stop,
+            concurrency=8,
+            ack_wait=10,
+        )
+
+    async def reconciler() -> None:
+        await periodic(lambda: reconcile(bus, group_of), reconcile_every, stop, name="reconciler")
+
+    await asyncio.gather(
+        supervise("orchestrator events", events, stop),
+        supervise("orchestrator timers", timers, stop),
+        supervise("reconciler", reconciler, stop),
+    )

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -15,7 +15,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import StoreUnavailable
-from ferry.infra import tracing
+from ferry.domain.work import MalformedWork
+from ferry.infra import subjects, tracing
 from ferry.infra.signing import UntrustedWork, work_verifier
 
 log = logging.getLogger("ferry.infra.worker")
@@ -34,6 +35,7 @@ class Permanent(Exception):
 
 
 Handler = Callable[[Msg], Awaitable[None]]
+T = TypeVar("T")
 
 ACK_WAIT = 10.0
 """How long a work item held by a worker that stopped answering waits before another takes it.
@@ -122,6 +124,12 @@ async def run_consumer(
                 extra={"subject": msg.subject, "why": exc.message},
             )
             await msg.term()
+        except MalformedWork as exc:  # signed, but not the shape of its kind: never again
+            log.error(
+                "refused malformed work; nothing ran",
+                extra={"subject": msg.subject, "why": exc.message, "field": exc.field},
+            )
+            await msg.term()
         except Transient as exc:
             log.warning("transient failure, retrying", extra={"subject": msg.subject, "error": str(exc)})
             await msg.nak(delay=exc.delay)
@@ -168,6 +176,8 @@ async def run_consumer(
 
 
 def body(msg: Msg) -> dict[str, Any]:
+    """An untyped JSON object body (webhook work); the orchestrator's work has models
+    (``ferry.domain.work``)."""
     try:
         data = json.loads(msg.data)
     except ValueError as exc:
@@ -183,7 +193,36 @@ async def serve_health(nc: Any, service: str, info: Callable[[], dict[str, Any]]
     async def reply(msg: Msg) -> None:
         await msg.respond(json.dumps({"service": service, "ok": True, **info()}).encode())
 
-    await nc.subscribe(f"ferry.health.{service}", cb=reply)
+    await nc.subscribe(subjects.health(service), cb=reply)
+
+
+async def retrying(
+    name: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    fatal: Callable[[Exception], bool] = lambda exc: False,
+    failed: Callable[[Exception], None] = lambda exc: None,
+    backoff: float = 0.5,
+    max_backoff: float = 5.0,
+) -> T:
+    """The result of ``attempt()``, tried again (with growing back-off) until it succeeds.
+
+    ``failed`` hears every failure (to say why on a health check); one that is ``fatal`` (a
+    refused credential) propagates at once. Cancel the caller to give up.
+    """
+    delay = backoff
+    while True:
+        try:
+            return await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failed(exc)
+            if fatal(exc):
+                raise
+            log.warning("%s failed; retrying", name, extra={"task": name, "why": str(exc), "in": delay})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_backoff)
 
 
 async def supervise(
@@ -221,3 +260,22 @@ async def supervise(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, max_backoff)
+
+
+async def periodic(
+    run: Callable[[], Awaitable[object]], every: float, stop: asyncio.Event, *, name: str = "periodic task"
+) -> None:
+    """Run ``run()`` now and then every ``every`` seconds until ``stop`` is set.
+
+    A pass that fails is logged and the next one runs on time (a failed pass is not a failed
+    loop); run it under ``supervise`` for anything else.
+    """
+    while not stop.is_set():
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pass failed; next one on schedule", extra={"task": name, "in": every})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

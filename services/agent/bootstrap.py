@@ -17,36 +17,35 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from ferry.domain.agentgroups import DEFAULT_GROUP, action_of, consumer_name, group_work
-from ferry.infra import metrics, tracing
-from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
+from ferry.domain.agentgroups import DEFAULT_GROUP
+from ferry.infra import metrics, subjects, tracing
+from ferry.infra.bus import open_bus
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
-from ferry.infra.worker import ACK_WAIT, Permanent, run_consumer, serve_health, supervise
+from ferry.infra.worker import Permanent, run_consumer, serve_health, supervise
 from services.agent import doctor
 from services.agent.deps import AgentDeps
 from services.agent.ssh import SSHTarget
 from services.agent.worker import HANDLERS
 
 log = logging.getLogger("ferry.agent")
-LEGACY_CONSUMER = "agent"
-"""Before agent groups every agent shared this consumer on ``ferry.work.host.>``."""
-LEGACY_WORK = ("host.deploy", "host.rollback")
 
 
 def work_filters(group: str) -> list[str]:
     """The subjects a group's consumer takes; the default group also drains work queued before groups."""
-    legacy = list(LEGACY_WORK) if group == DEFAULT_GROUP else []
-    return [f"{WORK_PREFIX}.{kind}" for kind in (group_work(group), *legacy)]
+    legacy = list(subjects.LEGACY_HOST_WORK) if group == DEFAULT_GROUP else []
+    return [subjects.group_work(group), *legacy]
 
 
 async def drop_legacy_consumer(js: JetStreamContext) -> None:
     """Its filter overlaps every group's, which a work-queue stream refuses: remove it once."""
     try:
-        await js.delete_consumer(WORK_STREAM, LEGACY_CONSUMER)
+        await js.delete_consumer(subjects.WORK_STREAM, subjects.LEGACY_AGENT)
     except nats.js.errors.NotFoundError:
         return
-    log.info("removed the consumer agents shared before agent groups", extra={"consumer": LEGACY_CONSUMER})
+    log.info(
+        "removed the consumer agents shared before agent groups", extra={"consumer": subjects.LEGACY_AGENT}
+    )
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -88,7 +87,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         )
 
         async def dispatch(msg: Msg) -> None:
-            handler = HANDLERS.get(action_of(msg.subject))
+            handler = HANDLERS.get(subjects.action_of(msg.subject))
             if handler is None:
                 raise Permanent(f"no handler for {msg.subject}")
             await handler(msg, deps)
@@ -99,18 +98,18 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         await serve_health(
             bus.nc, "agent", lambda: {"pid": os.getpid(), "name": settings.agent_name, "agent_group": group}
         )
-        log.info("serving hosts of agent group", extra={"consumer": consumer_name(group)})
+        log.info("serving hosts of agent group", extra={"consumer": subjects.agent_consumer(group)})
         await supervise(
             "agent work",
             lambda: run_consumer(
                 bus.js,
-                WORK_STREAM,
-                consumer_name(group),
+                subjects.WORK_STREAM,
+                subjects.agent_consumer(group),
                 work_filters(group),
                 dispatch,
                 stop,
                 concurrency=settings.agent_concurrency,
-                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT") or ACK_WAIT),
+                ack_wait=settings.work_ack_wait,
             ),
             stop,
         )

@@ -8,12 +8,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ferry.domain.errors import ConcurrencyError, HostError, HostUnreachable
 from ferry.domain.events import Recipe
 from ferry.domain.masking import Masker
 from ferry.domain.release import Command, ReleaseState
+from ferry.domain.work import HostWork
 from ferry.infra.bus import Bus
 from ferry.infra.commands import execute
 from ferry.infra.worker import Transient
@@ -113,9 +113,9 @@ async def connect(deps: AgentDeps, host: str) -> HostSession:
     raise last
 
 
-async def fenced(deps: AgentDeps, state: ReleaseState, work: dict[str, Any]) -> bool:
+async def fenced(deps: AgentDeps, state: ReleaseState, work: HostWork) -> bool:
     """Work scheduled under an older environment lock token is dropped, never run."""
-    why = await deps.bus.locks.refusal(state.project, state.environment, state.release_id, work.get("lock"))
+    why = await deps.bus.locks.refusal(state.project, state.environment, state.release_id, work.lock)
     if why is not None:
         log.warning("refused fenced work", extra={"release_id": state.release_id, "why": why})
     return why is not None

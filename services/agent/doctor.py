@@ -8,14 +8,14 @@ host to the release its ``current`` names, or to the error that kept it from bei
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from ferry.domain.agentgroups import doctor_subject
 from ferry.domain.errors import FerryError
+from ferry.domain.work import DoctorReply, DoctorRequest, MalformedWork
+from ferry.infra import subjects
 from services.agent import remote
 from services.agent.deps import AgentDeps, connect
 
@@ -47,11 +47,11 @@ async def live_releases(deps: AgentDeps, deploy_path: str, hosts: list[str]) -> 
 async def serve(deps: AgentDeps, group: str) -> None:
     async def answer(msg: Msg) -> None:
         try:
-            ask = json.loads(msg.data)
-            deploy_path, hosts = str(ask["deploy_path"]), [str(h) for h in ask["hosts"]]
-            reply: dict[str, Any] = {"hosts": await live_releases(deps, deploy_path, hosts)}
-        except (ValueError, KeyError, TypeError) as exc:
-            reply = {"error": f"bad doctor request: {exc}"}
-        await msg.respond(json.dumps(reply).encode())
+            ask = DoctorRequest.parse(msg.data)
+        except MalformedWork as exc:
+            await msg.respond(DoctorReply(error=exc.message).canonical())
+            return
+        live = await live_releases(deps, ask.deploy_path, ask.hosts)
+        await msg.respond(DoctorReply.model_validate({"hosts": live}).canonical())
 
-    await deps.bus.nc.subscribe(doctor_subject(group), queue=f"doctor-{group}", cb=answer)
+    await deps.bus.nc.subscribe(subjects.doctor(group), queue=subjects.doctor_queue(group), cb=answer)

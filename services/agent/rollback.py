@@ -11,7 +11,8 @@ from nats.aio.msg import Msg
 from ferry.domain.errors import FerryError, InvariantViolation
 from ferry.domain.events import tail
 from ferry.domain.release import ReleaseState, RollBackHost
-from ferry.infra.worker import Permanent, Transient, body
+from ferry.domain.work import RollbackWork
+from ferry.infra.worker import Permanent, Transient
 from services.agent import remote
 from services.agent.deps import AgentDeps, connect, fenced, host_env, load, project_secrets, record
 from services.agent.health import health_check
@@ -94,8 +95,8 @@ async def _health_after_rollback(
 
 async def rollback(msg: Msg, deps: AgentDeps) -> None:
     """Rollback work: switch a host that the failed rollout had activated back to its previous release."""
-    work = body(msg)
-    release_id, host = str(work.get("release_id", "")), str(work.get("host", ""))
+    work = RollbackWork.parse(msg.data)  # malformed: MalformedWork, terminated by the consumer loop
+    release_id, host = work.release_id, work.host
     state = await load(deps, release_id)
     if state.plan is None or state.terminal or host not in state.hosts:
         return

@@ -25,11 +25,12 @@ from ferry.domain.errors import (
     HostUnreachable,
     InvariantViolation,
 )
-from ferry.domain.events import TAIL_LIMIT, tail
+from ferry.domain.events import HOST_STEPS, TAIL_LIMIT, tail
 from ferry.domain.release import FailHost, FinishHostStep, ReleaseState, StartHostStep
 from ferry.domain.rollout import failures
+from ferry.domain.work import DeployWork
 from ferry.infra import metrics, tracing
-from ferry.infra.worker import Permanent, body
+from ferry.infra.worker import Permanent, Transient
 from services.agent import remote, rollback
 from services.agent.deps import (
     AgentDeps,
@@ -135,8 +136,8 @@ def run_step(
 
 
 async def deploy(msg: Msg, deps: AgentDeps) -> None:
-    work = body(msg)
-    release_id, host = str(work.get("release_id", "")), str(work.get("host", ""))
+    work = DeployWork.parse(msg.data)  # malformed: MalformedWork, terminated by the consumer loop
+    release_id, host = work.release_id, work.host
     state = await load(deps, release_id)
     if not _should_work(state, host):
         return
@@ -183,7 +184,8 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
 
     refused = 0
     secrets: dict[str, str] | None = None
-    while True:
+    # each step runs once, after at most one refusal on a stale read: a bounded walk of the steps
+    for _ in range(2 * len(HOST_STEPS) + 2):
         state = await load(deps, release_id)
         if not _should_work(state, host):
             return
@@ -256,6 +258,7 @@ async def _run_steps(deps: AgentDeps, session: HostSession, release_id: str, hos
             await _fail(deps, release_id, host, step, reason)
             await rollback.after_failure(deps, session, release_id, host)
             return
+    raise Transient(f"host {host} of {release_id} did not settle; its work comes back")
 
 
 async def _fail(

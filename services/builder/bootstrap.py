@@ -9,11 +9,11 @@ import logging
 import os
 from pathlib import Path
 
-from ferry.infra import metrics, tracing
-from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, open_bus
+from ferry.infra import metrics, subjects, tracing
+from ferry.infra.bus import open_bus
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
-from ferry.infra.worker import ACK_WAIT, run_consumer, serve_health, supervise
+from ferry.infra.worker import run_consumer, serve_health, supervise
 from services.builder import housekeeping
 from services.builder.mirror import MirrorCache
 from services.builder.sandbox import Sandbox
@@ -29,7 +29,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         creds = CredentialReader(settings)
         stack.callback(creds.close)
         root = settings.home / "builder"
-        sandbox = Sandbox.from_env(hidden=_hidden_paths(settings))
+        sandbox = Sandbox.from_settings(settings, hidden=_hidden_paths(settings))
         problem = sandbox.problem()
         if problem is not None:  # builds without hooks still work; builds with hooks fail saying this
             logging.getLogger("ferry.builder").error("build hooks cannot run: %s", problem)
@@ -47,7 +47,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         )
         await serve_health(bus.nc, "builder", lambda: {"pid": os.getpid()})
         await bus.nc.subscribe(
-            "ferry.builder.refs", queue="builders", cb=functools.partial(list_refs, deps=deps)
+            subjects.BUILDER_REFS,
+            queue=subjects.BUILDER_REFS_QUEUE,
+            cb=functools.partial(list_refs, deps=deps),
         )
         disk = supervise(
             "builder gc",
@@ -60,13 +62,13 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             "builder work",
             lambda: run_consumer(
                 bus.js,
-                WORK_STREAM,
-                "builder",
-                f"{WORK_PREFIX}.build",
+                subjects.WORK_STREAM,
+                subjects.BUILDER,
+                subjects.BUILD_WORK,
                 functools.partial(build, deps=deps),
                 stop,
                 concurrency=2,
-                ack_wait=float(os.environ.get("FERRY_WORK_ACK_WAIT") or ACK_WAIT),
+                ack_wait=settings.work_ack_wait,
             ),
             stop,
         )

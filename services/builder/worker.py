@@ -42,10 +42,11 @@ from ferry.domain.release import (
     ReleaseState,
     StartBuild,
 )
-from ferry.infra import metrics
+from ferry.domain.work import BuildWork, MalformedWork, RefsRequest
+from ferry.infra import metrics, subjects
 from ferry.infra.bus import Bus
 from ferry.infra.commands import execute
-from ferry.infra.worker import Permanent, Transient, body
+from ferry.infra.worker import Permanent, Transient
 from services.builder.hooks import run_hooks
 from services.builder.mirror import MirrorCache
 from services.builder.package import make_archive, recipe_key
@@ -53,7 +54,7 @@ from services.builder.refs import validate_ref
 from services.builder.sandbox import Sandbox
 
 log = logging.getLogger("ferry.builder")
-BUILDS_BUCKET = "ferry-builds"
+BUILDS_BUCKET = subjects.BUILDS_BUCKET
 FETCH_ATTEMPTS = 4
 
 
@@ -139,12 +140,12 @@ async def build(msg: Msg, deps: BuilderDeps) -> None:
 
 
 async def _build(msg: Msg, deps: BuilderDeps) -> None:
-    item = body(msg)
-    release_id = str(item.get("release_id", ""))
+    item = BuildWork.parse(msg.data)  # malformed: MalformedWork, terminated by the consumer loop
+    release_id = item.release_id
     state = await load(deps, release_id)
     if state.plan is None or state.terminal or state.artifact is not None:
         return  # nothing to do: unknown, finished, or already built
-    why = await deps.bus.locks.refusal(state.project, state.environment, release_id, item.get("lock"))
+    why = await deps.bus.locks.refusal(state.project, state.environment, release_id, item.lock)
     if why is not None:
         log.warning("refused fenced work", extra={"release_id": release_id, "why": why})
         return
@@ -305,20 +306,19 @@ async def _cached(deps: BuilderDeps, key: str) -> tuple[str, int] | None:
 async def list_refs(msg: Msg, deps: BuilderDeps) -> None:
     """Request-reply: ``{"repo_url", "credential"}`` -> branches and tags from the mirror."""
     try:
-        req = json.loads(msg.data)
-        url = str(req["repo_url"])
-        cred = req.get("credential")
+        req = RefsRequest.parse(msg.data)
+        url, cred = req.repo_url, req.credential
         auth = repo_auth(url, deps.secret(cred) if cred else None)
         await asyncio.to_thread(partial(deps.mirrors.sync, url, **auth))
         refs = await asyncio.to_thread(deps.mirrors.list_refs, url)
         reply: dict[str, object] = {"ok": True, **refs}
+    except MalformedWork as exc:
+        reply = {"ok": False, "code": "INVALID_INPUT", "error": exc.message}
     except FerryError as exc:
         reply = {"ok": False, "code": exc.code, "error": exc.message}
-    except (KeyError, ValueError) as exc:
-        reply = {"ok": False, "code": "INVALID_INPUT", "error": f"bad refs request: {exc}"}
     await msg.respond(json.dumps(reply).encode())
 
 
 HANDLERS = {
-    "ferry.work.build": build,
+    subjects.BUILD_WORK: build,
 }

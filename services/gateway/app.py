@@ -27,7 +27,7 @@ from ferry.infra.projector import Projector
 from ferry.infra.secrets import SecretBox
 from ferry.infra.settings import Settings
 from ferry.infra.tokens import TokenChecker
-from ferry.infra.worker import supervise
+from ferry.infra.worker import retrying, supervise
 from services.gateway import api, login, portal
 from services.gateway.auth import AuthMiddleware
 from services.gateway.errors import error_body, install_error_handlers
@@ -67,28 +67,23 @@ class BusLink:
 
     async def open(self, settings: Settings, stack: contextlib.AsyncExitStack) -> Bus:
         """Connect (nats-py waits for a server that is away) and set up; try again on failure."""
-        delay = 0.5
-        while True:
-            try:
-                bus = await open_bus(settings.nats, name="ferry-gateway")
-            except StoreUnavailable as exc:
-                self.problem = str(exc)
-                if "refused the connection" in str(exc):
-                    raise  # a wrong credential: stop with the message, do not knock for ever
-                log.warning("cannot open the event store yet; retrying", extra={"why": str(exc), "in": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            except Exception as exc:  # noqa: BLE001 - say why on /healthz and in the log, then retry
-                self.problem = f"NATS at {self.address}: {exc}"
-                log.warning("cannot open the event store yet; retrying", extra={"why": str(exc), "in": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            stack.push_async_callback(bus.close)
-            self.bus = bus
-            self.ready.set()
-            return bus
+
+        def failed(exc: Exception) -> None:  # said on /healthz and in the log
+            self.problem = str(exc) if isinstance(exc, StoreUnavailable) else f"NATS at {self.address}: {exc}"
+
+        def refused(exc: Exception) -> bool:  # a wrong credential: stop with the message
+            return isinstance(exc, StoreUnavailable) and "refused the connection" in str(exc)
+
+        bus = await retrying(
+            "opening the event store",
+            lambda: open_bus(settings.nats, name="ferry-gateway"),
+            fatal=refused,
+            failed=failed,
+        )
+        stack.push_async_callback(bus.close)
+        self.bus = bus
+        self.ready.set()
+        return bus
 
 
 @dataclass
@@ -192,7 +187,7 @@ async def _background(
     await asyncio.gather(
         supervise("projector", lambda: projector.run(bus, stop), stop),
         supervise("orchestrator", lambda: orchestrator.run(bus, stop, group_of=group_lookup(sessions)), stop),
-        supervise("gc", lambda: gc.loop(bus.artifacts, sessions, stop), stop),
+        supervise("gc", lambda: gc.loop(bus, sessions, stop), stop),
     )
 
 

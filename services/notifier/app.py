@@ -7,12 +7,12 @@ import contextlib
 import hmac
 import inspect
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,14 +52,6 @@ CLOSE_RESYNC = 4429  # fell behind: reconnect with the ``since`` of the resync f
 Authorize = Callable[[WebSocket, Channel], bool | Awaitable[bool]]
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-
-
 @dataclass(frozen=True)
 class NotifierConfig:
     heartbeat: float = 15.0
@@ -70,12 +62,12 @@ class NotifierConfig:
     token: str | None = None
 
     @classmethod
-    def from_env(cls) -> NotifierConfig:
+    def from_settings(cls, settings: Settings) -> NotifierConfig:
         return cls(
-            heartbeat=_float("FERRY_WS_HEARTBEAT", 15.0),
-            queue_size=int(_float("FERRY_WS_QUEUE", 1000)),
-            ring_size=int(_float("FERRY_WS_RING", 4096)),
-            token=os.environ.get("FERRY_WS_TOKEN") or None,
+            heartbeat=settings.ws_heartbeat,
+            queue_size=settings.ws_queue,
+            ring_size=settings.ws_ring,
+            token=settings.ws_token,
         )
 
 
@@ -321,9 +313,12 @@ def create_app(
     *,
     authorize: Authorize | None = None,
     bus: Bus | None = None,
+    sessions: sessionmaker[Session] | None = None,
 ) -> Starlette:
-    """The notifier ASGI app; opens its own bus in the lifespan unless one is given (tests)."""
-    config = config or NotifierConfig.from_env()
+    """The notifier ASGI app over ``bus`` and ``sessions`` (the database, for API tokens), which
+    ``services.notifier.bootstrap`` opens once for the whole process; standing alone (tests), it
+    opens its own in the lifespan."""
+    config = config or NotifierConfig.from_settings(settings)
     chosen = authorize
 
     @contextlib.asynccontextmanager
@@ -337,9 +332,12 @@ def create_app(
             hub = Hub(b.events, ring_size=config.ring_size, queue_size=config.queue_size, metrics=metrics)
             authorize = chosen or token_authorizer(config.token)
             if chosen is None and settings.auth_required:
-                engine = make_engine(settings.db_url)
-                stack.callback(engine.dispose)
-                authorize = api_token_authorizer(TokenChecker(session_factory(engine)), config.token)
+                db = sessions
+                if db is None:
+                    engine = make_engine(settings.db_url)
+                    stack.callback(engine.dispose)
+                    db = session_factory(engine)
+                authorize = api_token_authorizer(TokenChecker(db), config.token)
             app.state.notifier = Notifier(config, hub, metrics, authorize)
             stop = asyncio.Event()
             follower = asyncio.create_task(hub.run(stop), name="notifier-follower")

@@ -1,8 +1,10 @@
-"""Runs the notifier under uvicorn until SIGTERM/SIGINT, with the webhook deliverer beside it."""
+"""Wires the notifier: one NATS connection and database engine; the WebSocket app under uvicorn
+and the webhook deliverer beside it, until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import uvicorn
@@ -10,11 +12,15 @@ from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from ferry.db.engine import make_engine, session_factory
 from ferry.infra import tracing
+from ferry.infra.bus import open_bus
+from ferry.infra.secrets import SecretBox
 from ferry.infra.service import serve_http
 from ferry.infra.settings import Settings
+from ferry.infra.worker import supervise
 from services.notifier import webhooks
-from services.notifier.app import create_app
+from services.notifier.app import NotifierConfig, create_app
 from services.notifier.fanout import DIRECT_SEND
 
 log = logging.getLogger("ferry.notifier")
@@ -86,15 +92,27 @@ def server_config(settings: Settings, app: Starlette | None = None) -> uvicorn.C
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
+    """The notifier's one composition root: one NATS connection and one database engine, shared
+    by the WebSocket app and the webhook deliverer (which comes back by itself if it fails)."""
     tracing.setup("notifier", traces_dir=settings.traces_dir)
-    deliverer = asyncio.create_task(webhooks.main(settings, stop), name="webhooks")
-    try:
-        await serve_http(server_config(settings), stop, "notifier")
-    finally:
-        stop.set()
+    async with contextlib.AsyncExitStack() as stack:
+        bus = await open_bus(settings.nats, name="ferry-notifier")
+        stack.push_async_callback(bus.close)
+        engine = make_engine(settings.db_url)
+        stack.callback(engine.dispose)
+        sessions = session_factory(engine)
+        app = create_app(settings, NotifierConfig.from_settings(settings), bus=bus, sessions=sessions)
+        box = SecretBox.from_settings(settings)
+        delivery = webhooks.WebhookConfig.from_settings(settings)
+        deliverer = asyncio.create_task(
+            supervise("webhooks", lambda: webhooks.run(bus, sessions, box, stop, delivery), stop),
+            name="webhooks",
+        )
         try:
-            await asyncio.wait_for(deliverer, 15)
-        except TimeoutError:
-            log.warning("webhook deliverer did not stop in time")
-        except Exception:
-            log.exception("webhook deliverer failed")
+            await serve_http(server_config(settings, app), stop, "notifier")
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(deliverer, 15)
+            except TimeoutError:
+                log.warning("webhook deliverer did not stop in time")

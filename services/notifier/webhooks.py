@@ -21,9 +21,7 @@ redelivered event or work item never posts twice once it succeeded (or was given
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,12 +35,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ferry.db import repo
-from ferry.db.engine import make_engine, session_factory
 from ferry.domain import webhooks
 from ferry.domain.events import UnknownEvent, decode, utcnow
 from ferry.domain.release import ReleaseState, evolve
-from ferry.infra import metrics
-from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus, open_bus
+from ferry.infra import metrics, subjects
+from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus
 from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX
 from ferry.infra.secrets import SecretBox
 from ferry.infra.settings import Settings
@@ -51,24 +48,12 @@ from ferry.infra.worker import Permanent, Transient, body, run_consumer
 log = logging.getLogger("ferry.notifier.webhooks")
 
 WEBHOOK_WORK = "webhook"
-ROUTER = "webhooks"
-SENDER = "webhook-delivery"
+ROUTER = subjects.WEBHOOK_ROUTER
+SENDER = subjects.WEBHOOK_SENDER
 ACK_WAIT = 30.0  # > the 10 s request timeout; run_consumer sends progress every third of it
 MAX_ANSWER = 4096  # bytes of a receiver's answer read (DingTalk/Feishu put their error code there)
 
 R = TypeVar("R")
-
-
-def _delays(raw: str | None) -> tuple[float, ...]:
-    if not raw:
-        return webhooks.RETRY_DELAYS
-    try:
-        delays = tuple(float(x) for x in raw.split(",") if x.strip())
-    except ValueError:
-        raise SystemExit(f"FERRY_WEBHOOK_RETRY_DELAYS must be comma-separated seconds, got {raw!r}") from None
-    if any(d < 0 for d in delays):
-        raise SystemExit("FERRY_WEBHOOK_RETRY_DELAYS must not be negative")
-    return delays
 
 
 @dataclass(frozen=True)
@@ -85,12 +70,12 @@ class WebhookConfig:
         return len(self.retry_delays) + 1
 
     @classmethod
-    def from_env(cls) -> WebhookConfig:
+    def from_settings(cls, settings: Settings) -> WebhookConfig:
         return cls(
-            retry_delays=_delays(os.environ.get("FERRY_WEBHOOK_RETRY_DELAYS")),
-            timeout=float(os.environ.get("FERRY_WEBHOOK_TIMEOUT") or 10.0),
-            public_url=os.environ.get("FERRY_PUBLIC_URL") or None,
-            concurrency=int(os.environ.get("FERRY_WEBHOOK_CONCURRENCY") or 16),
+            retry_delays=settings.webhook_retry_delays,
+            timeout=settings.webhook_timeout,
+            public_url=settings.public_url,
+            concurrency=settings.webhook_concurrency,
         )
 
 
@@ -259,7 +244,7 @@ async def run(
     config: WebhookConfig | None = None,
 ) -> None:
     """Route and deliver until ``stop`` is set."""
-    config = config or WebhookConfig.from_env()
+    config = config or WebhookConfig.from_settings(Settings.from_env())
     async with httpx.AsyncClient(timeout=config.timeout, follow_redirects=False) as http:
         deliverer = Deliverer(bus, sessions, box, http, config)
         # The router reads the stream from its start the first time; routes skip events older
@@ -290,19 +275,3 @@ async def run(
                     ack_wait=ACK_WAIT,
                 )
             )
-
-
-async def main(settings: Settings, stop: asyncio.Event, *, retry_after: float = 5.0) -> None:
-    """The notifier's webhook deliverer: its own NATS connection and database engine; restarts on failure."""
-    while not stop.is_set():
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                bus = await open_bus(settings.nats, name="ferry-notifier-webhooks")
-                stack.push_async_callback(bus.close)
-                engine = make_engine(settings.db_url)
-                stack.callback(engine.dispose)
-                await run(bus, session_factory(engine), SecretBox.from_settings(settings), stop)
-        except Exception:
-            log.exception("webhook deliverer stopped; restarting")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_after)

@@ -39,6 +39,7 @@ from ferry.infra.eventstore import EVENTS_STREAM
 from ferry.infra.secrets import SecretBox
 from ferry.infra.settings import Settings
 from ferry.local.natsserver import free_port
+from services.notifier import bootstrap as notifier
 from services.notifier import webhooks as deliverer
 from services.notifier.webhooks import ROUTER, SENDER, WEBHOOK_WORK, WebhookConfig
 from tests.harness.history import append_next
@@ -375,13 +376,17 @@ async def test_restart_after_success_posts_nothing_again(world: World) -> None:
 
 
 async def test_the_notifier_entry_point_wires_its_own_connections(
-    world: World, nats_server, migrated_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World, nats_server, migrated_db: str, tmp_path: Path
 ) -> None:
     key = Fernet.generate_key().decode()
     settings = Settings(
-        home=tmp_path / "home", nats_url=nats_server.url, database_url=migrated_db, secret_key=key
+        home=tmp_path / "home",
+        nats_url=nats_server.url,
+        database_url=migrated_db,
+        secret_key=key,
+        public_url="https://ferry.example/",
+        ws_port=free_port(),
     )
-    monkeypatch.setenv("FERRY_PUBLIC_URL", "https://ferry.example/")
     box = SecretBox(key)
     with world.sessions() as s, s.begin():  # type: ignore[operator]
         repo.create_webhook(s, box, "feishu", world.receiver.url("/feishu"), "feishu", secret="fs")
@@ -389,7 +394,7 @@ async def test_the_notifier_entry_point_wires_its_own_connections(
             s, box, "ding", world.receiver.url("/ding?access_token=t"), "dingtalk", secret="ds"
         )
     stop = asyncio.Event()
-    task = asyncio.create_task(deliverer.main(settings, stop))
+    task = asyncio.create_task(notifier.main(settings, stop))  # the WebSocket app and the deliverer
     try:
         await consumers_exist(world.bus)
         await append(world.bus, history("r9", "shop")[:1])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.domain.agentgroups import action_of, consumer_name, group_work, host_work, validate_group
+from ferry.domain.agentgroups import validate_group
 from ferry.domain.errors import InvalidInput
 from ferry.infra.settings import Settings
+from ferry.infra.subjects import action_of, agent_consumer, doctor, group_work, host_work
 from services.agent.bootstrap import work_filters
 from services.agent.rollback import rollback
 from services.agent.worker import HANDLERS, deploy
@@ -27,10 +28,11 @@ def test_invalid_groups_name_the_field(group: object) -> None:
 
 
 def test_work_subjects_carry_the_group() -> None:
-    assert host_work("default", "deploy") == "host.default.deploy"
-    assert host_work("eu", "rollback") == "host.eu.rollback"
-    assert group_work("eu") == "host.eu.>"
-    assert consumer_name("eu") == "agent-eu"
+    assert host_work("default", "deploy") == "ferry.work.host.default.deploy"
+    assert host_work("eu", "rollback") == "ferry.work.host.eu.rollback"
+    assert group_work("eu") == "ferry.work.host.eu.>"
+    assert agent_consumer("eu") == "agent-eu"
+    assert doctor("eu") == "ferry.doctor.eu"
     with pytest.raises(ValueError):
         host_work("eu", "reboot")
     with pytest.raises(InvalidInput):

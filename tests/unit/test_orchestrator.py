@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 
 from ferry.domain.events import Event
 from ferry.domain.release import replay
+from ferry.domain.work import BuildWork, DeployWork, MalformedWork, TimerWork, Work, canonical
 from ferry.infra import orchestrator
 from ferry.infra.bus import Bus
 from ferry.infra.commands import Loaded
@@ -44,8 +46,8 @@ class FakeBus:
     locks: FakeLocks = field(default_factory=FakeLocks)
     published: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
-    async def publish_work(self, kind: str, msg_id: str, body: dict[str, object]) -> None:
-        self.published.append((kind, msg_id, body))
+    async def queue(self, subject: str, work: Work) -> None:
+        self.published.append((subject, work.msg_id, json.loads(work.canonical())))
 
 
 def _bus(release: Release) -> Any:
@@ -63,8 +65,16 @@ async def test_host_work_goes_to_the_hosts_group_with_unchanged_ids() -> None:
 
     await orchestrator.react(bus, "rel-1", group_of=group_of)
     assert sorted(bus.published) == [
-        ("host.default.deploy", "deploy:rel-1:web1", {"release_id": "rel-1", "host": "web1", "lock": 1}),
-        ("host.eu.deploy", "deploy:rel-1:web2", {"release_id": "rel-1", "host": "web2", "lock": 1}),
+        (
+            "ferry.work.host.default.deploy",
+            "deploy:rel-1:web1",
+            {"release_id": "rel-1", "host": "web1", "lock": 1},
+        ),
+        (
+            "ferry.work.host.eu.deploy",
+            "deploy:rel-1:web2",
+            {"release_id": "rel-1", "host": "web2", "lock": 1},
+        ),
     ]
     assert sorted(asked) == ["web1", "web2"]
 
@@ -72,13 +82,15 @@ async def test_host_work_goes_to_the_hosts_group_with_unchanged_ids() -> None:
 async def test_without_a_look_up_every_host_is_in_the_default_group() -> None:
     bus = _bus(Release(hosts=("web1",)).built())
     await orchestrator.react(bus, "rel-1")
-    assert [kind for kind, _, _ in bus.published] == ["host.default.deploy"]
+    assert [subject for subject, _, _ in bus.published] == ["ferry.work.host.default.deploy"]
 
 
 async def test_quiet_release_warns_about_host_work_nobody_took(caplog: pytest.LogCaptureFixture) -> None:
     release = Release(hosts=("web1",)).built()
     with caplog.at_level(logging.WARNING, logger="ferry.infra.orchestrator"):
-        await orchestrator._warn_waiting("rel-1", release.history, timedelta(minutes=5), lambda h: "eu")
+        await orchestrator._warn_waiting(
+            replay("rel-1", release.history), timedelta(minutes=5), lambda h: "eu"
+        )
     [record] = caplog.records
     assert (record.host, record.agent_group, record.waited) == ("web1", "eu", 300)  # type: ignore[attr-defined]
 
@@ -91,3 +103,37 @@ async def test_a_release_behind_another_in_its_environment_schedules_nothing() -
     await orchestrator.react(bus, "rel-1")
     assert bus.published == [], "no build, no host work while another release holds the environment"
     assert bus.locks.locks[env].waiting == ["rel-1"]
+
+
+async def test_a_new_release_asks_for_its_build_as_typed_work() -> None:
+    bus = _bus(Release(hosts=("web1",)))
+    await orchestrator.react(bus, "rel-1")
+    assert bus.published == [("ferry.work.build", "build:rel-1", {"lock": 1, "release_id": "rel-1"})]
+
+
+def test_work_bodies_are_canonical_bytes() -> None:
+    work = DeployWork(release_id="r1", host="web1.example.com", lock=3)
+    assert work.canonical() == b'{"host":"web1.example.com","lock":3,"release_id":"r1"}'
+    assert DeployWork.parse(work.canonical()) == work
+    assert canonical({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
+    # work queued before locks (no token) and by a newer gateway (an extra field) still reads
+    assert BuildWork.parse(b'{"release_id": "r1", "added_later": 1}') == BuildWork(release_id="r1")
+    assert TimerWork.parse(b'{"release_id": "r1", "at": "2026-01-01T00:00:00+00:00"}').msg_id == "timer:r1:0"
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        (b"not json", "body"),
+        (b"[1]", "body"),
+        (b"{}", "release_id"),
+        (b'{"release_id": "../x", "host": "h"}', "release_id"),
+        (b'{"release_id": "r1"}', "host"),
+        (b'{"release_id": "r1", "host": "h", "lock": "1"}', "lock"),
+    ],
+)
+def test_malformed_work_is_a_typed_refusal_naming_the_field(data: bytes, field: str) -> None:
+    with pytest.raises(MalformedWork) as info:
+        DeployWork.parse(data)
+    assert info.value.field == field
+    assert info.value.code == "MALFORMED_WORK"

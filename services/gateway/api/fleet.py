@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import fleet, repo
-from ferry.domain.agentgroups import doctor_subject
 from ferry.domain.errors import StoreUnavailable
+from ferry.infra import subjects
+from services.gateway.api.fleet_schema import DoctorHostOut, DoctorOut, FleetHostOut, FleetOut
 from services.gateway.api.http import gw, in_session, respond
 from services.gateway.api.openapi import Operation
-from services.gateway.api.fleet_schema import DoctorHostOut, DoctorOut, FleetHostOut, FleetOut
 
 DOCTOR_TIMEOUT = 60.0
 
@@ -45,7 +45,7 @@ async def list_fleet(request: Request) -> Response:
 async def _ask(request: Request, group: str, deploy_path: str, hosts: list[str]) -> dict[str, Any]:
     ask = json.dumps({"deploy_path": deploy_path, "hosts": hosts}).encode()
     try:
-        msg = await gw(request).bus.nc.request(doctor_subject(group), ask, timeout=DOCTOR_TIMEOUT)
+        msg = await gw(request).bus.nc.request(subjects.doctor(group), ask, timeout=DOCTOR_TIMEOUT)
     except nats.errors.NoRespondersError:
         return {h: {"current": None, "error": f"no agent of group {group!r} is running"} for h in hosts}
     except nats.errors.TimeoutError as exc:
