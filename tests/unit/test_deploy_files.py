@@ -146,3 +146,16 @@ def test_dockerfile_has_the_builder_sandbox_and_its_hook_user():
     commands = [c.split() for line in lines for c in line.split("&&") if "useradd" in c]
     assert any(c[-1] == HOOK_USER and "--user-group" in c for c in commands), HOOK_USER
     assert re.search(r"^USER \d+:\d+$", text, re.M), "a numeric user, so runAsNonRoot can verify it"
+
+
+def test_compose_lets_only_the_builder_make_its_sandbox():
+    services = compose()["services"]
+    assert set(services["builder"]["security_opt"]) == {
+        "seccomp=unconfined",
+        "apparmor=unconfined",
+        "systempaths=unconfined",
+    }
+    for name, svc in services.items():
+        assert name == "builder" or "security_opt" not in svc, name
+        assert "privileged" not in svc and "cap_add" not in svc, name
+        assert svc.get("environment", {}).get("FERRY_HOOK_SANDBOX", "bwrap") != "off", name

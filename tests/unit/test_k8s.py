@@ -130,6 +130,7 @@ def test_the_builder_gets_user_namespaces_for_its_sandbox_and_secrets_it_hides_f
     assert spec["hostUsers"] is False  # the pod's own user namespace: what makes the rest safe
     assert spec["containers"][0]["securityContext"]["procMount"] == "Unmasked"
     assert spec["securityContext"]["appArmorProfile"]["type"] == "Unconfined"
+    assert env_of(pod).get("FERRY_HOOK_SANDBOX", "bwrap") == "bwrap"  # hooks never run unsandboxed
     secret_volumes = {v["name"] for v in spec["volumes"] if "secret" in v}
     for mount in spec["containers"][0]["volumeMounts"]:
         if mount["name"] in secret_volumes:
