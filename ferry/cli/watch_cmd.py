@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import typer
 from rich.console import Console
 
 from ferry.cli.watch import EXIT_USAGE, watch_release
-
-_RELEASE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from ferry.domain.validation import RELEASE_ID_RE
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +25,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Follow a release live; exit 0 if it succeeded, 1 if it failed, was cancelled or rejected."""
         console = Console()
-        if not _RELEASE_ID.match(release_id):
+        if not RELEASE_ID_RE.match(release_id):
             console.print("error: a release id is 1-64 letters, digits, '_' or '-'", style="red")
             raise typer.Exit(EXIT_USAGE)
         code = asyncio.run(
