@@ -1,18 +1,16 @@
 """Garbage collection of the object store: artifacts no kept release needs any more.
 
-A release is **kept** while it is unfinished, or is among the last ``keep_releases`` releases
-that switched some host of its environment (newest first, as the read model says), or is what a
-host runs now (a rollback's target, an instant rollback's directory) or the release before it
-(hosts keep that one for a rollback: ``services/agent/remote.prune`` protects it too). The
-artifacts of kept releases stay; the artifact of any other release goes, unless it is younger
-than the grace period (a build that stored its artifact but has not recorded it yet).
+The artifacts of kept releases stay (``ferry.db.kept``: unfinished, among a host's last
+``keep_releases``, live, or a live release's predecessor); the artifact of any other release
+goes, unless it is younger than the grace period (a build that stored its artifact but has not
+recorded it yet) or an unfinished release reuses it by the time of the delete.
 
-Objects that are no release's artifact (the step and build logs the events point to) are never
-collected here: the history of a release, its events and logs, is kept for good; an operator
-moves old history out with ``ferry backup`` (see docs/operations.md, "Retention").
+Objects that are no release's artifact (the step and build logs the events point to) are not
+collected here: history — events and logs — is kept unless ``ferry.infra.retention`` is set up
+to move old history to an archive, which the same pass runs after the artifacts.
 
 The gateway runs a pass every ``FERRY_GC_INTERVAL`` seconds (``loop``, supervised) and on
-``POST /api/gc`` (admin), and logs each pass with its counts and the bytes it freed.
+``POST /api/gc`` (admin, ``ferry gc``), and logs each with its counts and the bytes it freed.
 """
 
 from __future__ import annotations
@@ -23,22 +21,25 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import nats.errors
 import nats.js.errors
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ferry.db.models import Project, Release, ReleaseHost
-from ferry.domain.events import Recipe
+from ferry.db.kept import kept_releases
+from ferry.db.models import Release
+from ferry.domain.errors import StoreUnavailable
 from ferry.domain.release import TERMINAL
+from ferry.infra import retention
 from ferry.infra.artifacts import ArtifactStore
+from ferry.infra.bus import Bus
 
 log = logging.getLogger("ferry.infra.gc")
 
 DEFAULT_INTERVAL = 3600.0
 DEFAULT_GRACE = 3600.0
-DEFAULT_KEEP = Recipe.model_fields["keep_releases"].default
 
 
 def _seconds(name: str, default: float) -> float:
@@ -92,46 +93,6 @@ class GcReport:
             "spared_young": self.spared_young,
             "duration": round(self.duration, 3),
         }
-
-
-def _keep_of(config: object) -> int:
-    value = config.get("keep_releases") if isinstance(config, dict) else None
-    return value if isinstance(value, int) and value >= 1 else DEFAULT_KEEP
-
-
-def kept_releases(session: Session) -> set[str]:
-    """Ids of the releases whose artifacts must stay (see the module's docstring)."""
-    kept = set(session.scalars(select(Release.id).where(Release.status.not_in(TERMINAL))))
-    keep_of = {
-        name: _keep_of(config) for name, config in session.execute(select(Project.name, Project.config))
-    }
-    rows = session.execute(
-        select(
-            Release.project,
-            Release.environment,
-            ReleaseHost.host,
-            ReleaseHost.release_id,
-            ReleaseHost.status,
-            ReleaseHost.previous_release,
-            ReleaseHost.release_dir,
-        )
-        .join(Release, Release.id == ReleaseHost.release_id)
-        .where(ReleaseHost.activated.is_(True))
-        .order_by(Release.requested_at.desc(), Release.id.desc())
-    )
-    seen: dict[tuple[str, str, str], int] = {}
-    for project, environment, host, release_id, status, previous, release_dir in rows:
-        key = (project, environment, host)
-        n = seen.get(key, 0)
-        if n >= keep_of.get(project, DEFAULT_KEEP):
-            continue
-        seen[key] = n + 1
-        kept.add(release_id)
-        if release_dir:
-            kept.add(release_dir)  # an instant rollback runs the directory it restored
-        if previous and (n == 0 or status == "rolled_back"):
-            kept.add(previous)  # the live one's predecessor, or where a rollback went back to
-    return kept
 
 
 @dataclass(frozen=True)
@@ -229,11 +190,18 @@ async def collect(store: ArtifactStore, sessions: sessionmaker[Session], *, grac
     return report
 
 
+async def run_pass(
+    bus: Bus, sessions: sessionmaker[Session], settings: GcSettings | None = None
+) -> dict[str, Any]:
+    """One whole pass: the artifacts, then old history to the archive (``ferry.infra.retention``)."""
+    settings = settings or GcSettings.from_env()
+    report = await collect(bus.artifacts, sessions, grace=settings.grace)
+    history = await retention.archive_pass(bus, sessions, retention.RetentionSettings.from_env())
+    return {**report.as_dict(), **history.as_dict()}
+
+
 async def loop(
-    store: ArtifactStore,
-    sessions: sessionmaker[Session],
-    stop: asyncio.Event,
-    settings: GcSettings | None = None,
+    bus: Bus, sessions: sessionmaker[Session], stop: asyncio.Event, settings: GcSettings | None = None
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` (run it under ``worker.supervise``)."""
     settings = settings or GcSettings.from_env()
@@ -247,6 +215,6 @@ async def loop(
         except TimeoutError:
             pass
         try:
-            await collect(store, sessions, grace=settings.grace)
-        except (nats.errors.Error, OSError) as exc:  # NATS away: the next pass tries again
+            await run_pass(bus, sessions, settings)
+        except (nats.errors.Error, OSError, StoreUnavailable) as exc:  # NATS away: the next pass tries again
             log.warning("gc pass skipped", extra={"error": repr(exc)})

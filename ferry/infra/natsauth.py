@@ -138,6 +138,8 @@ PERMISSIONS: dict[str, Permissions] = {
             # garbage collection (ferry.infra.gc): an object's delete marker, then its chunks purged
             "$O.ferry-artifacts.M.>",
             f"$JS.API.STREAM.PURGE.{OBJECTS}",
+            # history retention (ferry.infra.retention): a release's subjects, once archived
+            f"$JS.API.STREAM.PURGE.{EVENTS}",
             *_manage(LOCKS_KV),
             *_read(LOCKS_KV),
             *_ordered(LOCKS_KV),

@@ -20,12 +20,17 @@ class GcOut(BaseModel):
     bytes_freed: int
     spared_young: int = Field(description="unneeded artifacts younger than FERRY_GC_GRACE, left for now")
     duration: float
+    archived_releases: int = Field(description="releases whose events and logs moved to the history archive")
+    archived_events: int
+    logs_archived: int
+    logs_removed: int
+    log_bytes_freed: int
+    refused: str | None = Field(description="why history retention removed nothing (misconfigured)")
 
 
 async def run_gc(request: Request) -> Response:
     deps = gw(request)
-    report = await gc.collect(deps.bus.artifacts, deps.sessions, grace=gc.GcSettings.from_env().grace)
-    return respond(GcOut.model_validate(report.as_dict()))
+    return respond(GcOut.model_validate(await gc.run_pass(deps.bus, deps.sessions)))
 
 
 OPERATIONS = [
@@ -33,7 +38,7 @@ OPERATIONS = [
         "POST",
         "/gc",
         run_gc,
-        "Collect now (admin): delete the artifacts no kept release needs; counts and bytes freed",
+        "Collect now (admin): artifacts no kept release needs, then old history to the archive if set",
         "operations",
         response=GcOut,
         errors=(),
