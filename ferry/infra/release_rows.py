@@ -44,6 +44,8 @@ class ReleaseStates:
     def __init__(self, keep: int = KEEP) -> None:
         self.keep = keep
         self._states: OrderedDict[str, Folded] = OrderedDict()
+        self.reloads = 0
+        """How many times a state was read back from the event store."""
 
     def get(self, release_id: str) -> Folded | None:
         return self._states.get(release_id)
@@ -89,6 +91,7 @@ class Pending:
                 f"the projector holds no state of release {release_id} before #{before_seq} "
                 "and has no event store to read it from"
             )
+        self.states.reloads += 1
         folded = Folded(0, ReleaseState(release_id))
         for stored in self.load(release_id):
             if stored.seq >= before_seq:

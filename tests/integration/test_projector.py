@@ -340,12 +340,15 @@ async def test_a_projector_started_mid_release_reads_its_state_back_from_the_sto
     await again.wait(await bus.events.last_seq(), timeout=15)
     stop.set()
     await asyncio.wait_for(task, 10)
+    assert again.states.reloads >= len([h for h in halves.values() if h[0] and h[1]])
     assert_rows_match_the_aggregate(session_factory, histories)
     incremental = snapshot(session_factory)
 
     # A rebuild whose cache holds 5 states replays into the same rows.
-    assert await Projector(session_factory, keep=5).rebuild(bus) == sum(len(h) for h in histories.values())
+    rebuilder = Projector(session_factory, keep=5, batch_size=50)
+    assert await rebuilder.rebuild(bus) == sum(len(h) for h in histories.values())
     assert snapshot(session_factory) == incremental
+    assert rebuilder.states.reloads > 0  # the interleaved stream outgrew the cache
 
 
 def test_without_the_event_store_a_missing_state_is_an_error_not_a_guess(session_factory):
