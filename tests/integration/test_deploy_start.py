@@ -118,29 +118,62 @@ def probe_ok(probe: Obj, ports: dict[int, int], container: Obj) -> bool:
     return answer.status_code == 200
 
 
-def health_replies(url: str, service: str) -> list[dict[str, Any]]:
-    """Every reply to ``ferry.health.<service>`` within a second (each replica answers)."""
+def health_replies(url: str, services: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every reply to ``ferry.health.<service>`` within half a second (each replica answers)."""
 
-    async def ask() -> list[dict[str, Any]]:
+    async def ask() -> dict[str, list[dict[str, Any]]]:
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
-        replies: list[dict[str, Any]] = []
+        replies: dict[str, list[dict[str, Any]]] = {s: [] for s in services}
         try:
             inbox = nc.new_inbox()
             sub = await nc.subscribe(inbox)
-            await nc.publish(f"ferry.health.{service}", b"", reply=inbox)
-            deadline = time.monotonic() + 1.0
+            for service in services:
+                await nc.publish(f"ferry.health.{service}", b"", reply=inbox)
+            deadline = time.monotonic() + 0.5
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     msg = await sub.next_msg(timeout=left)
                 except nats.errors.TimeoutError:
                     break
                 if msg.data:  # an empty one is the server's "no responders"
-                    replies.append(json.loads(msg.data))
+                    reply = json.loads(msg.data)
+                    replies[reply["service"]].append(reply)
         finally:
             await nc.close()
         return replies
 
     return asyncio.run(ask())
+
+
+Running = tuple[Obj, Obj, dict[int, int], subprocess.Popen[bytes], Path]
+
+
+def healthy(pod: Obj, ports: dict[int, int], workers: dict[str, list[dict[str, Any]]], name: str) -> bool:
+    """The pod's probes pass; builder and agents, which serve no HTTP, answered over NATS."""
+    container = pod["spec"]["containers"][0]
+    probes = [container[k] for k in ("readinessProbe", "livenessProbe") if k in container]
+    if probes:
+        return all(probe_ok(p, ports, container) for p in probes)
+    replies = [r for r in workers.get(component(pod), []) if r.get("ok")]
+    if component(pod) != "agent":
+        return bool(replies)
+    group = next(v["value"] for v in container["env"] if v["name"] == "FERRY_AGENT_GROUP")
+    return any(r.get("name") == f"{name}-0" and r.get("agent_group") == group for r in replies)
+
+
+def wait_healthy(running: list[Running], url: str) -> None:
+    pending = {w["metadata"]["name"] for w, *_ in running}
+    deadline = time.monotonic() + START_TIMEOUT
+    while pending and time.monotonic() < deadline:
+        workers = health_replies(url, {"builder", "agent"})
+        for workload, pod, ports, proc, log in running:
+            name = workload["metadata"]["name"]
+            assert proc.poll() is None, f"{name} exited {proc.returncode}: {log.read_text()[-2000:]}"
+            if name in pending and healthy(pod, ports, workers, name):
+                pending.discard(name)
+        time.sleep(0.2)
+    logs = {w["metadata"]["name"]: log.read_text()[-1500:] for w, *_, log in running}
+    assert not pending, f"not healthy within {START_TIMEOUT}s: {pending}; {logs}"
 
 
 def test_every_ferry_pod_starts_with_its_manifest_and_answers_its_probes(nats_server, tmp_path):
@@ -152,7 +185,7 @@ def test_every_ferry_pod_starts_with_its_manifest_and_answers_its_probes(nats_se
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "database at head" in done.stdout, done.stdout + done.stderr
 
-    running: list[tuple[Obj, Obj, dict[int, int], subprocess.Popen[bytes], Path]] = []
+    running: list[Running] = []
     try:
         for workload, pod in workloads:
             if pod is migrate_pod:
@@ -163,32 +196,8 @@ def test_every_ferry_pod_starts_with_its_manifest_and_answers_its_probes(nats_se
                 command = argv(pod["spec"]["containers"][0])
                 proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
             running.append((workload, pod, ports, proc, log))
-
-        expected_agents = {f"{w['metadata']['name']}-0" for w, p, *_ in running if component(p) == "agent"}
-        pending = {w["metadata"]["name"] for w, *_ in running}
-        deadline = time.monotonic() + START_TIMEOUT
-        while pending and time.monotonic() < deadline:
-            for workload, pod, ports, proc, log in running:
-                name = workload["metadata"]["name"]
-                assert proc.poll() is None, f"{name} exited {proc.returncode}: {log.read_text()[-2000:]}"
-                if name not in pending:
-                    continue
-                container = pod["spec"]["containers"][0]
-                probes = [container[k] for k in ("readinessProbe", "livenessProbe") if k in container]
-                if probes:
-                    ready = all(probe_ok(p, ports, container) for p in probes)
-                else:  # builder and agents answer health over NATS, each replica on its own
-                    replies = health_replies(nats_server.url, component(pod))
-                    if component(pod) == "agent":
-                        ready = expected_agents <= {r.get("name") for r in replies if r.get("ok")}
-                    else:
-                        ready = any(r.get("ok") for r in replies)
-                if ready:
-                    pending.discard(name)
-            time.sleep(0.3)
-        logs = {w["metadata"]["name"]: log.read_text()[-1500:] for w, _, _, _, log in running}
-        assert not pending, f"not healthy within {START_TIMEOUT}s: {pending}; {logs}"
         assert {component(p) for _, p, *_ in running} == {"gateway", "notifier", "builder", "agent"}
+        wait_healthy(running, nats_server.url)
     finally:
         for *_, proc, _ in running:
             proc.terminate()
