@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -12,24 +10,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
-import nats
-import nats.errors
 
 from ferry.domain.errors import StoreUnavailable
 from ferry.infra.natsauth import (
     SERVICE_IDENTITY,
     Credential,
     credential_path,
-    from_url,
     private_dir,
     without_userinfo,
 )
 from ferry.infra.secrets import SecretBox
 from ferry.infra.settings import Settings
 from ferry.infra.signing import ensure_signing_key
+from ferry.local.healthprobe import HealthProbe
 from ferry.local.natsserver import NatsServer
 
 SERVICES = ("gateway", "builder", "agent", "notifier")
@@ -46,38 +41,6 @@ def _http_ok(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _nats_health(url: str, services: tuple[str, ...], credential: Credential | None = None) -> set[str]:
-    async def probe() -> set[str]:
-        ok: set[str] = set()
-        credential_ = credential or from_url(url)
-        auth: dict[str, Any] = {}
-        if credential_ is not None:
-            auth = {
-                "user": credential_.user,
-                "password": credential_.password,
-                "inbox_prefix": credential_.inbox_prefix,
-            }
-        try:
-            nc = await nats.connect(
-                without_userinfo(url).split(","), connect_timeout=2, max_reconnect_attempts=0, **auth
-            )
-        except Exception:  # noqa: BLE001
-            return ok
-        try:
-            for s in services:
-                try:
-                    reply = await nc.request(f"ferry.health.{s}", b"", timeout=1)
-                    if json.loads(reply.data).get("ok"):
-                        ok.add(s)
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-                    pass
-        finally:
-            await nc.close()
-        return ok
-
-    return asyncio.run(probe())
 
 
 class Launcher:
@@ -119,6 +82,9 @@ class Launcher:
             FERRY_WS_PORT=str(self.settings.ws_port),
             FERRY_HTTP_HOST=self.settings.http_host,
         )
+        env["FERRY_STREAM_REPLICAS"] = str(self.settings.stream_replicas)
+        if self.settings.nats_ca is not None:  # tls:// servers (a cluster) signed by a private CA
+            env["FERRY_NATS_CA"] = str(self.settings.nats_ca)
         if self.settings.auth:
             env["FERRY_AUTH"] = self.settings.auth
         if self.settings.bootstrap_token:
@@ -158,27 +124,32 @@ class Launcher:
         notifier = f"http://{host}:{self.settings.ws_port}/healthz"
         deadline = time.monotonic() + timeout
         pending = set(SERVICES)
-        while pending and time.monotonic() < deadline:
-            self.check_children()
-            if "gateway" in pending and _http_ok(gateway + "healthz"):
-                pending.discard("gateway")
-            if "notifier" in pending and _http_ok(notifier):
-                pending.discard("notifier")
-            workers = tuple(s for s in ("builder", "agent") if s in pending)
-            if workers:
-                probe = self.credential_file("gateway")
-                pending -= _nats_health(nats_url, workers, Credential.read(probe) if probe else None)
-            if pending:
-                time.sleep(0.2)
+        # builder and agents answer on NATS only: asked the way they connect (cluster, TLS, identity)
+        creds = self.credential_file("gateway")
+        probe = HealthProbe(nats_url, Credential.read(creds) if creds else None, self.settings.nats_ca)
+        try:
+            while pending and time.monotonic() < deadline:
+                self.check_children()
+                if "gateway" in pending and _http_ok(gateway + "healthz"):
+                    pending.discard("gateway")
+                if "notifier" in pending and _http_ok(notifier):
+                    pending.discard("notifier")
+                if workers := tuple(s for s in ("builder", "agent") if s in pending):
+                    pending -= probe.healthy(workers)
+                if pending:
+                    time.sleep(0.2)
+        finally:
+            probe.close()
         if not pending and self.settings.auth_required:
             self.echo(
                 "authentication is on (FERRY_AUTH, or a non-loopback FERRY_HTTP_HOST): sign in with a "
                 "token from `ferry token create NAME --role admin`"
             )
         if pending:
+            unreachable = f"; NATS refused the health probe: {probe.error}" if probe.error else ""
             raise LaunchError(
                 f"services not healthy within {timeout:.0f}s: {', '.join(sorted(pending))} "
-                f"(logs in {logs_dir})"
+                f"(logs in {logs_dir}){unreachable}"
             )
         return gateway
 

@@ -94,13 +94,17 @@ class NatsServer:
             conf += authorization_block(self.credentials)
         return conf
 
+    def argv(self, conf: Path) -> list[str]:
+        """The command line that runs this server on ``conf``."""
+        return [nats_server_binary(), "-c", str(conf)]
+
     def start(self, timeout: float = 20.0) -> None:
         private_dir(self.store_dir)
         conf = self.store_dir / "nats.conf"
         write_private(conf, self.config())
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf)],
+            self.argv(conf),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

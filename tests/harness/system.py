@@ -17,7 +17,7 @@ from ferry.domain.auth import new_token
 from ferry.infra.settings import Settings
 from ferry.local.launcher import Launcher
 from ferry.local.natsserver import NatsServer, free_port
-from tests.harness.nats import credentials_for
+from tests.harness.nats import ca_for, credentials_for
 
 TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}
 
@@ -104,6 +104,7 @@ def start_system(
     extra_env: dict[str, str] | None = None,
     agent_env: dict[str, dict[str, str]] | None = None,
     auth: bool = False,
+    stream_replicas: int = 1,
 ) -> System:
     """The system on loopback; ``auth`` turns token authentication on (FERRY_AUTH=token).
 
@@ -116,6 +117,8 @@ def start_system(
         nats_url=nats_url,
         # the harness's server: every service connects as its own identity (ferry.infra.natsauth)
         nats_credentials_dir=credentials_for(nats_url) if nats_url else None,
+        nats_ca=ca_for(nats_url) if nats_url else None,  # the harness's TLS cluster
+        stream_replicas=stream_replicas,
         database_url=database_url,
         http_host="127.0.0.1",
         http_port=free_port(),
