@@ -174,6 +174,7 @@ def test_gateway_and_notifier_scale_with_an_hpa_on_cpu_requests():
     for hpa in of_kind("HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
         assert ref["kind"] == "Deployment" and ref["name"] in deployments
+        assert "replicas" not in deployments[ref["name"]]["spec"], "kubectl apply would reset the HPA's count"
         pod = deployments[ref["name"]]["spec"]["template"]
         assert all(c["resources"]["requests"]["cpu"] for c in pod["spec"]["containers"])
         assert 1 < hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
