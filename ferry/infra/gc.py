@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,39 +34,22 @@ from ferry.domain.release import TERMINAL
 from ferry.infra import retention
 from ferry.infra.artifacts import ArtifactStore
 from ferry.infra.bus import Bus
+from ferry.infra.settings import Settings
 
 log = logging.getLogger("ferry.infra.gc")
-
-DEFAULT_INTERVAL = 3600.0
-DEFAULT_GRACE = 3600.0
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise SystemExit(f"{name} must not be negative, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
 class GcSettings:
-    interval: float = DEFAULT_INTERVAL
+    interval: float = 3600.0
     """``FERRY_GC_INTERVAL``: seconds between the gateway's passes (0: only on demand)."""
-    grace: float = DEFAULT_GRACE
+    grace: float = 3600.0
     """``FERRY_GC_GRACE``: objects younger than this (seconds) are never collected."""
 
     @classmethod
-    def from_env(cls) -> GcSettings:
-        return cls(
-            interval=_seconds("FERRY_GC_INTERVAL", DEFAULT_INTERVAL),
-            grace=_seconds("FERRY_GC_GRACE", DEFAULT_GRACE),
-        )
+    def from_settings(cls, settings: Settings | None = None) -> GcSettings:
+        settings = settings or Settings.from_env()
+        return cls(interval=settings.gc_interval, grace=settings.gc_grace)
 
 
 @dataclass
@@ -194,9 +176,9 @@ async def run_pass(
     bus: Bus, sessions: sessionmaker[Session], settings: GcSettings | None = None
 ) -> dict[str, Any]:
     """One whole pass: the artifacts, then old history to the archive (``ferry.infra.retention``)."""
-    settings = settings or GcSettings.from_env()
+    settings = settings or GcSettings.from_settings()
     report = await collect(bus.artifacts, sessions, grace=settings.grace)
-    history = await retention.archive_pass(bus, sessions, retention.RetentionSettings.from_env())
+    history = await retention.archive_pass(bus, sessions, retention.RetentionSettings.from_settings())
     return {**report.as_dict(), **history.as_dict()}
 
 
@@ -204,7 +186,7 @@ async def loop(
     bus: Bus, sessions: sessionmaker[Session], stop: asyncio.Event, settings: GcSettings | None = None
 ) -> None:
     """Run a pass every ``interval`` seconds until ``stop`` (run it under ``worker.supervise``)."""
-    settings = settings or GcSettings.from_env()
+    settings = settings or GcSettings.from_settings()
     if settings.interval <= 0:
         await stop.wait()
         return

@@ -41,22 +41,12 @@ from ferry.domain.errors import ArtifactNotFound
 from ferry.domain.release import TERMINAL
 from ferry.infra import directget
 from ferry.infra.bus import Bus
+from ferry.infra.settings import Settings
 from ferry.infra.subjects import legacy_subject, release_filter
 
 log = logging.getLogger("ferry.infra.retention")
 BATCH = 100
 """Releases archived per pass at most (the next pass goes on)."""
-
-
-def _days(name: str) -> float:
-    raw = os.environ.get(name)
-    try:
-        value = float(raw) if raw else 0.0
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of days, got {raw!r}") from None
-    if value < 0:
-        raise SystemExit(f"{name} must not be negative, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -67,9 +57,9 @@ class RetentionSettings:
     """``FERRY_HISTORY_ARCHIVE_DIR``: where archived history goes (required with ``days``)."""
 
     @classmethod
-    def from_env(cls) -> RetentionSettings:
-        raw = os.environ.get("FERRY_HISTORY_ARCHIVE_DIR")
-        return cls(_days("FERRY_HISTORY_RETENTION_DAYS"), Path(raw).expanduser().resolve() if raw else None)
+    def from_settings(cls, settings: Settings | None = None) -> RetentionSettings:
+        settings = settings or Settings.from_env()
+        return cls(settings.history_retention_days, settings.history_archive_dir)
 
 
 @dataclass

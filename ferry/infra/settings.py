@@ -56,6 +56,16 @@ def _float(name: str, raw: str) -> float:
     return value
 
 
+def _zero_or_more(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
 def _str(name: str, raw: str) -> str:
     return raw
 
@@ -276,6 +286,36 @@ class Settings:
         "sets `go.Diagram.licenseKey`; without it GoJS shows its evaluation notice",
         section="gateway",
     )
+    # garbage collection and retention (ferry.infra.gc, ferry.infra.retention; docs/operations.md)
+    gc_interval: float = setting(
+        "FERRY_GC_INTERVAL",
+        3600.0,
+        "seconds between the gateway's garbage-collection passes (0: only `ferry gc` / `POST /api/gc`)",
+        section="gateway",
+        parse=_zero_or_more,
+    )
+    gc_grace: float = setting(
+        "FERRY_GC_GRACE",
+        3600.0,
+        "an unneeded artifact younger than this (seconds) is left for a later pass",
+        section="gateway",
+        parse=_zero_or_more,
+    )
+    history_retention_days: float = setting(
+        "FERRY_HISTORY_RETENTION_DAYS",
+        0.0,
+        "move the events and logs of releases that ended this many days ago and are not kept to "
+        "`FERRY_HISTORY_ARCHIVE_DIR` (0: keep all history)",
+        section="gateway",
+        parse=_zero_or_more,
+    )
+    history_archive_dir: Path | None = setting(
+        "FERRY_HISTORY_ARCHIVE_DIR",
+        None,
+        "where retention writes archived history; required with `FERRY_HISTORY_RETENTION_DAYS`",
+        section="gateway",
+        parse=_path,
+    )
     # --- builder
     hook_sandbox: str = setting(
         "FERRY_HOOK_SANDBOX",
@@ -307,6 +347,27 @@ class Settings:
         "largest file a build hook may write, in bytes",
         section="builder",
         parse=_int(1),
+    )
+    builder_gc_interval: float = setting(
+        "FERRY_BUILDER_GC_INTERVAL",
+        3600.0,
+        "seconds between the builder's sweeps of left-over build directories and unused mirrors (0: never)",
+        section="builder",
+        parse=_zero_or_more,
+    )
+    builder_work_max_age: float = setting(
+        "FERRY_BUILDER_WORK_MAX_AGE",
+        86400.0,
+        "seconds after which a build directory a killed builder left is removed",
+        section="builder",
+        parse=_zero_or_more,
+    )
+    mirror_max_age_days: float = setting(
+        "FERRY_MIRROR_MAX_AGE_DAYS",
+        30.0,
+        "a mirror not fetched for this many days whose repository no project uses any more is removed",
+        section="builder",
+        parse=_zero_or_more,
     )
     # --- agents
     agent_name: str = setting(

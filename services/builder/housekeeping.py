@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -17,23 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ferry.db.models import Project
+from ferry.infra.settings import Settings
 
 from .mirror import MirrorCache
 from .package import sweep_workdirs
 
 log = logging.getLogger("ferry.builder.gc")
 DAY = 86400.0
-
-
-def _number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise SystemExit(f"{name} must not be negative, got {raw!r}")
-    return value
 
 
 def project_urls(sessions: sessionmaker[Session]) -> set[str]:
@@ -60,9 +49,9 @@ async def loop(
     mirrors: MirrorCache, workdir: Path, live_urls: Callable[[], Collection[str]], stop: asyncio.Event
 ) -> None:
     """Sweep at start, then every interval, until ``stop`` (run it under ``worker.supervise``)."""
-    every = _number("FERRY_BUILDER_GC_INTERVAL", 3600.0)
-    work_age = _number("FERRY_BUILDER_WORK_MAX_AGE", DAY)
-    mirror_age = _number("FERRY_MIRROR_MAX_AGE_DAYS", 30.0) * DAY
+    settings = Settings.from_env()
+    every, work_age = settings.builder_gc_interval, settings.builder_work_max_age
+    mirror_age = settings.mirror_max_age_days * DAY
     if every <= 0:
         await stop.wait()
         return

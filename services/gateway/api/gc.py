@@ -30,7 +30,11 @@ class GcOut(BaseModel):
 
 async def run_gc(request: Request) -> Response:
     deps = gw(request)
-    return respond(GcOut.model_validate(await gc.run_pass(deps.bus, deps.sessions)))
+    return respond(
+        GcOut.model_validate(
+            await gc.run_pass(deps.bus, deps.sessions, gc.GcSettings.from_settings(deps.settings))
+        )
+    )
 
 
 OPERATIONS = [
