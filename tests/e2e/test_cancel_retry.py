@@ -99,4 +99,4 @@ def test_retry_touches_only_the_hosts_that_failed(system: System, sshd_hosts, tm
     assert after[:2] == before[:2] and after[2].st_mtime_ns == before[2].st_mtime_ns, "web1 untouched"
     assert current_of(hosts[1]) == f"releases/{retry}" and fetch(hosts[1].address, port) == "A"
     again = system.post(f"/api/releases/{retry}/retry", {})
-    assert again.status_code == 422 and "nothing to retry" in again.text
+    assert again.status_code == 409 and "nothing to retry" in again.text

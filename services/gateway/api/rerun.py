@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
-from ferry.domain.errors import Conflict, InvalidInput
+from ferry.domain.errors import Conflict
 from ferry.domain.release import ReleaseState, RequestRelease
 from services.gateway.api.http import current_user, in_session
 from services.gateway.api.openapi import Operation
@@ -26,7 +26,7 @@ async def _built(request: Request) -> ReleaseState:
     release_id = release_id_param(request)
     old = (await load_release(request, release_id)).state
     if old.plan is None or old.commit is None or old.artifact is None:
-        raise InvalidInput(f"release {release_id} has no built artifact to release again", field="id")
+        raise Conflict(f"release {release_id} has no built artifact to release again", field="id")
     return old
 
 
@@ -61,7 +61,7 @@ async def retry_release(request: Request) -> Response:
         raise Conflict(f"release {old.release_id} is still {old.status}: retry once it ended", field="id")
     failed = tuple(h for h in old.plan.hosts if old.hosts[h].status != "succeeded")
     if not failed:
-        raise InvalidInput(f"release {old.release_id} failed on no host: nothing to retry", field="id")
+        raise Conflict(f"release {old.release_id} failed on no host: nothing to retry", field="id")
     return await _again(request, old, hosts=failed)
 
 
