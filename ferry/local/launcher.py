@@ -146,7 +146,7 @@ class Launcher:
                 "token from `ferry token create NAME --role admin`"
             )
         if pending:
-            unreachable = f"; NATS refused the health probe: {probe.error}" if probe.error else ""
+            unreachable = f"; the health probe could not reach NATS: {probe.error}" if probe.error else ""
             raise LaunchError(
                 f"services not healthy within {timeout:.0f}s: {', '.join(sorted(pending))} "
                 f"(logs in {logs_dir}){unreachable}"

@@ -115,6 +115,11 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
             assert len(info["cluster"].get("replicas") or []) == REPLICAS - 1, (name, info["cluster"])
         pids = {name: proc.pid for name, proc in system.launcher.procs.items()}
 
+        # lead the events stream from the node most services are connected to, so the kill
+        # below cuts service connections as well as the leader
+        busiest = max(cluster.nodes, key=lambda n: sum(c.startswith("ferry-") for c in n.client_names()))
+        cluster.move_leader(EVENTS_STREAM, busiest)
+
         sample = make_sample_repo(tmp_path / "sample")
         # one host at a time with a pause before each switch: the kill lands between activations
         register(system, hosts, sample.url, app_port=free_port(), concurrency=1, build_hooks=["true"])
@@ -130,22 +135,24 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
         assert len(done) < HOSTS, f"every host was activated before the kill: {done}"
         killed_at = time.monotonic()
         victim.kill()
+        new_leader = cluster.leader_of(EVENTS_STREAM)
+        elected = time.monotonic() - killed_at
+        assert new_leader is not victim
         result = system.wait(release_id, timeout=90)
         took = time.monotonic() - killed_at
         assert result["status"] == "succeeded", f"{result}\n{system.logs()}"
-
-        new_leader = cluster.leader_of(EVENTS_STREAM)
-        assert new_leader is not victim
         events = history(cluster, release_id)
         once = activations(events)
         assert once == Counter({f"web{i + 1}": 1 for i in range(HOSTS)}), once
         # no service was restarted: the same processes, all alive, carried on through the kill
         assert {name: proc.pid for name, proc in system.launcher.procs.items()} == pids
         assert all(proc.poll() is None for proc in system.launcher.procs.values())
+        assert on_victim, "no service was connected to the killed node"
         assert reconnects(system) - before >= len(on_victim), (on_victim, system.logs())
 
         # the killed node comes back with nothing on disk, catches up, and serves reads
         victim.restart_empty()
+        rebuilt_at = time.monotonic()
         last = cluster.stream_info(EVENTS_STREAM)["state"]["last_seq"]
         deadline = time.monotonic() + CATCH_UP
         state: dict[str, Any] | None = None
@@ -155,11 +162,12 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
                 break
             time.sleep(0.2)
         assert state is not None and state.get("last_seq") == last, (state, last)
+        caught_up = time.monotonic() - rebuilt_at
         assert history(cluster, release_id, nodes=[victim]) == events
         print(
             f"leader {victim.name} killed {took:.1f}s before the release ended; new leader "
-            f"{new_leader.name}; service connections moved: {on_victim}; {victim.name} rebuilt "
-            f"from empty to seq {last}"
+            f"{new_leader.name} after {elected:.1f}s; service connections moved: {on_victim}; "
+            f"{victim.name} rebuilt from empty to seq {last} in {caught_up:.1f}s"
         )
     finally:
         system.api.close()

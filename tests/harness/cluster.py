@@ -275,20 +275,22 @@ class NatsCluster:
             max_reconnect_attempts=20,
         )
 
-    async def api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def api(
+        self, subject: str, body: dict[str, Any] | None = None, wait: float = 5.0
+    ) -> dict[str, Any]:
         """One JetStream API request (``$JS.API.…``) as ``admin``; the answer as a dict."""
         nc = await self.connect()
         try:
             payload = json.dumps(body).encode() if body is not None else b""
-            reply = await nc.request(subject, payload, timeout=5)
+            reply = await nc.request(subject, payload, timeout=wait)
             answer: dict[str, Any] = json.loads(reply.data)
             return answer
         finally:
             await nc.close()
 
-    def stream_info(self, stream: str) -> dict[str, Any]:
+    def stream_info(self, stream: str, timeout: float = 5.0) -> dict[str, Any]:
         """``$JS.API.STREAM.INFO.<stream>``: config, state and ``cluster`` (leader, replicas)."""
-        return asyncio.run(self.api(f"$JS.API.STREAM.INFO.{stream}"))
+        return asyncio.run(self.api(f"$JS.API.STREAM.INFO.{stream}", wait=timeout))
 
     def streams(self) -> list[dict[str, Any]]:
         """Every stream's info (ferry's streams, key-value buckets and object store alike)."""
@@ -300,11 +302,21 @@ class NatsCluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                leader = (self.stream_info(stream).get("cluster") or {}).get("leader")
+                leader = (self.stream_info(stream, timeout=1.0).get("cluster") or {}).get("leader")
             except (nats.errors.Error, OSError, TimeoutError):
                 leader = None
             if leader:
                 return self.node(str(leader))
             if time.monotonic() > deadline:
                 raise ClusterError(f"{stream} has no leader after {timeout}s")
+            time.sleep(0.2)
+
+    def move_leader(self, stream: str, to: ClusterNode, timeout: float = 30.0) -> None:
+        """Make ``to`` the leader of ``stream`` (a step-down with a preferred successor)."""
+        deadline = time.monotonic() + timeout
+        while (leader := self.leader_of(stream)) is not to:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{stream} stayed led by {leader.name}, not {to.name}")
+            body = {"placement": {"preferred": to.name}}
+            asyncio.run(self.api(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body))
             time.sleep(0.2)
