@@ -15,6 +15,7 @@ pytest_plugins = [
 # What real parts each passed test used, printed at the end so a run shows which tiers really ran.
 _USES = {
     "nats-server": ("nats_server", "bus", "system"),
+    "NATS cluster (3 nodes)": ("nats_cluster",),
     "sshd hosts": ("sshd_hosts", "sshd_host"),
     "whole system (processes)": ("system",),
 }
