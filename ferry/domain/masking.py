@@ -70,11 +70,8 @@ class Masker:
     def cut_text(self, text: str) -> str:
         """Mask ``text`` whose front was cut off: a leading piece of a secret's end goes too."""
         masked = self.text(text)
-        for needle in self._needles:
-            for size in range(len(needle) - 1, 0, -1):
-                if masked.startswith(needle[-size:]):
-                    return MASK + masked[size:]
-        return masked
+        cut = max((_overlap(needle, masked) for needle in self._needles), default=0)
+        return MASK + masked[cut:] if cut else masked
 
     def stream(self) -> StreamMasker:
         return StreamMasker(self)
@@ -113,6 +110,18 @@ class StreamMasker:
     def flush(self) -> bytes:
         rest, self._held = self._held, b""
         return self._pattern.sub(MASK.encode(), rest) if self._pattern is not None else rest
+
+
+def _overlap(needle: str, text: str) -> int:
+    """The length of the longest proper suffix of ``needle`` that ``text`` starts with (linear time)."""
+    joined = text[: len(needle) - 1] + "\0" + needle  # no border can span the separator: too long
+    border = [0] * len(joined)  # Knuth-Morris-Pratt prefix function
+    for i in range(1, len(joined)):
+        k = border[i - 1]
+        while k and joined[i] != joined[k]:
+            k = border[k - 1]
+        border[i] = k + 1 if joined[i] == joined[k] else 0
+    return border[-1]
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:

@@ -8,7 +8,7 @@ import re
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ferry.domain.errors import InvalidInput
@@ -130,3 +130,20 @@ def test_short_value_says_why() -> None:
 )
 def test_the_documented_pattern_is_the_rule(name: str) -> None:
     assert (re.match(ALLOWED_NAME_PATTERN, name) is not None) == (name_problem(name) is None)
+
+
+one_line_st = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=4, max_size=40)
+
+
+@given(secret=one_line_st.filter(lambda s: len(s.strip()) >= 4), text=text_st, cut=st.integers(1, 39))
+def test_cut_text_never_leaves_the_end_of_a_value(secret: str, text: str, cut: int) -> None:
+    piece = secret[min(cut, len(secret) - 1) :]
+    assume(not piece.startswith("*"))
+    out = Masker([secret]).cut_text(piece + text)
+    assert out.startswith(MASK) and not out.startswith(piece)
+
+
+def test_cut_text_is_linear_in_long_values() -> None:
+    value = "ab" * 16384
+    masker = Masker([value])
+    assert masker.cut_text(value[1:] + " tail") == MASK + " tail"
