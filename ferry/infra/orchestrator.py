@@ -166,12 +166,15 @@ async def on_timer(bus: Bus, msg: Msg, group_of: GroupOf = default_group) -> Non
     await resume_when_due(bus, TimerWork.parse(msg.data).release_id, group_of)
 
 
-async def release_stale_locks(bus: Bus, group_of: GroupOf = default_group) -> list[str]:
+async def release_stale_locks(
+    bus: Bus, group_of: GroupOf = default_group, memo: Memo | None = None
+) -> list[str]:
     """Hand on every environment lock (or queue place) whose release has ended or never began.
 
     A release joins the lock just before its first event is appended; one still without
     events after ``LOCK_GRACE`` was never created (its request failed half-way).
     """
+    memo = {} if memo is None else memo
     released = []
     now = utcnow()
     for lock in await bus.locks.all():
@@ -179,7 +182,7 @@ async def release_stale_locks(bus: Bus, group_of: GroupOf = default_group) -> li
             (w.release_id, w.since) for w in lock.queue
         ]
         for rid, since in places:
-            loaded = await bus.histories.get(rid)
+            loaded = (await _current(bus, rid, memo)).loaded
             unknown = loaded.count == 0 and _older(since, now, LOCK_GRACE)
             if unknown or loaded.state.terminal:
                 log.warning(
@@ -191,6 +194,37 @@ async def release_stale_locks(bus: Bus, group_of: GroupOf = default_group) -> li
                 await hand_on(bus, lock.project, lock.environment, rid, group_of)
                 released.append(rid)
     return released
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A release as the reconciler last read it, and how many events each of its subjects held."""
+
+    counts: dict[str, int]
+    loaded: Loaded
+    last_at: datetime | None
+
+
+Memo = dict[str, Seen]
+"""What the reconciler read, by release (kept across passes by ``run``)."""
+
+
+async def _current(bus: Bus, release_id: str, memo: Memo) -> Seen:
+    """The release as of now. Its subjects' message counts come from the stream's subject index
+    (one request, whatever the history); when they are what they were at the last read, nothing
+    was appended and that read stands. Otherwise its history is caught up (``bus.histories``)
+    and its last event read by sequence (when it was recorded)."""
+    info = await bus.js.stream_info(
+        subjects.EVENTS_STREAM, subjects_filter=subjects.release_filter(release_id)
+    )
+    counts = dict(info.state.subjects or {})
+    seen = memo.get(release_id)
+    if seen is not None and seen.counts == counts:
+        return seen
+    loaded = await bus.histories.get(release_id)
+    last_at = await _last_event_at(bus, loaded.last_seq) if loaded.count else None
+    memo[release_id] = seen = Seen(counts, loaded, last_at)
+    return seen
 
 
 def _older(since: str | None, now: datetime, age: timedelta) -> bool:
@@ -219,29 +253,33 @@ async def _last_event_at(bus: Bus, seq: int) -> datetime | None:
     return decode(raw.data).at if raw.data else None
 
 
-async def reconcile(bus: Bus, group_of: GroupOf = default_group) -> ReconcilePass:
+async def reconcile(bus: Bus, group_of: GroupOf = default_group, memo: Memo | None = None) -> ReconcilePass:
     """Re-run reactions for every unfinished release; re-ask for hosts whose work went quiet;
     release environment locks whose holder has ended or never began.
 
-    Only the releases of the open-releases index are read, each from where this process last
-    read it (``bus.histories``), plus its last event by sequence (how long it has been quiet).
+    Only the releases of the open-releases index are looked at; one whose subjects hold what
+    they held at the last pass (``memo``) is not read again.
     """
+    memo = {} if memo is None else memo
     done = ReconcilePass()
-    await release_stale_locks(bus, group_of)
-    for rid in await bus.open_releases.ids():
-        loaded = await bus.histories.get(rid)
+    await release_stale_locks(bus, group_of, memo)
+    open_ids = await bus.open_releases.ids()
+    for rid in open_ids:
+        seen = await _current(bus, rid, memo)
+        loaded = seen.loaded
         if loaded.count == 0 or loaded.state.terminal:
             await react(bus, rid, group_of=group_of, loaded=loaded)  # hands its lock on, if held
             await bus.open_releases.remove(rid)
             done.closed.append(rid)
             continue
-        last = await _last_event_at(bus, loaded.last_seq)
-        quiet = utcnow() - last if last is not None else timedelta(0)
+        quiet = utcnow() - seen.last_at if seen.last_at is not None else timedelta(0)
         stale = quiet > STALE_AFTER
         if stale:
             await _warn_waiting(loaded.state, quiet, group_of)
         await react(bus, rid, include_running=stale, group_of=group_of, loaded=loaded)
         done.releases.append(rid)
+    for rid in set(memo) - set(open_ids):  # ended, or a lock place only: read again next time
+        del memo[rid]
     return done
 
 
@@ -314,8 +352,10 @@ async def run(
             ack_wait=10,
         )
 
+    memo: Memo = {}
+
     async def reconciler() -> None:
-        await periodic(lambda: reconcile(bus, group_of), reconcile_every, stop, name="reconciler")
+        await periodic(lambda: reconcile(bus, group_of, memo), reconcile_every, stop, name="reconciler")
 
     await asyncio.gather(
         supervise("orchestrator events", events, stop),
