@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from ferry.domain.events import HOST_STEPS
-from ferry.domain.release import ArtifactFormat, HookRun, HostStatus, ReleaseState, Status
+from ferry.domain.release import HookRun, HostStatus, ReleaseState, Status
+from ferry.domain.vocabulary import ArtifactFormat
 
 StepViewStatus = Literal["waiting", "running", "succeeded", "failed"]
 BuildViewStatus = Literal["waiting", "running", "succeeded", "failed", "cancelled"]
+BUILD_VIEW_STATUSES: tuple[str, ...] = get_args(BuildViewStatus)
 
 
 @dataclass(frozen=True)
@@ -174,12 +176,14 @@ def summary(view: ReleaseView) -> dict[str, object]:
         "reason": view.reason,
         "artifact": None if view.artifact is None else view.artifact.digest,
         "build": {"status": view.build.status, "hooks": len(view.build.hooks)},
-        "paused": view.pause is not None,
-        "resumed_by": None if view.pause is None else view.pause.resumed_by,
+        "pause": None
+        if view.pause is None
+        else {"hosts_done": list(view.pause.hosts_done), "resumed_by": view.pause.resumed_by},
         "hosts": {
             h.name: {
                 "status": h.status,
                 "failure": h.failure,
+                "instant": h.instant,
                 "steps": {s.step: s.status for s in h.steps if s.status != "waiting"},
             }
             for h in view.hosts

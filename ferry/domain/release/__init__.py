@@ -33,7 +33,6 @@ from ferry.domain.release.state import (
     STATUSES,
     TERMINAL,
     Artifact,
-    ArtifactFormat,
     BuildState,
     BuildStatus,
     HookRun,
@@ -47,6 +46,7 @@ from ferry.domain.release.state import (
     evolve,
     replay,
 )
+from ferry.domain.vocabulary import ArtifactFormat
 
 __all__ = [
     "BUILD_STATUSES",

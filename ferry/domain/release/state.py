@@ -42,6 +42,7 @@ from ferry.domain.events import (
     SourceFetched,
     host_of,
 )
+from ferry.domain.vocabulary import ArtifactFormat
 
 Status = Literal[
     "new",
@@ -63,7 +64,6 @@ HOST_STATUSES: tuple[str, ...] = get_args(HostStatus)
 StepStatus = Literal["running", "succeeded", "failed"]
 BuildStatus = Literal["waiting", "running", "succeeded", "failed"]
 BUILD_STATUSES: tuple[str, ...] = get_args(BuildStatus)
-ArtifactFormat = Literal["zst", "gz", "none"]
 
 
 class UnknownEventType(InvariantViolation):
