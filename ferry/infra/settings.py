@@ -290,7 +290,8 @@ class Settings:
     gc_interval: float = setting(
         "FERRY_GC_INTERVAL",
         3600.0,
-        "seconds between the gateway's garbage-collection passes (0: only `ferry gc` / `POST /api/gc`)",
+        "seconds between garbage-collection passes: the gateway's, and each agent's sweep of its local "
+        "artifact cache (0: only `ferry gc` / `POST /api/gc`)",
         section="gateway",
         parse=_zero_or_more,
     )

@@ -23,7 +23,7 @@ from ferry.infra.bus import open_bus
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
 from ferry.infra.worker import Permanent, run_consumer, serve_health, supervise
-from services.agent import doctor
+from services.agent import cachesweep, doctor
 from services.agent.deps import AgentDeps
 from services.agent.ssh import SSHTarget
 from services.agent.worker import HANDLERS
@@ -99,7 +99,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             bus.nc, "agent", lambda: {"pid": os.getpid(), "name": settings.agent_name, "agent_group": group}
         )
         log.info("serving hosts of agent group", extra={"consumer": subjects.agent_consumer(group)})
-        await supervise(
+        cached = supervise(
+            "agent cache sweep",
+            lambda: cachesweep.loop(cache, bus.artifacts, stop, settings.gc_interval),
+            stop,
+        )
+        work = supervise(
             "agent work",
             lambda: run_consumer(
                 bus.js,
@@ -113,3 +118,4 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             ),
             stop,
         )
+        await asyncio.gather(work, cached)

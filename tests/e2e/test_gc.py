@@ -1,6 +1,6 @@
-"""Issue 11, item 4: after 30 releases with ``keep_releases: 3`` the object store and the host's
-artifact cache hold exactly what the kept releases need, and a rollback to each kept release
-still works."""
+"""Issue 11, item 4: after 30 releases with ``keep_releases: 3`` the object store, the host's
+artifact cache and the agent's own hold exactly what the kept releases need, and a rollback to
+each kept release still works."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ async def stored_objects(nats_url: str) -> set[str]:
 
 def host_cache(host) -> set[str]:
     return {p.name.split(".")[0] for p in (host.srv_path / "app" / ".ferry" / "artifacts").iterdir()}
+
+
+def agent_cache(home: Path) -> set[str]:
+    return {p.name.split(".")[0] for p in home.glob("agent-cache/*/*") if not p.name.endswith(".part")}
 
 
 def log_digests(s, ids: list[str]) -> set[str]:
@@ -96,6 +100,10 @@ def test_gc_keeps_exactly_what_kept_releases_need(tmp_path: Path, nats_server, s
         logs = log_digests(s, ids)
         assert after - kept == logs, "the logs the history points to stay; nothing else does"
         assert host_cache(host) == kept, "the host caches only the kept releases' archives"
+        deadline = time.monotonic() + 15
+        while (local := agent_cache(s.settings.home)) != kept:  # the agent sweeps every second too
+            assert time.monotonic() < deadline, f"the agent's cache holds {sorted(local)}"
+            time.sleep(0.5)
         assert sorted(p.name for p in (host.srv_path / "app" / "releases").iterdir()) == sorted(kept_ids)
         report = s.post("/api/gc", {}, 200).json()
         assert report["removed"] == 0 and report["kept_artifacts"] == KEEP, "nothing more to collect"
