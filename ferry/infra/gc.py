@@ -3,7 +3,9 @@
 The artifacts of kept releases stay (``ferry.db.kept``: unfinished, among a host's last
 ``keep_releases``, live, or a live release's predecessor); the artifact of any other release
 goes, unless it is younger than the grace period (a build that stored its artifact but has not
-recorded it yet) or an unfinished release reuses it by the time of the delete.
+recorded it yet), an unfinished release uses it by the time of the delete, or a release of one
+of the projects that used it is being built (its builder may be reusing it: the next pass
+decides).
 
 Objects that are no release's artifact (the step and build logs the events point to) are not
 collected here: history — events and logs — is kept unless ``ferry.infra.retention`` is set up
@@ -62,6 +64,7 @@ class GcReport:
     removed: list[str] = field(default_factory=list)
     bytes_freed: int = 0
     spared_young: int = 0
+    spared_building: int = 0
     duration: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -73,6 +76,7 @@ class GcReport:
             "removed_digests": sorted(self.removed),
             "bytes_freed": self.bytes_freed,
             "spared_young": self.spared_young,
+            "spared_building": self.spared_building,
             "duration": round(self.duration, 3),
         }
 
@@ -84,28 +88,44 @@ class Digests:
     known: frozenset[str]
     """Artifacts of any release in the read model."""
     releases: int
+    projects: dict[str, frozenset[str]]
+    """The projects whose releases used each artifact."""
 
 
 def artifact_digests(session: Session) -> Digests:
     kept_ids = kept_releases(session)
     kept: set[str] = set()
-    known: set[str] = set()
-    for release_id, digest in session.execute(
-        select(Release.id, Release.artifact_digest).where(Release.artifact_digest.is_not(None))
+    projects: dict[str, set[str]] = {}
+    for release_id, digest, project in session.execute(
+        select(Release.id, Release.artifact_digest, Release.project).where(
+            Release.artifact_digest.is_not(None)
+        )
     ):
         if not digest:
             continue
-        known.add(digest)
+        projects.setdefault(digest, set()).add(project)
         if release_id in kept_ids:
             kept.add(digest)
-    return Digests(frozenset(kept), frozenset(known), len(kept_ids))
-
-
-def _unfinished_digests(session: Session) -> set[str]:
-    q = select(Release.artifact_digest).where(
-        Release.status.not_in(TERMINAL), Release.artifact_digest.is_not(None)
+    return Digests(
+        frozenset(kept),
+        frozenset(projects),
+        len(kept_ids),
+        {d: frozenset(p) for d, p in projects.items()},
     )
-    return {d for d in session.scalars(q) if d}
+
+
+def _unfinished(session: Session) -> tuple[set[str], set[str]]:
+    """Artifacts of unfinished releases, and the projects with a release whose artifact is not
+    recorded yet (its builder may be reusing an older artifact of the same project right now;
+    one awaiting approval has not started, and its build checks that an artifact exists)."""
+    rows = session.execute(
+        select(Release.artifact_digest, Release.project, Release.status).where(
+            Release.status.not_in(TERMINAL)
+        )
+    ).all()
+    return {d for d, _, _ in rows if d}, {
+        p for d, p, status in rows if not d and status != "awaiting_approval"
+    }
 
 
 def _age(mtime: str | None, now: datetime) -> float:
@@ -153,13 +173,16 @@ async def collect(store: ArtifactStore, sessions: sessionmaker[Session], *, grac
     if candidates:
         # a release requested since the read above may have reused one of these artifacts
 
-        def unfinished() -> set[str]:
+        def unfinished() -> tuple[set[str], set[str]]:
             with sessions() as session:
-                return _unfinished_digests(session)
+                return _unfinished(session)
 
-        busy = await asyncio.to_thread(unfinished)
+        busy, building = await asyncio.to_thread(unfinished)
         for name, size in candidates:
             if name in busy:
+                continue
+            if digests.projects.get(name, frozenset()) & building:
+                report.spared_building += 1  # collected by a pass after that build
                 continue
             try:
                 await store.os.delete(name)

@@ -10,6 +10,7 @@ import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,26 +37,38 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def history(
-    rid: str, n: int, previous: str | None, build_log: str | None, step_log: str | None
+    rid: str,
+    n: int,
+    previous: str | None,
+    build_log: str | None = None,
+    step_log: str | None = None,
+    *,
+    digest: str | None = None,
+    project: str = "shop",
+    finish: bool = True,
 ) -> list[Event]:
+    """A release to one host ``web1`` (``n`` orders them in time); ``finish=False``: still building."""
     clock = iter(T0 + timedelta(minutes=n, milliseconds=i) for i in range(1000))
     plan = Plan(recipe=Recipe(repo_url="file:///srv/git/app.git", deploy_path="/srv/app"), hosts=("web1",))
     state, out = ReleaseState(rid), []
-    commands = [
-        RequestRelease(project="shop", environment="prod", ref="main", requested_by="alice", plan=plan),
+    commands: list[Any] = [
+        RequestRelease(project=project, environment="prod", ref="main", requested_by="alice", plan=plan),
         StartBuild(builder="b1"),
-        RecordSource(commit=f"{n:040x}", duration=0.1),
-        RecordArtifact(digest=f"{n:064x}", size=10, format="zst", log_digest=build_log),
     ]
-    for step in HOST_STEPS:
-        detail: dict[str, object] = {"previous": previous} if step == "activate" and previous else {}
-        if step == "post_release" and step_log:
-            detail["log_digest"] = step_log
+    if finish:
         commands += [
-            StartHostStep(host="web1", step=step, agent="a1"),
-            FinishHostStep(host="web1", step=step, exit_code=0, duration=0.01, detail=detail),
+            RecordSource(commit=f"{n:040x}", duration=0.1),
+            RecordArtifact(digest=digest or f"{n:064x}", size=10, format="zst", log_digest=build_log),
         ]
-    commands.append(Succeed())
+        for step in HOST_STEPS:
+            detail: dict[str, object] = {"previous": previous} if step == "activate" and previous else {}
+            if step == "post_release" and step_log:
+                detail["log_digest"] = step_log
+            commands += [
+                StartHostStep(host="web1", step=step, agent="a1"),
+                FinishHostStep(host="web1", step=step, exit_code=0, duration=0.01, detail=detail),
+            ]
+        commands.append(Succeed())
     for command in commands:
         for e in decide(state, command, next(clock)):
             state = evolve(state, e)

@@ -19,6 +19,9 @@ class GcOut(BaseModel):
     removed_digests: list[str]
     bytes_freed: int
     spared_young: int = Field(description="unneeded artifacts younger than FERRY_GC_GRACE, left for now")
+    spared_building: int = Field(
+        description="unneeded artifacts of a project with a build running, left for now"
+    )
     duration: float
     archived_releases: int = Field(description="releases whose events and logs moved to the history archive")
     archived_events: int
