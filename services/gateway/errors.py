@@ -51,6 +51,12 @@ class ServiceUnavailable(StoreUnavailable):
     code = "SERVICE_UNAVAILABLE"
 
 
+class GatewayTimeout(StoreUnavailable):
+    """A service the request needs (such as the builder) took too long to answer."""
+
+    code = "SERVICE_TIMEOUT"
+
+
 class UpstreamError(FerryError):
     """A service answered the request with an error of its own."""
 
@@ -98,6 +104,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     UpstreamError: (502, "UPSTREAM"),
     StoreUnavailable: (503, "STORE_UNAVAILABLE"),
     ServiceUnavailable: (503, "SERVICE_UNAVAILABLE"),
+    GatewayTimeout: (504, "SERVICE_TIMEOUT"),
     OperationalError: (503, "DATABASE_UNAVAILABLE"),
     nats.errors.Error: (503, "STORE_UNAVAILABLE"),
     SecretKeyError: (500, "SECRET_KEY"),

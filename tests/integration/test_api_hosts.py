@@ -44,9 +44,11 @@ async def test_tofu_host_needs_no_key_and_pinned_does(api: Api) -> None:
     assert r.status_code == 201 and r.json()["host_key"] is None
     r = await api.post("/api/hosts", {"name": "p", "address": "h.example", "credential": cred})
     assert r.status_code == 422 and error_of(r)["field"] == "host_key"
-    # Switching the tofu host to pinned without a key is refused too.
+    # Switching the tofu host to pinned without a key is refused too: the body is valid, the host
+    # as it is has no key, so it is a conflict with its state (409), as the schema documents.
     r = await api.patch("/api/hosts/t", {"host_key_policy": "pinned"})
-    assert r.status_code == 422 and error_of(r)["field"] == "host_key"
+    assert r.status_code == 409 and error_of(r)["field"] == "host_key", r.text
+    assert "pinned host needs its host key" in error_of(r)["message"]
 
 
 @pytest.mark.parametrize(

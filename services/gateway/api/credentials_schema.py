@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -13,18 +13,33 @@ from ferry.domain.vocabulary import CredentialKind
 from ferry.infra.sshkeys import load_private_key
 from services.gateway.api.bodies import Input, Output
 from services.gateway.api.fields import MAX_SECRET, Name
-from services.gateway.api.schemarules import ferry_error, when
+from services.gateway.api.schemarules import ferry_error
+
+MAX_PASSWORD = 4096
+
+
+def _secret_by_kind(schema: dict[str, Any]) -> None:
+    """What ``secret`` must be depends on ``kind``: a private key that parses (a ``format``, as no
+    pattern can say it), or a password of bounded text; one ``oneOf`` branch each."""
+    secret = schema["properties"]["secret"]
+    for rule in ("type", "minLength", "maxLength"):
+        secret.pop(rule)
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_PASSWORD}
+    by_kind: dict[CredentialKind, dict[str, Any]] = {
+        "ssh_key": {"type": "string", "format": "ssh-private-key"},
+        "password": text,
+    }
+    schema["oneOf"] = [{"properties": {"kind": {"const": k}, "secret": s}} for k, s in by_kind.items()]
 
 
 class CredentialIn(Input):
-    model_config = ConfigDict(
-        json_schema_extra=when("kind", "ssh_key", {"properties": {"secret": {"format": "ssh-private-key"}}})
-    )
+    model_config = ConfigDict(json_schema_extra=_secret_by_kind)
 
     name: Name
     kind: CredentialKind
     secret: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET)] = Field(
-        description="an SSH private key (OpenSSH or PEM, unencrypted) or a password; write-only",
+        description=f"an SSH private key (OpenSSH or PEM, unencrypted, at most {MAX_SECRET} characters) or "
+        f"a password or access token (at most {MAX_PASSWORD} characters); write-only",
         json_schema_extra={"writeOnly": True},
     )
 
@@ -32,6 +47,8 @@ class CredentialIn(Input):
     def _key_parses(self) -> CredentialIn:
         if self.kind == "ssh_key":
             self.summary()  # raises when the key does not parse
+        elif len(self.secret) > MAX_PASSWORD:
+            raise ferry_error(f"a password is at most {MAX_PASSWORD} characters", loc="secret")
         return self
 
     def summary(self) -> str:

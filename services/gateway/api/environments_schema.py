@@ -21,7 +21,7 @@ def _unique(names: list[str] | None, field: str) -> None:
         raise ferry_error("each host may appear once", loc=field)
 
 
-BatchSize = Annotated[int, Integral, Field(ge=1, le=1000)]
+BatchSize = Annotated[int, Field(ge=1, le=1000), Integral]
 CanaryPause = Annotated[float, Field(ge=0, le=7 * 24 * 3600, allow_inf_nan=False)]
 _STRATEGY_DOC = (
     "all: up to `concurrency` hosts at once; rolling: `batch_size` hosts per batch, each batch "
@@ -38,8 +38,8 @@ _ON_BUSY_DOC = (
 
 class EnvironmentFields(Input):
     hosts: HostNames = Field(description="host names, in rollout order")
-    concurrency: Annotated[int, Integral, Field(ge=1, le=1000)] = 1
-    max_failures: Annotated[int, Integral, Field(ge=0, le=1000)] = 0
+    concurrency: Annotated[int, Field(ge=1, le=1000), Integral] = 1
+    max_failures: Annotated[int, Field(ge=0, le=1000), Integral] = 0
     require_approval: bool = False
     allow_self_approval: bool = Field(
         default=False, description="four-eyes off: the requester may approve their own release"
@@ -70,8 +70,8 @@ class EnvironmentPatch(Patch):
     NULLABLE = frozenset({"batch_size", "canary_pause"})
 
     hosts: HostNames | None = None
-    concurrency: Annotated[int, Integral, Field(ge=1, le=1000)] | None = None
-    max_failures: Annotated[int, Integral, Field(ge=0, le=1000)] | None = None
+    concurrency: Annotated[int, Field(ge=1, le=1000), Integral] | None = None
+    max_failures: Annotated[int, Field(ge=0, le=1000), Integral] | None = None
     require_approval: bool | None = None
     allow_self_approval: bool | None = None
     rollback_on_failure: bool | None = None

@@ -33,13 +33,18 @@ from services.gateway.api.schemarules import (
     ferry_check,
     stated,
 )
-from services.gateway.api.text import refuse_url_credentials
+from services.gateway.api.text import NONBLANK_TEXT_PATTERN, refuse_url_credentials
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 MAX_SECRET = 64 * 1024
 MAX_COMMAND = 8 * 1024
 MAX_PATH = 1024
+MAX_HOST_KEY = 16 * 1024
+
+
+NON_BLANK = stated(NONBLANK_TEXT_PATTERN, "text with a character that is not white space")
+"""Metadata for a string that must say something (``Annotated[str, …, *NON_BLANK]``)."""
 
 
 def _integral(value: Any) -> Any:
@@ -55,6 +60,8 @@ Integral = BeforeValidator(_integral)
 
 def _host_key(line: str) -> str:
     """An OpenSSH public key line ``type base64 [comment]``, returned as ``type base64``."""
+    if len(line) > MAX_HOST_KEY:
+        raise ValueError(f"host key: longer than {MAX_HOST_KEY} characters")
     parts = line.split()
     if len(parts) not in (2, 3):
         raise ValueError("host key must be an OpenSSH public key line: 'ssh-ed25519 AAAA… [comment]'")
@@ -121,8 +128,9 @@ GitRef = Annotated[
 ]
 HostKey = Annotated[
     str,
-    StringConstraints(max_length=16 * 1024),
     AfterValidator(_host_key),
+    # The format says it all (a key line that parses, at most MAX_HOST_KEY characters); a
+    # maxLength beside it would only have generators try lines that are not keys.
     Field(json_schema_extra={"format": "ssh-public-key"}),
 ]
 Address = Annotated[

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ferry.db import repo
+from ferry.domain.errors import Conflict
 from services.gateway.api.hosts_schema import HostFields, HostIn, HostList, HostOut, HostPatch
 from services.gateway.api.http import in_session, read_model, respond
 from services.gateway.api.openapi import Operation
+from services.gateway.errors import validation_body
 
 
 def _out(info: repo.HostInfo) -> HostOut:
@@ -67,8 +70,13 @@ def _patch(session: Session, name: str, patch: HostPatch) -> repo.HostInfo:
         "agent_group": current.agent_group,
         **changes,
     }
-    # The merged host must be valid as a whole (a pinned host keeps a key).
-    host = HostFields.model_validate(merged, strict=False)
+    # The merged host must be valid as a whole (a pinned host keeps a key): the body is valid on
+    # its own, so what fails here conflicts with the host as it is (409).
+    try:
+        host = HostFields.model_validate(merged, strict=False)
+    except ValidationError as exc:
+        body = validation_body(exc)["error"]
+        raise Conflict(body["message"], field=body["field"]) from None
     return repo.update_host(
         session,
         name,

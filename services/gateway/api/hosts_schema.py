@@ -19,13 +19,16 @@ class HostFields(Input):
         json_schema_extra=when(
             "host_key_policy",
             "pinned",
-            {"required": ["host_key"], "properties": {"host_key": {"type": "string"}}},
+            {
+                "required": ["host_key"],
+                "properties": {"host_key": {"type": "string", "format": "ssh-public-key"}},
+            },
             default=True,
         )
     )
 
     address: Address
-    port: Annotated[int, Integral, Field(ge=1, le=65535)] = 22
+    port: Annotated[int, Field(ge=1, le=65535), Integral] = 22
     user: User = "root"
     credential: Name
     host_key: HostKey | None = Field(
@@ -54,7 +57,7 @@ class HostPatch(Patch):
     NULLABLE = frozenset({"host_key"})
 
     address: Address | None = None
-    port: Annotated[int, Integral, Field(ge=1, le=65535)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535), Integral] | None = None
     user: User | None = None
     credential: Name | None = None
     host_key: HostKey | None = None

@@ -17,10 +17,11 @@ from ferry.infra.commands import execute
 from ferry.infra.envlock import EnvironmentBusy, EnvLock
 from services.gateway.api.bodies import Input
 from services.gateway.api.environments_schema import EnvironmentLockOut
+from services.gateway.api.fields import NON_BLANK
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 
-UnlockReason = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"\S")]
+UnlockReason = Annotated[str, StringConstraints(min_length=1, max_length=2000), *NON_BLANK]
 
 
 class UnlockIn(Input):

@@ -32,7 +32,9 @@ _ERRORS = {
     413: "the body is larger than FERRY_MAX_BODY",
     415: "the body is not Content-Type: application/json",
     422: "invalid input; the error names the field",
-    503: "a backing service is unavailable",
+    502: "a service the request needs (the builder, a git remote) answered with an error",
+    503: "a backing service is unavailable (NATS, the database, or no builder or agent is running)",
+    504: "a service the request needs did not answer in time",
 }
 UNSAFE_ERRORS = (403, 413, 415)
 """What the gateway's guard may answer to any state-changing request (services/gateway/guard.py)."""
@@ -99,6 +101,34 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
+def operation_id(op: Operation) -> str:
+    return f"{op.method.lower()}_{op.endpoint.__name__}"
+
+
+def _links(made: Operation, operations: Sequence[Operation]) -> dict[str, Any]:
+    """OpenAPI links from an operation that creates something to the operations on what it made.
+
+    ``POST /hosts`` answers a host whose ``name`` is the ``{name}`` of ``/hosts/{name}``…; the
+    parameters ``made`` has in its own path are passed on as they were.
+    """
+    model = made.response
+    if made.method != "POST" or made.ok not in (201, 202) or not isinstance(model, type):
+        return {}
+    key = next((k for k in ("name", "id") if k in model.model_fields), None)
+    if key is None:
+        return {}
+    own = _PATH_PARAM.findall(made.path)
+    links: dict[str, Any] = {}
+    for other in operations:
+        rest = other.path.removeprefix(made.path + "/")
+        new = [p for p in _PATH_PARAM.findall(other.path) if p not in own]
+        if rest == other.path or len(new) != 1 or not rest.startswith("{" + new[0] + "}"):
+            continue
+        parameters = {p: f"$request.path.{p}" for p in own} | {new[0]: f"$response.body#/{key}"}
+        links[operation_id(other)] = {"operationId": operation_id(other), "parameters": parameters}
+    return links
+
+
 def document(
     operations: Sequence[Operation], *, prefix: str = "/api", version: str = "0.1.0"
 ) -> dict[str, Any]:
@@ -115,7 +145,7 @@ def document(
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         item: dict[str, Any] = {
-            "operationId": f"{op.method.lower()}_{op.endpoint.__name__}",
+            "operationId": operation_id(op),
             "summary": op.summary,
             "tags": [op.tag],
             "parameters": [],
@@ -155,6 +185,9 @@ def document(
                 "description": "ok",
                 "content": {"application/json": {"schema": _ref(op.response)}},
             }
+            links = _links(op, operations)
+            if links:
+                item["responses"][str(op.ok)]["links"] = links
         codes = set(op.errors) | ({400, 422} if op.body is not None else set())
         if op.method.upper() not in ("GET", "HEAD", "OPTIONS"):
             codes |= set(UNSAFE_ERRORS)

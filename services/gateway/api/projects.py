@@ -23,7 +23,7 @@ from services.gateway.api.projects_schema import (
     ProjectPatch,
     RefsOut,
 )
-from services.gateway.errors import ERROR_TABLE, ServiceUnavailable, UpstreamError
+from services.gateway.errors import ERROR_TABLE, GatewayTimeout, ServiceUnavailable, UpstreamError
 
 REFS_SUBJECT = "ferry.builder.refs"
 REFS_TIMEOUT = 60.0
@@ -119,7 +119,7 @@ async def project_refs(request: Request) -> Response:
     except nats.errors.NoRespondersError:
         raise ServiceUnavailable("no builder is running to list the repository's refs; start one") from None
     except nats.errors.TimeoutError:
-        raise ServiceUnavailable(f"the builder did not list the refs within {REFS_TIMEOUT:.0f}s") from None
+        raise GatewayTimeout(f"the builder did not list the refs within {REFS_TIMEOUT:.0f}s") from None
     try:
         reply = json.loads(msg.data)
     except ValueError:
@@ -176,6 +176,6 @@ OPERATIONS = [
         "Branches and tags, from the builder's mirror",
         TAG,
         response=RefsOut,
-        errors=(404, 502, 503),
+        errors=(404, 502, 503, 504),
     ),
 ]

@@ -38,7 +38,7 @@ class HealthIn(Input):
     kind: HealthKind = "none"
     target: Annotated[str, StringConstraints(max_length=MAX_COMMAND)] = ""
     timeout: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    retries: Annotated[int, Integral, Field(ge=1, le=1000)] = 5
+    retries: Annotated[int, Field(ge=1, le=1000), Integral] = 5
     interval: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
     @model_validator(mode="after")
@@ -66,7 +66,7 @@ class ProjectFields(Input):
     deploy_path: DeployPath
     shared_files: Annotated[list[RelativePath], Field(max_length=1000)] = []
     shared_dirs: Annotated[list[RelativePath], Field(max_length=1000)] = []
-    keep_releases: Annotated[int, Integral, Field(ge=1, le=1000)] = 5
+    keep_releases: Annotated[int, Field(ge=1, le=1000), Integral] = 5
     pre_release: Command | None = None
     post_release: Command | None = None
     restart: Command | None = None
@@ -90,7 +90,7 @@ class ProjectPatch(Patch):
     deploy_path: DeployPath | None = None
     shared_files: Annotated[list[RelativePath], Field(max_length=1000)] | None = None
     shared_dirs: Annotated[list[RelativePath], Field(max_length=1000)] | None = None
-    keep_releases: Annotated[int, Integral, Field(ge=1, le=1000)] | None = None
+    keep_releases: Annotated[int, Field(ge=1, le=1000), Integral] | None = None
     pre_release: Command | None = None
     post_release: Command | None = None
     restart: Command | None = None

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from ferry.domain.errors import FerryError
 from ferry.domain.events import TYPE_NAMES
+from services.gateway.api.text import NONBLANK_TEXT_PATTERN
 
 T = TypeVar("T")
 
@@ -39,11 +40,32 @@ REPO_URL_PATTERN = (
     rf"|^file://{_PATH}$"
     rf"|^[A-Za-z0-9_][A-Za-z0-9._~+-]*@{_HOST}:[A-Za-z0-9._~][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]+)*$"
 )
-HTTP_URL_PATTERN = rf"^https?://({_HOST}|\[[0-9A-Fa-f:.]+\]){_PORT}(/[!-~]*)?$"
-HEALTH_URL_PATTERN = rf"^https?://({_HOST}|\[[0-9A-Fa-f:.]+\]|\{{address\}}){_PORT}(/[!-~]*)?$"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = rf"({_H16}:{_H16}|{_OCTET}(\.{_OCTET}){{3}})"
+IPV6_PATTERN = (
+    "("
+    + "|".join(
+        [
+            rf"({_H16}:){{6}}{_LS32}",
+            rf"::({_H16}:){{5}}{_LS32}",
+            rf"({_H16})?::({_H16}:){{4}}{_LS32}",
+            rf"(({_H16}:){{0,1}}{_H16})?::({_H16}:){{3}}{_LS32}",
+            rf"(({_H16}:){{0,2}}{_H16})?::({_H16}:){{2}}{_LS32}",
+            rf"(({_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+            rf"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
+            rf"(({_H16}:){{0,5}}{_H16})?::{_H16}",
+            rf"(({_H16}:){{0,6}}{_H16})?::",
+        ]
+    )
+    + ")"
+)
+"""An IPv6 address as RFC 3986 writes it (``IPv6address``), which Python's ``urlsplit`` accepts."""
+HTTP_URL_PATTERN = rf"^https?://({_HOST}|\[{IPV6_PATTERN}\]){_PORT}(/[!-~]*)?$"
+HEALTH_URL_PATTERN = rf"^https?://({_HOST}|\[{IPV6_PATTERN}\]|\{{address\}}){_PORT}(/[!-~]*)?$"
 """A health check's URL: ``{address}`` stands for the host's address (the agent fills it in)."""
 ADDRESS_PATTERN = r"^[A-Za-z0-9_.:][A-Za-z0-9_.:-]*$|^\[[0-9A-Fa-f:.]+\]$"
-COMMAND_PATTERN = r"\S"  # not blank
+COMMAND_PATTERN = NONBLANK_TEXT_PATTERN
 
 
 def ferry_error(message: str, code: str = "INVALID_INPUT", loc: str | None = None) -> PydanticCustomError:

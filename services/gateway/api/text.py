@@ -15,9 +15,13 @@ from urllib.parse import urlsplit
 
 _FORBIDDEN = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
 _BAD = re.compile(f"[{_FORBIDDEN}\ud800-\udfff]")
-TEXT_PATTERN = (
-    "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*$"
+_FORBIDDEN_ESCAPED = (
+    "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069"
 )
+"""``_FORBIDDEN`` as a JSON Schema (ECMA-262) regular expression writes it."""
+TEXT_PATTERN = f"^[^{_FORBIDDEN_ESCAPED}]*$"
+NONBLANK_TEXT_PATTERN = f"^[^{_FORBIDDEN_ESCAPED}]*[^\\s{_FORBIDDEN_ESCAPED}][^{_FORBIDDEN_ESCAPED}]*$"
+"""``TEXT_PATTERN`` with at least one character that is not white space (a command, a reason)."""
 _NAMES = {0: "NUL", 0x7F: "DEL", 0x202E: "RIGHT-TO-LEFT OVERRIDE", 0x202D: "LEFT-TO-RIGHT OVERRIDE"}
 
 

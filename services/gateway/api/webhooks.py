@@ -118,7 +118,7 @@ OPERATIONS = [
         ok=201,
         response=WebhookOut,
         body=WebhookIn,
-        errors=(409, 422),
+        errors=(404, 409, 422),
     ),
     Operation(
         "GET",

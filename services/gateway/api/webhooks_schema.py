@@ -11,7 +11,7 @@ from ferry.db import repo
 from ferry.domain import webhooks
 from ferry.domain.vocabulary import DeliveryStatus, WebhookKind
 from services.gateway.api.bodies import Input, Output, Patch
-from services.gateway.api.fields import Name, Slug
+from services.gateway.api.fields import NON_BLANK, Name, Slug
 from services.gateway.api.schemarules import HTTP_URL_PATTERN, event_patterns, ferry_check, stated
 
 WebhookUrl = Annotated[
@@ -27,7 +27,9 @@ EventPattern = Annotated[
     Field(json_schema_extra={"enum": event_patterns()}),
 ]
 EventPatterns = Annotated[list[EventPattern], Field(min_length=1, max_length=webhooks.MAX_PATTERNS)]
-WebhookSecret = Annotated[str, StringConstraints(min_length=1, max_length=repo.MAX_WEBHOOK_SECRET)]
+WebhookSecret = Annotated[
+    str, StringConstraints(min_length=1, max_length=repo.MAX_WEBHOOK_SECRET), *NON_BLANK
+]
 
 _EVENTS_HELP = (
     "event wire types ('release.failed') or prefixes ending in a dot ('host.'); default: "
