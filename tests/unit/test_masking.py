@@ -143,7 +143,7 @@ def test_cut_text_never_leaves_the_end_of_a_value(secret: str, text: str, cut: i
     assert out.startswith(MASK) and not out.startswith(piece)
 
 
-def test_cut_text_is_linear_in_long_values() -> None:
+def test_cut_text_is_fast_for_long_values() -> None:
     value = "ab" * 16384
     masker = Masker([value])
     assert masker.cut_text(value[1:] + " tail") == MASK + " tail"
