@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
+from alembic.util.exc import CommandError
 from nats.js import JetStreamContext, api
 from sqlalchemy import Integer, MetaData, Table, func, insert, select, text
 from sqlalchemy.engine import Connection
@@ -137,7 +138,14 @@ def load_db(url: str, dump: dict[str, Any]) -> dict[str, int]:
     """Migrate an empty database to the dump's revision, insert every row, then migrate to head."""
     refuse_unless_empty_db(url)
     revision = dump.get("revision")
-    upgrade(url, revision or "head")
+    try:
+        upgrade(url, revision or "head")
+    except CommandError as exc:  # a revision this version does not know
+        raise BackupError(
+            f"the backup's database is at revision {revision!r}, which this ferry does not know: "
+            "restore with the version that wrote it (or a newer one)",
+            field="src",
+        ) from exc
     engine = make_engine(url)
     counts: dict[str, int] = {}
     try:
@@ -321,8 +329,12 @@ def _unpack(src: Path) -> Path:
     if not src.is_file():
         raise BackupError(f"{src} is not a backup archive", field="src")
     work = _private_dir()
-    with tarfile.open(src, mode="r:gz") as tar:
-        tar.extractall(work, filter="data")
+    try:
+        with tarfile.open(src, mode="r:gz") as tar:
+            tar.extractall(work, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise BackupError(f"{src} is not a backup archive: {exc}", field="src") from None
     if not (work / "manifest.json").is_file():
         shutil.rmtree(work, ignore_errors=True)
         raise BackupError(f"{src} has no manifest.json: not a ferry backup", field="src")

@@ -19,13 +19,12 @@ from typer.testing import CliRunner
 
 from ferry.cli.main import app as cli
 from ferry.db.engine import normalize_url
+from ferry.infra import backup as backups
 from ferry.infra.credentials import CredentialReader
 from ferry.infra.settings import Settings
 from ferry.local.natsserver import NatsServer
 from tests.harness import nats as harness_nats
 from tests.harness.system import System, start_system
-
-pytestmark = [pytest.mark.sshd]
 
 
 def _libpq(url: str) -> str:
@@ -100,6 +99,7 @@ def run_cli(args: list[str], *, home: Path, nats_url: str, db_url: str) -> str:
     return result.output
 
 
+@pytest.mark.sshd
 def test_backup_then_restore_into_an_empty_instance(
     tmp_path: Path, nats_server, sshd_hosts, git_repos, two_databases
 ):
@@ -156,3 +156,26 @@ def test_backup_then_restore_into_an_empty_instance(
     finally:
         harness_nats._STARTED.pop(fresh.address, None)
         fresh.stop()
+
+
+def test_restore_refuses_what_it_cannot_restore(tmp_path: Path, nats_server):
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    not_a_backup = tmp_path / "notes.tar.gz"
+    not_a_backup.write_bytes(b"not a tar")
+    result = CliRunner().invoke(
+        cli,
+        ["restore", str(tmp_path / "missing.tar.gz")],
+        env={"FERRY_HOME": str(tmp_path), "FERRY_NATS_URL": nats_server.url, "FERRY_DATABASE_URL": db},
+    )
+    assert result.exit_code == 2 and "is not a backup archive" in result.output
+    result = CliRunner().invoke(
+        cli,
+        ["restore", str(not_a_backup)],
+        env={"FERRY_HOME": str(tmp_path), "FERRY_NATS_URL": nats_server.url, "FERRY_DATABASE_URL": db},
+    )
+    assert result.exit_code == 2 and "is not a backup archive" in result.output, result.output
+
+    dump = backups.dump_db(db)  # an empty database at no revision
+    dump["revision"] = "9999_from_the_future"
+    with pytest.raises(backups.BackupError, match="does not know"):
+        backups.load_db(db, dump)
