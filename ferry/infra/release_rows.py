@@ -25,6 +25,9 @@ log = logging.getLogger("ferry.infra.projector")
 
 KEEP = 4096
 """Releases whose state the projector keeps in memory."""
+KEEP_EVENTS = 200_000
+"""Events folded into the states kept, all together (memory follows events: see
+``ferry.infra.commands.KEEP_EVENTS``)."""
 
 Loader = Callable[[str], Sequence[StoredEvent]]
 """Reads a release's whole history from the event store (called from the projector's thread)."""
@@ -36,14 +39,22 @@ class Folded:
 
     seq: int
     state: ReleaseState
+    count: int = 0
+    """Events folded into ``state``."""
+
+    def then(self, stored: StoredEvent) -> Folded:
+        """This state with one more event folded in."""
+        return Folded(stored.seq, evolve(self.state, stored.event), self.count + 1)
 
 
 class ReleaseStates:
     """The states the projector folded, least recently used dropped beyond ``keep``."""
 
-    def __init__(self, keep: int = KEEP) -> None:
+    def __init__(self, keep: int = KEEP, keep_events: int = KEEP_EVENTS) -> None:
         self.keep = keep
+        self.keep_events = keep_events
         self._states: OrderedDict[str, Folded] = OrderedDict()
+        self._events = 0
         self.reloads = 0
         """How many times a state was read back from the event store."""
 
@@ -51,13 +62,17 @@ class ReleaseStates:
         return self._states.get(release_id)
 
     def put(self, release_id: str, folded: Folded) -> None:
+        before = self._states.get(release_id)
+        self._events += folded.count - (before.count if before is not None else 0)
         self._states[release_id] = folded
         self._states.move_to_end(release_id)
-        while len(self._states) > self.keep:
-            self._states.popitem(last=False)
+        while len(self._states) > self.keep or (self._events > self.keep_events and len(self._states) > 1):
+            _, dropped = self._states.popitem(last=False)
+            self._events -= dropped.count
 
     def clear(self) -> None:
         self._states.clear()
+        self._events = 0
 
 
 class Pending:
@@ -83,6 +98,12 @@ class Pending:
     def trim(self) -> None:
         while self.spill and len(self._folded) > self.states.keep:
             self._folded.popitem(last=False)
+        while (
+            self.spill
+            and len(self._folded) > 1
+            and sum(f.count for f in self._folded.values()) > (self.states.keep_events)
+        ):
+            self._folded.popitem(last=False)
 
     def reload(self, release_id: str, before_seq: int) -> Folded:
         """The release as its events before ``before_seq`` make it, read from the event store."""
@@ -96,7 +117,7 @@ class Pending:
         for stored in self.load(release_id):
             if stored.seq >= before_seq:
                 break
-            folded = Folded(stored.seq, evolve(folded.state, stored.event))
+            folded = folded.then(stored)
         return folded
 
     def commit(self) -> None:
@@ -130,7 +151,7 @@ class RowWriter:
             current = Folded(0, ReleaseState(event.release_id))
         if current is None or stored.seq <= current.seq:
             return  # not held (read back when one of its events is applied), or already folded
-        self.pending.put(event.release_id, Folded(stored.seq, evolve(current.state, event)))
+        self.pending.put(event.release_id, current.then(stored))
 
     def apply(self, stored: StoredEvent) -> None:
         """Fold an event the read model does not cover yet; ``write`` writes its rows."""
@@ -151,7 +172,7 @@ class RowWriter:
         if current.state.status == "new" and not isinstance(event, ReleaseRequested):
             log.warning("event %s (seq %d) for unknown release %s: skipped", event.type, stored.seq, rid)
             return
-        self.pending.put(rid, Folded(stored.seq, evolve(current.state, event)))
+        self.pending.put(rid, current.then(stored))
         self.touched[rid] = (base, stored.seq)
 
     def write(self) -> None:

@@ -147,3 +147,15 @@ async def test_reads_of_unknown_releases_leave_nothing_behind(bus):
     for i in range(100):
         assert (await histories.get(f"nope-{i}")).count == 0
     assert histories._locks == {} and len(histories._cache) == 0
+
+
+async def test_the_cache_is_bounded_by_the_events_its_states_hold(bus):
+    for rid in ("m1", "m2", "m3"):
+        await _built(bus.histories, rid)
+    per_release = (await bus.histories.get("m1")).count
+    histories = Histories(bus.events, keep_events=2 * per_release)
+    for rid in ("m1", "m2", "m3"):
+        assert (await histories.get(rid)).count == per_release
+    assert list(histories._cache) == ["m2", "m3"]  # the least recently used went first
+    assert (await histories.get("m1")).state.status == "deploying"  # read back whole
+    assert list(histories._cache) == ["m3", "m1"]
