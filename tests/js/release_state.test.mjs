@@ -8,7 +8,18 @@ import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { EVENT_TYPES, HOST_STEPS, MODEL, TERMINAL, UnknownEventType, replay, summary } from "../../services/gateway/static/release_state.js";
+import {
+  EVENT_TYPES,
+  HOST_STEPS,
+  MODEL,
+  TERMINAL,
+  UnknownEventType,
+  apply,
+  initialState,
+  isTerminal,
+  replay,
+  summary,
+} from "../../services/gateway/static/release_state.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = join(here, "..", "contract", "sequences");
@@ -38,6 +49,18 @@ for (const seq of sequences) {
 test("the golden sequences use every event type of the model", () => {
   const used = new Set(sequences.flatMap((s) => s.events.map((e) => e.type)));
   assert.deepEqual([...used].sort(), [...EVENT_TYPES].sort());
+});
+
+test("exactly the model's terminal event types end a release", () => {
+  const ends = new Set(MODEL.terminal_event_types);
+  for (const seq of sequences) {
+    let state = initialState(`golden-${seq.name}`);
+    seq.events.forEach((event, i) => {
+      state = apply(state, i + 1, event);
+      if (ends.has(event.type)) assert.ok(isTerminal(state), `${seq.name}: ${event.type} did not end it`);
+      else assert.ok(!isTerminal(state), `${seq.name}: ${event.type} ended it`);
+    });
+  }
 });
 
 test("the reducer's words are the generated model's", () => {
