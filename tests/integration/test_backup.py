@@ -8,23 +8,34 @@ from __future__ import annotations
 import secrets
 import stat
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from ferry.cli.main import app as cli
-from ferry.db.engine import normalize_url
+from ferry.db.engine import make_engine, normalize_url
+from ferry.db.engine import session_factory as make_session_factory
+from ferry.db.models import Project, Release
 from ferry.infra import backup as backups
+from ferry.infra.bus import open_bus
 from ferry.infra.credentials import CredentialReader
+from ferry.infra.eventstore import EVENTS_STREAM
+from ferry.infra.projector import rebuild
+from ferry.infra.retention import RetentionSettings, archive_pass
 from ferry.infra.settings import Settings
+from ferry.infra.subjects import WEBHOOK_ROUTER
 from ferry.local.natsserver import NatsServer
 from tests.harness import nats as harness_nats
+from tests.harness.history import append_next
 from tests.harness.system import System, start_system
+from tests.integration.test_retention import T0, history
 
 
 def _libpq(url: str) -> str:
@@ -179,3 +190,51 @@ def test_restore_refuses_what_it_cannot_restore(tmp_path: Path, nats_server):
     dump["revision"] = "9999_from_the_future"
     with pytest.raises(backups.BackupError, match="does not know"):
         backups.load_db(db, dump)
+
+
+async def test_a_restore_after_retention_rebuilds_and_keeps_the_archived_releases(
+    bus, session_factory, migrated_db: str, tmp_path: Path
+):
+    """Retention purged old releases from the stream: the restored events land on new sequences,
+    so the read model is rebuilt, and the archived releases' rows come back from the dump. The
+    webhook router of the restored instance starts after the restored history."""
+    with session_factory() as session, session.begin():
+        session.add(Project(name="shop", repo_url="file:///srv/git/app.git", config={"keep_releases": 2}))
+    ids = [f"r{i}" for i in range(6)]
+    for n, rid in enumerate(ids):
+        await append_next(bus.events, history(rid, n, ids[n - 1] if n else None))
+    await rebuild(bus, session_factory)
+    retained = RetentionSettings(days=30, archive=tmp_path / "archive")
+    assert (await archive_pass(bus, session_factory, retained, now=T0 + timedelta(days=60))).archived == ids[
+        :4
+    ]
+    kept_events = {rid: await bus.events.load(rid) for rid in ids[4:]}
+    archive = tmp_path / "backup.tar.gz"
+    await backups.backup(bus, Settings(home=tmp_path / "a", database_url=migrated_db), archive)
+
+    fresh = NatsServer(tmp_path / "nats-b", sync_always=True)
+    fresh.start()
+    target = f"sqlite:///{tmp_path / 'b.db'}"  # from either backend into SQLite
+    try:
+        restored = await open_bus(fresh.url, name="test-restore")
+        try:
+            summary = await backups.restore(
+                restored, Settings(home=tmp_path / "b", database_url=target), archive
+            )
+            assert summary.rebuilt
+            for rid, events in kept_events.items():
+                again = await restored.events.load(rid)
+                assert [s.event for s in again] == [s.event for s in events]
+            router = await restored.js.consumer_info(EVENTS_STREAM, WEBHOOK_ROUTER)
+            assert router.num_pending == 0, "no webhook of the history is sent again"
+        finally:
+            await restored.close()
+        engine = make_engine(target)
+        try:
+            with make_session_factory(engine)() as session:
+                rows = {r.id: r.status for r in session.scalars(select(Release))}
+        finally:
+            engine.dispose()
+        assert rows == dict.fromkeys(ids, "succeeded"), "archived releases keep their rows"
+    finally:
+        fresh.stop()
