@@ -7,16 +7,19 @@ import asyncio
 import time
 from collections import Counter
 
+import nats.errors
 import nats.js.errors
 import pytest
 
 from ferry.domain.events import Plan, Recipe
 from ferry.domain.release import Cancel, RequestRelease
 from ferry.infra import orchestrator
-from ferry.infra.bus import Bus
+from ferry.infra.bus import Bus, open_bus
 from ferry.infra.commands import execute
 from ferry.infra.eventstore import StoredEvent
+from ferry.infra.natsauth import credential_path
 from ferry.infra.openreleases import BUCKET, scan_stream
+from ferry.infra.settings import Settings
 
 PLAN = Plan(recipe=Recipe(repo_url="file:///r", deploy_path="/srv/app"), hosts=("a",))
 
@@ -127,3 +130,24 @@ async def _until(check, bus: Bus, within: float = 10.0) -> None:  # type: ignore
             return
         assert time.monotonic() < deadline, f"index is {ids}"
         await asyncio.sleep(0.05)
+
+
+async def test_the_gateway_identity_keeps_the_index_and_the_others_cannot_touch_it(nats_server, tmp_path):
+    def settings(identity: str) -> Settings:
+        return Settings(home=tmp_path, nats_creds=credential_path(nats_server.credentials_dir, identity))
+
+    gateway = await open_bus(nats_server.address, name="gw", settings=settings("gateway"))
+    agent = await open_bus(nats_server.address, name="agent", settings=settings("agent"))
+    try:
+        await _request(gateway, "g1")  # the bucket was made (and rebuilt: empty) by the gateway's setup
+        await gateway.open_releases.note("g1", "release.requested")
+        assert await gateway.open_releases.ids() == ["g1"]
+        # the server drops what the agent identity may not send: no answer, and nothing written
+        with pytest.raises((TimeoutError, nats.errors.Error)):
+            await asyncio.wait_for(agent.open_releases.add("forged"), 3)
+        assert await gateway.open_releases.ids() == ["g1"]
+        await gateway.open_releases.note("g1", "release.cancelled")
+        assert await gateway.open_releases.ids() == []
+    finally:
+        await agent.close()
+        await gateway.close()
