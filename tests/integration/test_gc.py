@@ -5,15 +5,25 @@ builder may be reusing one)."""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session, sessionmaker
+import json
+from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from ferry.cli.main import app as cli
+from ferry.db.engine import upgrade
 from ferry.db.kept import kept_releases
 from ferry.db.models import Project
 from ferry.domain.release import FailBuild, ReleaseState, decide, evolve
 from ferry.infra.bus import Bus
 from ferry.infra.gc import collect
 from ferry.infra.projector import rebuild
+from ferry.infra.settings import Settings
+from ferry.local.natsserver import NatsServer, free_port
 from tests.harness.history import append_next
+from tests.integration.test_api_auth import Secured, secured  # noqa: F401
+from tests.integration.test_cli_release import LiveGateway
 from tests.integration.test_retention import T0, history
 
 
@@ -62,3 +72,27 @@ async def test_a_pass_deletes_exactly_the_artifacts_no_kept_release_needs(
     kept = {digests[r] for r in ("shop2", "shop3", "blog2", "blog3")}
     assert await stored(bus) == kept | {log}, "kept artifacts and the log stay"
     assert (await collect(bus.artifacts, session_factory, grace=0)).removed == []
+
+
+async def test_only_an_admin_may_collect(secured: Secured):  # noqa: F811
+    for role in ("viewer", "deployer"):
+        token = await secured.token(f"gc-{role}", role)
+        r = await secured.anon.post("/api/gc", headers=secured.as_(token))
+        assert r.status_code == 403, r.text
+    report = await secured.admin.ok("POST", "/api/gc")
+    assert report["removed"] == 0 and report["refused"] is None
+
+
+def test_ferry_gc_runs_a_pass_over_http(tmp_path: Path, nats_server: NatsServer, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'ferry.db'}"
+    upgrade(db)
+    settings = Settings(
+        home=tmp_path / "home", nats_url=nats_server.url, database_url=db, http_port=free_port()
+    )
+    with LiveGateway(settings) as gw:
+        monkeypatch.setenv("FERRY_URL", gw.url)
+        result = CliRunner().invoke(cli, ["gc"])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("removed 0 artifacts (0 bytes freed)")
+        as_json = CliRunner().invoke(cli, ["gc", "--json"])
+        assert json.loads(as_json.output)["objects"] >= 0
