@@ -19,6 +19,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from ferry.domain.errors import StoreUnavailable
+from ferry.infra import subjects
 from ferry.infra.bus import connect
 from ferry.infra.natsauth import Credential
 
@@ -71,7 +72,7 @@ class HealthProbe:
             self.error = None
         for service in services:
             try:
-                reply = await self._nc.request(f"ferry.health.{service}", b"", timeout=REQUEST_TIMEOUT)
+                reply = await self._nc.request(subjects.health(service), b"", timeout=REQUEST_TIMEOUT)
                 if json.loads(reply.data).get("ok"):
                     ok.add(service)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ValueError):

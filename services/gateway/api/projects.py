@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain.errors import FerryError
+from ferry.infra import subjects
 from services.gateway.api.fields import NAME_PATTERN
 from services.gateway.api.http import gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
@@ -25,7 +26,7 @@ from services.gateway.api.projects_schema import (
 )
 from services.gateway.errors import ERROR_TABLE, GatewayTimeout, ServiceUnavailable, UpstreamError
 
-REFS_SUBJECT = "ferry.builder.refs"
+REFS_SUBJECT = subjects.BUILDER_REFS
 REFS_TIMEOUT = 60.0
 _OWN = ("name", "repo_url", "repo_credential")
 
