@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ferry.db.engine import current_revision
+from ferry.infra.backup import dump_db, load_db
 from ferry.infra.bus import open_bus
 from tests.harness.system import System, start_system
 
@@ -38,13 +39,23 @@ async def publish_old_events(nats_url: str) -> int:
         await bus.close()
 
 
-def test_the_new_version_reads_projects_and_continues_an_old_instance(tmp_path: Path, nats_server):
+def old_database(tmp_path: Path, url: str) -> None:
+    """The fixture database at revision 0005: as it is on SQLite; on PostgreSQL, the same rows in a
+    schema migrated to 0005 (what that version's ``ferry db upgrade`` made there)."""
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript((FIXTURES / "ferry-0005.sql").read_text())
+    if url.startswith("sqlite:"):
+        Path(url.removeprefix("sqlite:///")).write_bytes(old.read_bytes())
+    else:
+        load_db(url, dump_db(f"sqlite:///{old}"), to_head=False)
+
+
+def test_the_new_version_reads_projects_and_continues_an_old_instance(tmp_path: Path, nats_server, db_url):
     home = tmp_path / "home"
     home.mkdir()
-    db = home / "ferry.db"
-    with sqlite3.connect(db) as conn:
-        conn.executescript((FIXTURES / "ferry-0005.sql").read_text())
-    url = f"sqlite:///{db}"
+    url = db_url
+    old_database(tmp_path, url)
     assert current_revision(url) == "0005"
     assert asyncio.run(publish_old_events(nats_server.url)) == 20
 

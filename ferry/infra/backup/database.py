@@ -74,8 +74,9 @@ def refuse_unless_empty_db(url: str) -> None:
         engine.dispose()
 
 
-def load_db(url: str, dump: dict[str, Any]) -> dict[str, int]:
-    """Migrate an empty database to the dump's revision, insert every row, then migrate to head."""
+def load_db(url: str, dump: dict[str, Any], *, to_head: bool = True) -> dict[str, int]:
+    """Migrate an empty database to the dump's revision, insert every row, then migrate to head
+    (unless ``to_head`` is False: the database stays at the dump's revision)."""
     refuse_unless_empty_db(url)
     revision = dump.get("revision")
     try:
@@ -114,7 +115,8 @@ def load_db(url: str, dump: dict[str, Any]) -> dict[str, int]:
                         )
     finally:
         engine.dispose()
-    upgrade(url)
+    if to_head:
+        upgrade(url)
     return counts
 
 
