@@ -19,16 +19,18 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 import nats
+import nats.errors
 from cryptography.fernet import Fernet
 
+from ferry.infra.natsauth import Credential, authorization_block, ensure_credentials
 from ferry.infra.signing import ensure_signing_key, public_path
-from ferry.local.natsserver import NatsServer, free_port
-from tests.harness.k8s import ROOT, Obj, component, ferry_pods, of_kind, secret_files
+from ferry.local.natsserver import NatsServer, free_port, nats_server_binary
+from tests.harness.k8s import NATS_VALUES, ROOT, Obj, component, ferry_pods, of_kind, secret_files
 
 START_TIMEOUT = 45.0
 
@@ -108,8 +110,7 @@ def probe_ok(probe: Obj, ports: dict[int, int], container: Obj) -> bool:
     action = probe.get("httpGet") or probe["tcpSocket"]
     port = ports[named.get(action["port"], action["port"])]
     if "tcpSocket" in probe:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
+        return port_open(port)
     headers = {h["name"]: h["value"] for h in action.get("httpHeaders", [])}
     try:
         answer = httpx.get(f"http://127.0.0.1:{port}{action['path']}", headers=headers, timeout=2)
@@ -207,3 +208,57 @@ def test_every_ferry_pod_starts_with_its_manifest_and_answers_its_probes(nats_se
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def connects(port: int, credential: Credential) -> bool:
+    """Whether the server at ``port`` takes ``credential`` (nats-py retries a refusal for ever)."""
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
+                f"nats://127.0.0.1:{port}",
+                user=credential.user,
+                password=credential.password,
+                inbox_prefix=credential.inbox_prefix,
+                connect_timeout=2,
+                max_reconnect_attempts=0,
+            ),
+            timeout=3,
+        )
+    except (TimeoutError, nats.errors.Error, OSError):
+        return False
+    await nc.close()
+    return True
+
+
+def test_the_nats_charts_config_includes_ferrys_generated_users(tmp_path):
+    """The include nats-values.yaml adds to the chart's nats.conf (in /etc/nats-config) reaches the
+    mounted ferry-nats-auth Secret: a real nats-server reading a tree laid out the same way."""
+    [include] = [v for k, v in NATS_VALUES["config"]["merge"].items() if k.endswith("$include")]
+    [mount] = [p["value"] for p in NATS_VALUES["container"]["patch"] if p["path"] == "/volumeMounts/-"]
+    etc = tmp_path / "etc"
+    auth_dir = etc / PurePosixPath(mount["mountPath"]).relative_to("/etc")
+    auth_dir.mkdir(parents=True)
+    creds = ensure_credentials(tmp_path / "credentials")  # `python -m ferry.infra.natsauth DIR`
+    (auth_dir / "auth.conf").write_text(authorization_block(creds))
+    (etc / "nats-config").mkdir()
+    port = free_port()
+    conf = etc / "nats-config" / "nats.conf"  # as the chart writes its includes: `include <path>;`
+    conf.write_text(f'port: {port}\ninclude {include};\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n')
+    server = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while not port_open(port):
+            assert server.poll() is None, server.communicate()[1].decode()
+            assert time.monotonic() < deadline, "nats-server did not start"
+            time.sleep(0.1)
+        assert asyncio.run(connects(port, creds["gateway"]))
+        assert asyncio.run(connects(port, creds["agent"]))
+        assert not asyncio.run(connects(port, Credential("agent", "not-the-password")))
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
