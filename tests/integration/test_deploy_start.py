@@ -4,9 +4,11 @@ its probes must answer (HTTP probes with their headers, a NATS health request fo
 
 tests/unit/test_deploy_files.py proves every command docker-compose.yml and the manifests run is
 one of these (the launcher's service table, and ``ferry db upgrade``), so this runs them all.
-What a test machine cannot have like a cluster is replaced, and only that (``MACHINE``): one
-nats-server without TLS instead of the chart's three, loopback instead of 0.0.0.0, free ports,
-SQLite under a temporary directory for the database Secret, files under it for the mounts.
+What a test machine cannot have like a cluster is replaced, and only that (``machine`` in
+``pod_environment``): one nats-server without TLS instead of the chart's three, loopback instead
+of 0.0.0.0, free ports, SQLite under a temporary directory for the database Secret, files under it
+for the mounts. The NATS chart's side is checked the same way: its config's include of ferry's
+generated users, laid out as the values mount it, read by a real nats-server.
 """
 
 from __future__ import annotations

@@ -120,6 +120,8 @@ def test_containers_run_non_root_read_only_without_capabilities():
             # a read-only root: FERRY_HOME and /tmp are volumes
             mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
             assert {env_of(pod)["FERRY_HOME"], "/tmp"} <= mounts
+        kinds = {k for v in spec.get("volumes", []) for k in v if k != "name"}
+        assert kinds <= {"emptyDir", "secret", "configMap", "persistentVolumeClaim"}, kinds  # no hostPath
         relaxed = spec["securityContext"]["seccompProfile"]["type"] != "RuntimeDefault"
         assert relaxed == (component(pod) == "builder"), "only the builder's sandbox needs more"
 
