@@ -89,7 +89,17 @@ class HealthProbe:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+        # closing is no loss of NATS: keep connect's "lost NATS" (and asyncio's TLS close notice)
+        # out of `ferry up`'s output
+        def quiet(_record: logging.LogRecord) -> bool:
+            return False
+
+        loggers = [logging.getLogger("ferry.infra.bus"), logging.getLogger("asyncio")]
+        for logger in loggers:
+            logger.addFilter(quiet)
         try:
             self._loop.run_until_complete(closing())
         finally:
             self._loop.close()
+            for logger in loggers:
+                logger.removeFilter(quiet)

@@ -203,6 +203,7 @@ def test_ferry_up_on_the_cluster(tmp_path: Path, nats_cluster: NatsCluster) -> N
             if line.startswith(("portal: ", "error: ")):
                 break
         assert lines and lines[-1] == f"portal: http://127.0.0.1:{http_port}/\n", "".join(lines[-20:])
+        assert not [line for line in lines if "lost NATS" in line], "".join(lines)  # nothing was lost
         assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=10).status_code == 200
         events = cluster.stream_info(EVENTS_STREAM)
         assert events["config"]["num_replicas"] == REPLICAS and events["cluster"]["leader"], events
