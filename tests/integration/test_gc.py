@@ -6,6 +6,7 @@ builder may be reusing one)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +16,19 @@ from ferry.cli.main import app as cli
 from ferry.db.engine import upgrade
 from ferry.db.kept import kept_releases
 from ferry.db.models import Project
-from ferry.domain.release import FailBuild, ReleaseState, decide, evolve
+from ferry.domain.release import (
+    Fail,
+    FailBuild,
+    FailHost,
+    FinishHostStep,
+    RecordArtifact,
+    RecordSource,
+    ReleaseState,
+    RollBackHost,
+    StartHostStep,
+    decide,
+    evolve,
+)
 from ferry.infra.bus import Bus
 from ferry.infra.gc import collect
 from ferry.infra.projector import rebuild
@@ -96,3 +109,41 @@ def test_ferry_gc_runs_a_pass_over_http(tmp_path: Path, nats_server: NatsServer,
         assert result.output.startswith("removed 0 artifacts (0 bytes freed)")
         as_json = CliRunner().invoke(cli, ["gc", "--json"])
         assert json.loads(as_json.output)["objects"] >= 0
+
+
+async def test_a_host_rolled_back_keeps_the_release_it_runs(bus: Bus, session_factory: sessionmaker[Session]):
+    """keep_releases 1: the newest release that switched the host failed its health check and
+    rolled back, so the host runs the one before — both stay kept, the older ones do not."""
+    with session_factory() as session, session.begin():
+        session.add(Project(name="shop", repo_url="file:///srv/git/app.git", config={"keep_releases": 1}))
+    for n, rid in enumerate(("a", "b", "c")):
+        await append_next(bus.events, history(rid, n, "abc"[n - 1] if n else None))
+    events = history("d", 3, None, finish=False)
+    state = ReleaseState("d")
+    for e in events:
+        state = evolve(state, e)
+    clock = T0 + timedelta(minutes=3, seconds=1)
+    commands = [
+        RecordSource(commit="d" * 40, duration=0.1),
+        RecordArtifact(digest="d" * 64, size=1, format="zst"),
+    ]
+    for step in ("upload", "link", "pre_release", "activate", "restart", "health"):
+        failed = step == "health"
+        detail: dict[str, object] = {"previous": "c"} if step == "activate" else {}
+        commands += [
+            StartHostStep(host="web1", step=step),
+            FinishHostStep(host="web1", step=step, exit_code=1 if failed else 0, duration=0.1, detail=detail),
+        ]
+    commands += [
+        FailHost(host="web1", step="health", reason="unhealthy"),
+        RollBackHost(host="web1", to_release="c", healthy=True),
+        Fail(reason="host web1 failed at health"),
+    ]
+    for command in commands:
+        for e in decide(state, command, clock):
+            state = evolve(state, e)
+            events.append(e)
+    await append_next(bus.events, events)
+    await rebuild(bus, session_factory)
+    with session_factory() as session:
+        assert kept_releases(session) == {"d", "c"}
