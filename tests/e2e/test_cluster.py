@@ -7,8 +7,8 @@ git repository to real sshd hosts. Once the first host is activated, the node le
 ``FERRY_EVENTS`` is SIGKILLed: the release must still succeed with every host activated exactly
 once (counted in the stream itself), and no service may have been restarted (their clients
 reconnected by themselves). The killed node then comes back with an empty store: it must catch up
-to the stream's last sequence and answer a read of the release's history on a connection to it
-alone.
+to the stream's last sequence, answer a read of the release's history on a connection to it
+alone, and be the vote that elects a leader once another node is down.
 """
 
 from __future__ import annotations
@@ -163,6 +163,14 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
             time.sleep(0.2)
         assert state is not None and state.get("last_seq") == last, (state, last)
         caught_up = time.monotonic() - rebuilt_at
+        assert history(cluster, release_id, nodes=[victim]) == events
+
+        # and it is a full member again: with another node down, only its vote makes a leader
+        second = cluster.leader_of(EVENTS_STREAM)
+        if second is victim:
+            second = next(n for n in cluster.nodes if n is not victim)
+        second.kill()
+        assert cluster.leader_of(EVENTS_STREAM) is not second
         assert history(cluster, release_id, nodes=[victim]) == events
         print(
             f"leader {victim.name} killed {took:.1f}s before the release ended; new leader "
