@@ -8,13 +8,14 @@ and FERRY_HOME (the key files). The archive holds the secret key and the work-si
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import typer
 
 from ferry.domain.errors import FerryError
 from ferry.infra import backup as backups
-from ferry.infra.bus import open_bus
+from ferry.infra.bus import Bus, open_bus
 from ferry.infra.settings import Settings
 
 EXIT_CLIENT_ERROR = 2
@@ -24,9 +25,24 @@ SECRETS_WARNING = (
 )
 
 
+async def _close(bus: Bus) -> None:
+    """Closing is no loss of NATS: keep the bus's "lost NATS; reconnecting" out of the output."""
+    logger = logging.getLogger("ferry.infra.bus")
+    logger.addFilter(_silent)
+    try:
+        await bus.close()
+    finally:
+        logger.removeFilter(_silent)
+
+
+def _silent(_record: logging.LogRecord) -> bool:
+    return False
+
+
 def backup(dest: Path = typer.Argument(..., help="The archive to write (.tar.gz; must not exist).")) -> None:
     """Write the event stream, KV buckets, object store, database and keys to DEST (consistent)."""
     settings = Settings.from_env()
+    dest = dest.expanduser().resolve()
 
     async def run() -> backups.Summary:
         bus = await open_bus(
@@ -35,7 +51,7 @@ def backup(dest: Path = typer.Argument(..., help="The archive to write (.tar.gz;
         try:
             return await backups.backup(bus, settings, dest)
         finally:
-            await bus.close()
+            await _close(bus)
 
     try:
         summary = asyncio.run(run())
@@ -51,23 +67,41 @@ def backup(dest: Path = typer.Argument(..., help="The archive to write (.tar.gz;
 
 
 def restore(src: Path = typer.Argument(..., help="An archive written by `ferry backup`.")) -> None:
-    """Restore SRC into an empty instance (fresh NATS store, empty database); start the services after."""
+    """Restore SRC into an empty instance (fresh NATS store, empty database); start the services after.
+
+    Without FERRY_NATS_URL it restores into the embedded store of FERRY_HOME, which it runs for the
+    time being as `ferry up` would (then start `ferry up`)."""
     settings = Settings.from_env()
+    src = src.expanduser().resolve()
+    embedded = None
+    if not settings.nats_url:
+        from ferry.local.natsserver import NatsServer
+
+        embedded = NatsServer(
+            settings.home / "nats",
+            port=settings.nats_port,
+            sync_always=settings.nats_sync == "always",
+            credentials_dir=settings.credentials_dir,
+        )
+        embedded.start()
+        typer.echo(f"restoring into the embedded NATS store {settings.home / 'nats'}")
+    url = embedded.url if embedded is not None else settings.nats
 
     async def run() -> backups.Summary:
-        bus = await open_bus(
-            settings.nats, name="ferry-restore", setup=False, settings=settings, identity="admin"
-        )
+        bus = await open_bus(url, name="ferry-restore", setup=False, settings=settings, identity="admin")
         try:
             return await backups.restore(bus, settings, src, replicas=settings.stream_replicas)
         finally:
-            await bus.close()
+            await _close(bus)
 
     try:
         summary = asyncio.run(run())
     except FerryError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(EXIT_CLIENT_ERROR) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
     typer.echo(f"restored from {summary.path}")
     for stream, count in summary.messages.items():
         typer.echo(f"  {stream}: {count} messages")
