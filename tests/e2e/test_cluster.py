@@ -89,6 +89,18 @@ def wait_first_activation(system: System, cluster: NatsCluster, release_id: str)
     raise AssertionError(f"no host activated within 60s\n{system.logs()}")
 
 
+def assert_replicated(cluster: NatsCluster, expected: set[str]) -> list[str]:
+    """Every stream on the cluster (ferry's streams, key-value buckets, object store) has 3 replicas,
+    each with a leader and two peers; ``expected`` among them. Returns their names."""
+    streams = {s["config"]["name"]: s for s in cluster.streams()}
+    assert expected <= set(streams), sorted(streams)
+    for name, info in streams.items():
+        assert info["config"]["num_replicas"] == REPLICAS, (name, info["config"])
+        assert info["cluster"].get("leader"), (name, info["cluster"])
+        assert len(info["cluster"].get("replicas") or []) == REPLICAS - 1, (name, info["cluster"])
+    return sorted(streams)
+
+
 def reconnects(system: System) -> int:
     return sum(
         f.read_text(errors="replace").count("reconnected to NATS")
@@ -107,12 +119,7 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
     hosts = sshd_hosts(HOSTS)
     system = start_system(tmp_path / "home", nats_url=cluster.url, agents=2, stream_replicas=REPLICAS)
     try:
-        # every stream ferry made (events, work, object store, key-value buckets) has 3 replicas
-        streams = {s["config"]["name"]: s for s in cluster.streams()}
-        assert {EVENTS_STREAM, "FERRY_WORK", "OBJ_ferry-artifacts"} <= set(streams), sorted(streams)
-        for name, info in streams.items():
-            assert info["config"]["num_replicas"] == REPLICAS, (name, info["config"])
-            assert len(info["cluster"].get("replicas") or []) == REPLICAS - 1, (name, info["cluster"])
+        assert_replicated(cluster, {EVENTS_STREAM, "FERRY_WORK", "OBJ_ferry-artifacts"})
         pids = {name: proc.pid for name, proc in system.launcher.procs.items()}
 
         # lead the events stream from the node most services are connected to, so the kill
@@ -141,6 +148,8 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
         result = system.wait(release_id, timeout=90)
         took = time.monotonic() - killed_at
         assert result["status"] == "succeeded", f"{result}\n{system.logs()}"
+        # every stream, bucket and object store the release used, made lazily or not, has 3 replicas
+        replicated = assert_replicated(cluster, {"KV_ferry-builds"})
         events = history(cluster, release_id)
         once = activations(events)
         assert once == Counter({f"web{i + 1}": 1 for i in range(HOSTS)}), once
@@ -175,7 +184,7 @@ def test_release_survives_killed_stream_leader_and_node_rebuilt_from_empty(
         print(
             f"leader {victim.name} killed {took:.1f}s before the release ended; new leader "
             f"{new_leader.name} after {elected:.1f}s; service connections moved: {on_victim}; "
-            f"{victim.name} rebuilt from empty to seq {last} in {caught_up:.1f}s"
+            f"{victim.name} rebuilt from empty to seq {last} in {caught_up:.1f}s; streams at R3: {replicated}"
         )
     finally:
         system.api.close()
