@@ -55,15 +55,20 @@ class Message(BaseModel):
             raise MalformedWork(f"malformed {cls.what}: {where}: {first['msg']}", field=where) from None
 
 
-class Work(Message):
-    """A work item on the work queue; ``msg_id`` de-duplicates it (``Nats-Msg-Id``)."""
+class WorkItem(Message):
+    """An item on the work queue; ``msg_id`` de-duplicates it (``Nats-Msg-Id``)."""
 
     what: ClassVar[str] = "work"
-    release_id: ReleaseId
 
     @property
     def msg_id(self) -> str:
         raise NotImplementedError
+
+
+class Work(WorkItem):
+    """Work on one release (what the orchestrator asks builder and agents for)."""
+
+    release_id: ReleaseId
 
 
 class BuildWork(Work):
@@ -118,6 +123,23 @@ class TimerWork(Work):
     @property
     def msg_id(self) -> str:
         return f"timer:{self.release_id}:{self.version}"
+
+
+class WebhookWork(WorkItem):
+    """``ferry.work.webhook``: post one event to one webhook (the notifier routes, then delivers)."""
+
+    what: ClassVar[str] = "webhook work"
+    webhook: int
+    seq: Annotated[int, Field(ge=1)]
+    """The event's stream sequence: with the webhook, what makes a delivery idempotent."""
+    event: dict[str, Any]
+    """The event's wire JSON (``ferry.domain.events.decode`` reads it)."""
+    release: dict[str, str]
+    """What the message says about the release (``ferry.domain.webhooks.ReleaseInfo``)."""
+
+    @property
+    def msg_id(self) -> str:
+        return f"webhook:{self.webhook}:{self.seq}"
 
 
 class DoctorRequest(Message):

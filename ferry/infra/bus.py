@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from ferry.domain.errors import StoreUnavailable
-from ferry.domain.work import Work, canonical
+from ferry.domain.work import WorkItem, canonical
 from ferry.infra import tracing
 from ferry.infra.artifacts import ArtifactStore
 from ferry.infra.commands import Histories
@@ -228,7 +228,7 @@ class Bus:
             await self.js.update_stream(config)
         await self.open_releases.setup(lambda: scan_stream(self.js))
 
-    async def queue(self, subject: str, work: Work) -> None:
+    async def queue(self, subject: str, work: WorkItem) -> None:
         """Queue one typed work item (``ferry.domain.work``) on ``subject`` (``ferry.infra.subjects``)."""
         await self.publish_work(subject.removeprefix(f"{WORK_PREFIX}."), work.msg_id, work.canonical())
 

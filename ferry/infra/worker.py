@@ -175,18 +175,6 @@ async def run_consumer(
             await sub.unsubscribe()
 
 
-def body(msg: Msg) -> dict[str, Any]:
-    """An untyped JSON object body (webhook work); the orchestrator's work has models
-    (``ferry.domain.work``)."""
-    try:
-        data = json.loads(msg.data)
-    except ValueError as exc:
-        raise Permanent(f"work message is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise Permanent("work message is not an object")
-    return data
-
-
 async def serve_health(nc: Any, service: str, info: Callable[[], dict[str, Any]]) -> None:
     """Answer ``ferry.health.<service>`` requests so launchers and operators can probe workers."""
 

@@ -38,16 +38,17 @@ from ferry.db import repo
 from ferry.domain import webhooks
 from ferry.domain.events import UnknownEvent, decode, utcnow
 from ferry.domain.release import ReleaseState, evolve
+from ferry.domain.work import WebhookWork
 from ferry.infra import metrics, subjects
-from ferry.infra.bus import WORK_PREFIX, WORK_STREAM, Bus
+from ferry.infra.bus import WORK_STREAM, Bus
 from ferry.infra.eventstore import EVENTS_STREAM, SUBJECT_PREFIX
 from ferry.infra.secrets import SecretBox
 from ferry.infra.settings import Settings
-from ferry.infra.worker import Permanent, Transient, body, run_consumer
+from ferry.infra.worker import Permanent, Transient, run_consumer
 
 log = logging.getLogger("ferry.notifier.webhooks")
 
-WEBHOOK_WORK = "webhook"
+WEBHOOK_WORK = subjects.WEBHOOK_WORK.removeprefix(f"{subjects.WORK_PREFIX}.")  # the kind: "webhook"
 ROUTER = subjects.WEBHOOK_ROUTER
 SENDER = subjects.WEBHOOK_SENDER
 ACK_WAIT = 30.0  # > the 10 s request timeout; run_consumer sends progress every third of it
@@ -143,16 +144,10 @@ class Deliverer:
         release = webhooks.ReleaseInfo.of(state)
         for route in candidates:
             if webhooks.wants(route, event.type, release.project, event.at):
-                await self.bus.publish_work(
-                    WEBHOOK_WORK,
-                    f"webhook:{route.id}:{seq}",
-                    {
-                        "webhook": route.id,
-                        "seq": seq,
-                        "event": event.model_dump(mode="json"),
-                        "release": release.as_json(),
-                    },
+                work = WebhookWork(
+                    webhook=route.id, seq=seq, event=event.model_dump(mode="json"), release=release.as_json()
                 )
+                await self.bus.queue(subjects.WEBHOOK_WORK, work)
 
     # --- 2. deliver one event to one webhook ---------------------------------------------------
     def _load(
@@ -173,12 +168,12 @@ class Deliverer:
             return response.status_code, answer[:MAX_ANSWER]
 
     async def deliver(self, msg: Msg) -> None:
-        item = body(msg)
+        item = WebhookWork.parse(msg.data)  # malformed: MalformedWork, terminated by the consumer loop
+        webhook_id, seq = item.webhook, item.seq
         try:
-            webhook_id, seq = int(item["webhook"]), int(item["seq"])
-            event = decode(item["event"])
-            release = webhooks.ReleaseInfo(**item["release"])
-        except (KeyError, TypeError, ValueError, UnknownEvent, ValidationError) as exc:
+            event = decode(item.event)
+            release = webhooks.ReleaseInfo(**item.release)
+        except (TypeError, ValueError, UnknownEvent, ValidationError) as exc:
             raise Permanent(f"malformed webhook work item: {exc}") from exc
         target, done = await self._db(self._load, webhook_id, seq)
         if target is None or not target.enabled:
@@ -268,7 +263,7 @@ async def run(
                     bus.js,
                     WORK_STREAM,
                     SENDER,
-                    f"{WORK_PREFIX}.{WEBHOOK_WORK}",
+                    subjects.WEBHOOK_WORK,
                     deliverer.deliver,
                     stop,
                     concurrency=config.concurrency,
