@@ -453,7 +453,11 @@ async def test_a_revoked_bootstrap_token_stays_revoked_and_the_last_admin_stays(
                     ops = {"name": "ops", "role": "admin"}
                     r = await client.post("/api/tokens", json=ops, headers=bearer)
                     assert r.status_code == 201, r.text
+                    by_ops = {"Authorization": f"Bearer {r.json()['token']}"}
+                    # Nor may a request revoke its own token (an admin locking itself out mid-session).
                     r = await client.delete("/api/tokens/bootstrap", headers=bearer)
+                    assert r.status_code == 409 and "token of this request" in r.text, r.text
+                    r = await client.delete("/api/tokens/bootstrap", headers=by_ops)
                     assert r.status_code == 204, r.text
                 else:  # the gateway started again with the same FERRY_BOOTSTRAP_TOKEN
                     r = await client.get("/api/tokens", headers=bearer)

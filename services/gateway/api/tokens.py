@@ -11,10 +11,12 @@ from starlette.responses import Response
 
 from ferry.db import repo
 from ferry.domain import auth
+from ferry.domain.errors import Conflict
 from ferry.domain.vocabulary import Role
 from services.gateway.api.http import in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.tokens_schema import TokenCreated, TokenIn, TokenList, TokenOut
+from services.gateway.auth import principal
 
 
 def _out(info: repo.TokenInfo) -> TokenOut:
@@ -43,7 +45,15 @@ async def get_token(request: Request) -> Response:
 
 
 async def revoke_token(request: Request) -> Response:
-    await in_session(request, repo.revoke_token, request.path_params["name"], write=True)
+    name = request.path_params["name"]
+    caller = principal(request)
+    if caller is not None and caller.name == name:
+        # An admin would lock itself out in the middle of its own session; another admin (or
+        # `ferry token revoke` on the server) may revoke it.
+        raise Conflict(
+            f"{name!r} is the token of this request: revoke it with another admin token", field="name"
+        )
+    await in_session(request, repo.revoke_token, name, write=True)
     return Response(status_code=204)
 
 
@@ -66,7 +76,7 @@ OPERATIONS = [
         "DELETE",
         "/tokens/{name}",
         revoke_token,
-        "Revoke an API token (not the last admin)",
+        "Revoke an API token (not the last admin, nor the request's own)",
         TAG,
         ok=204,
         errors=(404, 409),
