@@ -1,5 +1,10 @@
 """Hostile input found by hand (issue 9, item 10): each gets a 4xx with a JSON error naming the field.
 
+A lone surrogate in repo_url, ref or requested_by; NUL and bidi controls in any text (names,
+commands, reasons); null in a PATCH for a field that cannot be cleared; the ``Allow`` header of a
+405; a webhook naming a missing project; an admin revoking its own or the last admin token.
+schemathesis (``test_schemathesis.py``) searches for more of the same from the OpenAPI document.
+
 The gateway app runs for real (lifespan, nats-server, SQLite and PostgreSQL) behind httpx's ASGI
 transport, which re-raises any crash: a 500 would fail the test loudly.
 """
@@ -8,9 +13,16 @@ transport, which re-raises any crash: a 500 would fail the test loudly.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from ferry.domain import auth
+from ferry.local.natsserver import NatsServer
+from services.gateway.app import create_app
 from tests.integration.api_harness import Api, api, error_of, project_body
+from tests.integration.test_api_auth import secured_settings
 
 
 async def _raw(api: Api, method: str, path: str, text: str, **headers: str) -> Any:
@@ -156,3 +168,51 @@ async def test_four_eyes_approval(api: Api) -> None:
     rid = (await api.ok("POST", "/api/releases", {**body, "requested_by": "carol"}, 202))["id"]
     r = await api.post(f"/api/releases/{rid}/approve", {}, headers={"X-Ferry-User": "carol"})
     assert r.status_code == 200, r.text
+
+
+async def test_null_in_a_patch_is_422_unless_the_field_can_be_cleared(api: Api) -> None:
+    s = await api.seed(hosts=1)
+    project, host = s["project"], s["hosts"][0]
+    for path, body, field in (
+        (f"/api/hosts/{host}", {"port": None}, "port"),
+        (f"/api/projects/{project}", {"repo_url": None}, "repo_url"),
+        (f"/api/projects/{project}", {"health": None}, "health"),
+        (f"/api/projects/{project}/environments/prod", {"canary_size": None}, "canary_size"),
+    ):
+        r = await api.patch(path, body)
+        assert r.status_code == 422 and error_of(r)["field"] == field, (path, r.text)
+        assert "cannot be null" in error_of(r)["message"]
+    # The fields the schema marks nullable are cleared by null.
+    cleared = await api.ok("PATCH", f"/api/projects/{project}", {"restart": None})
+    assert cleared["restart"] is None
+
+
+async def test_bidi_controls_in_names_and_headers_are_refused(api: Api) -> None:
+    s = await api.seed(hosts=1)
+    r = await api.post("/api/projects", project_body("app\u202etxt.exe"))
+    assert r.status_code == 422 and error_of(r)["field"] == "name", r.text
+    env = {"name": "pr\u2066od", "hosts": s["hosts"]}
+    r = await api.post(f"/api/projects/{s['project']}/environments", env)
+    assert r.status_code == 422 and error_of(r)["field"] == "name", r.text
+    body = {"project": s["project"], "environment": "prod", "ref": "main", "requested_by": "eve\u202e"}
+    r = await api.post("/api/releases", body)
+    assert r.status_code == 422 and error_of(r)["field"] == "requested_by", r.text
+
+
+async def test_an_admin_cannot_revoke_its_own_token_nor_the_last_admin_one(
+    tmp_path: Path, nats_server: NatsServer, migrated_db: str
+) -> None:
+    token = auth.new_token()
+    settings = secured_settings(tmp_path, nats_server.url, migrated_db, bootstrap_token=token)
+    app = create_app(settings, background=False)
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            r = await client.delete("/api/tokens/bootstrap", headers=bearer)
+            assert r.status_code == 409 and error_of(r)["field"] == "name", r.text
+            made = await client.post("/api/tokens", json={"name": "ops", "role": "admin"}, headers=bearer)
+            assert made.status_code == 201, made.text
+            r = await client.delete("/api/tokens/bootstrap", headers=bearer)  # its own, even now
+            assert r.status_code == 409 and "token of this request" in error_of(r)["message"], r.text
+            assert (await client.get("/api/tokens", headers=bearer)).status_code == 200
