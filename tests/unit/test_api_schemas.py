@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
+from sqlalchemy import CheckConstraint
 
 from services.gateway.api.credentials_schema import CredentialIn
 from services.gateway.api.environments_schema import EnvironmentIn
@@ -104,3 +108,46 @@ def test_release_ids_sort_by_time_and_fit_the_subject_pattern() -> None:
     from ferry.infra.eventstore import RELEASE_ID
 
     assert RELEASE_ID.match(a)
+
+
+def test_integers_written_as_whole_floats_are_integers_and_nothing_else_is() -> None:
+    body = {"name": "e", "hosts": ["h"]}
+    assert EnvironmentIn.model_validate({**body, "concurrency": 3.0}).concurrency == 3
+    assert _errors(EnvironmentIn, {**body, "concurrency": 2.5})["field"] == "concurrency"
+    assert _errors(EnvironmentIn, {**body, "concurrency": True})["field"] == "concurrency"
+    schema = EnvironmentIn.model_json_schema()["properties"]["concurrency"]
+    assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", 1, 1000)
+
+
+def test_enumerations_are_the_vocabulary_everywhere() -> None:
+    """The API's choices and the tables' CHECK constraints come from ferry.domain.vocabulary,
+    and the migrations that made the constraints allow the same words."""
+    from ferry.db import models
+    from ferry.domain import vocabulary as v
+    from services.gateway.api import api_document
+
+    schemas = api_document(False)["components"]["schemas"]
+    choices = {
+        ("CredentialIn", "kind"): v.CREDENTIAL_KINDS,
+        ("HostIn", "host_key_policy"): v.HOST_KEY_POLICIES,
+        ("EnvironmentIn", "strategy"): v.STRATEGIES,
+        ("EnvironmentIn", "on_busy"): v.ON_BUSY,
+        ("WebhookIn", "kind"): v.WEBHOOK_KINDS,
+        ("TokenIn", "role"): v.ROLES,
+        ("ProjectIn", "artifact_format"): v.ARTIFACT_FORMATS,
+    }
+    for (model, field), words in choices.items():
+        assert schemas[model]["properties"][field]["enum"] == list(words), (model, field)
+    versions = Path(models.__file__).parent.parent / "migrations" / "versions"
+    migrations = "".join(p.read_text() for p in versions.glob("*.py"))
+    for table, column, words in (
+        (models.Credential, "kind", v.CREDENTIAL_KINDS),
+        (models.Host, "host_key_policy", v.HOST_KEY_POLICIES),
+        (models.ApiToken, "role", v.ROLES),
+        (models.Webhook, "kind", v.WEBHOOK_KINDS),
+        (models.WebhookDelivery, "status", v.DELIVERY_STATUSES),
+    ):
+        checks = [str(c.sqltext) for c in table.__table__.constraints if isinstance(c, CheckConstraint)]
+        assert checks == [v.sql_in(column, words)], table
+        made = re.search(rf'"{column} IN \(([^)]*)\)", name=op\.f\("ck_{table.__tablename__}_', migrations)
+        assert made is not None and set(re.findall(r"'(\w+)'", made[1])) == set(words), table
