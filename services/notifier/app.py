@@ -27,6 +27,7 @@ from ferry.infra.eventstore import RELEASE_ID
 from ferry.infra.metrics import CONTENT_TYPE
 from ferry.infra.settings import Settings
 from ferry.infra.tokens import TokenChecker
+from ferry.infra.worker import supervise
 from services.notifier.fanout import (
     DIRECT_SEND,
     Channel,
@@ -340,7 +341,9 @@ def create_app(
                 authorize = api_token_authorizer(TokenChecker(db), config.token)
             app.state.notifier = Notifier(config, hub, metrics, authorize)
             stop = asyncio.Event()
-            follower = asyncio.create_task(hub.run(stop), name="notifier-follower")
+            follower = asyncio.create_task(
+                supervise("notifier-follower", lambda: hub.run(stop), stop), name="notifier-follower"
+            )
             ready = asyncio.create_task(hub.ready.wait())
             await asyncio.wait({follower, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()

@@ -216,20 +216,12 @@ class Hub:
 
     # --- the follower --------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Follow the stream from its end at start-up until ``stop``; restarts after errors."""
-        while not stop.is_set():
-            try:
-                if not self.ready.is_set():
-                    self.head = await self.events.last_seq()
-                    self.floor = self.head + 1
-                    self.ready.set()
-                await self._follow(stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event follower failed; restarting", extra={"head": self.head})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+        """Follow the stream from its end at start-up until ``stop``: one pass, under ``supervise``."""
+        if not self.ready.is_set():
+            self.head = await self.events.last_seq()
+            self.floor = self.head + 1
+            self.ready.set()
+        await self._follow(stop)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         stream = self.events.follow(ALL_EVENTS, self.head + 1)
