@@ -178,7 +178,11 @@ class EventStore:
                         f"release {release_id} changed while appending {event.type} v{event.version}"
                     ) from exc
                 raise StoreUnavailable(f"event store refused the append: {exc.description}") from exc
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.js.errors.NoStreamResponseError,  # the stream has no leader (a failover)
+            ) as exc:
                 raise StoreUnavailable("event store did not answer") from exc
             last = ack.seq
             seqs.append(ack.seq)

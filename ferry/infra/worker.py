@@ -140,7 +140,10 @@ async def run_consumer(
             # Lost NATS mid-step (nats-server restarting): again as soon as it is back; the nak is
             # sent when nats-py reconnects. Anything else waits a little longer.
             away = isinstance(exc, (nats.errors.Error, StoreUnavailable, OSError, TimeoutError))
-            log.exception("handler crashed; will be redelivered", extra={"subject": msg.subject})
+            if away:
+                log.warning("NATS away; will be redelivered", extra={"subject": msg.subject, "why": str(exc)})
+            else:
+                log.exception("handler crashed; will be redelivered", extra={"subject": msg.subject})
             with contextlib.suppress(Exception):
                 await msg.nak(delay=0.5 if away else 5)
         finally:
