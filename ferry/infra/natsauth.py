@@ -29,17 +29,20 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import bcrypt
 
 from ferry.domain.events import HOST_EVENT_TYPES, TYPE_NAMES
+from ferry.infra import subjects as S
 
-EVENTS = "FERRY_EVENTS"
-WORK = "FERRY_WORK"
-OBJECTS = "OBJ_ferry-artifacts"
-OBJECT_SUBJECTS = "$O.ferry-artifacts.>"
-BUILDS_KV = "KV_ferry-builds"
-BUILDS_SUBJECTS = "$KV.ferry-builds.>"
-LOCKS_KV = "KV_ferry-env-locks"
-LOCKS_SUBJECTS = "$KV.ferry-env-locks.>"
-OPEN_KV = "KV_ferry-open-releases"
-OPEN_SUBJECTS = "$KV.ferry-open-releases.>"
+EVENTS = S.EVENTS_STREAM
+WORK = S.WORK_STREAM
+OBJECTS = S.object_stream(S.ARTIFACTS_BUCKET)
+OBJECT_SUBJECTS = S.object_subjects(S.ARTIFACTS_BUCKET)
+BUILDS_KV = S.kv_stream(S.BUILDS_BUCKET)
+BUILDS_SUBJECTS = S.kv_subjects(S.BUILDS_BUCKET)
+LOCKS_KV = S.kv_stream(S.LOCKS_BUCKET)
+LOCKS_SUBJECTS = S.kv_subjects(S.LOCKS_BUCKET)
+OPEN_KV = S.kv_stream(S.OPEN_RELEASES_BUCKET)
+OPEN_SUBJECTS = S.kv_subjects(S.OPEN_RELEASES_BUCKET)
+HOST_LEVEL = f"{S.RELEASE_PREFIX}.*.host.>"
+ALL_DOCTOR = f"{S.DOCTOR_PREFIX}.>"
 BCRYPT_ROUNDS = 8
 """Passwords are 256 random bits: the work factor protects nothing here, while the server pays it
 on every connect."""
@@ -117,13 +120,13 @@ def _inbox(identity: str) -> str:
 PERMISSIONS: dict[str, Permissions] = {
     "gateway": Permissions(  # API, projector, orchestrator: requests releases and schedules work
         publish=(
-            "ferry.release.*.release",
-            "ferry.work.build",
-            "ferry.work.timer",
-            "ferry.work.host.>",
-            "ferry.builder.refs",
-            "ferry.doctor.>",  # drift checks: an agent of the hosts' group reads `current`
-            "ferry.health.>",
+            S.RELEASE_LEVEL,
+            S.BUILD_WORK,
+            S.TIMER_WORK,
+            S.ANY_HOST_WORK,
+            S.BUILDER_REFS,
+            ALL_DOCTOR,  # drift checks: an agent of the hosts' group reads `current`
+            S.health(">"),
             "$JS.API.INFO",
             *_manage(EVENTS, WORK, OBJECTS),
             *_read(EVENTS),
@@ -153,7 +156,7 @@ PERMISSIONS: dict[str, Permissions] = {
     ),
     "builder": Permissions(  # build work -> build.* events on the release's subject, artifacts
         publish=(
-            "ferry.release.*.release",
+            S.RELEASE_LEVEL,
             "$JS.API.INFO",
             *_info(EVENTS, WORK),
             *_read(EVENTS),
@@ -166,12 +169,12 @@ PERMISSIONS: dict[str, Permissions] = {
             BUILDS_SUBJECTS,
             *_read(LOCKS_KV),  # fenced work: is the release still the environment's holder?
         ),
-        subscribe=(_inbox("builder"), "ferry.health.builder", "ferry.builder.refs"),
+        subscribe=(_inbox("builder"), S.health("builder"), S.BUILDER_REFS),
         responds=True,
     ),
     "agent": Permissions(  # host work -> host.* events on the host's subject, step logs
         publish=(
-            "ferry.release.*.host.>",
+            HOST_LEVEL,
             "$JS.API.INFO",
             *_info(EVENTS, WORK),
             *_read(EVENTS),
@@ -182,13 +185,13 @@ PERMISSIONS: dict[str, Permissions] = {
             OBJECT_SUBJECTS,
             *_read(LOCKS_KV),  # fenced work: is the release still the environment's holder?
         ),
-        subscribe=(_inbox("agent"), "ferry.health.agent", "ferry.doctor.>"),
+        subscribe=(_inbox("agent"), S.health("agent"), ALL_DOCTOR),
         responds=True,
         deny=tuple(d for name in OTHER_WORK_CONSUMERS for d in _durable(WORK, name)),
     ),
     "notifier": Permissions(  # follows events (WebSocket), routes and delivers webhooks
         publish=(
-            "ferry.work.webhook",
+            S.WEBHOOK_WORK,
             "$JS.API.INFO",
             *_info(WORK, OBJECTS),
             *_read(EVENTS),
@@ -198,7 +201,7 @@ PERMISSIONS: dict[str, Permissions] = {
         ),
         subscribe=(_inbox("notifier"),),
     ),
-    "chatops": Permissions(publish=(), subscribe=("ferry.release.>",)),
+    "chatops": Permissions(publish=(), subscribe=(S.ALL_EVENTS,)),
     "admin": Permissions(publish=(">",), subscribe=(">",), responds=True),
 }
 IDENTITIES: tuple[str, ...] = tuple(PERMISSIONS)
