@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ferry.db.models import PROJECTED_TABLES, ProjectionPosition
 from ferry.infra.bus import Bus, follow
-from ferry.infra.eventstore import SUBJECT_PREFIX, StoredEvent
+from ferry.infra.eventstore import StoredEvent
 from ferry.infra.release_rows import KEEP, Loader, Pending, ReleaseStates, RowWriter
+from ferry.infra.subjects import ALL_EVENTS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POSITION = "releases"
-ALL_RELEASES = f"{SUBJECT_PREFIX}.>"
 
 
 def _loader(bus: Bus, loop: asyncio.AbstractEventLoop) -> Loader:
@@ -154,7 +154,7 @@ class Projector:
         queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=self.batch_size * 4)
 
         async def read() -> None:
-            async for stored in follow(bus, ALL_RELEASES, start):
+            async for stored in follow(bus, ALL_EVENTS, start):
                 await queue.put(stored)
 
         reader = asyncio.create_task(read(), name="projector-follow")
@@ -270,7 +270,7 @@ class Projector:
             replay = functools.partial(
                 self._replay_batch, session, position_name=position_name, pending=pending
             )
-            async for stored in bus.events.read(ALL_RELEASES):
+            async for stored in bus.events.read(ALL_EVENTS):
                 batch.append(stored)
                 if len(batch) >= self.batch_size:
                     n, seq = await asyncio.to_thread(

@@ -30,6 +30,7 @@ from ferry.domain.release import (
     Resume,
     decide,
 )
+from ferry.domain.validation import RELEASE_ID_PATTERN
 from ferry.domain.views import ReleaseView, log_digests, release_view
 from ferry.infra.commands import Loaded, execute_loaded
 from ferry.infra.eventstore import StoredEvent
@@ -37,7 +38,6 @@ from services.gateway.api import locks
 from services.gateway.api.http import current_user, gw, in_session, read_model, respond
 from services.gateway.api.openapi import Operation
 from services.gateway.api.releases_schema import (
-    RELEASE_ID_PATTERN,
     ArtifactOut,
     BuildOut,
     EventList,

@@ -7,25 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
+from ferry.domain.release import Status
 from ferry.domain.vocabulary import ArtifactFormat
 from services.gateway.api.bodies import Input, Output
 from services.gateway.api.fields import GitRef, Reason, Slug
 
-RELEASE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-ReleaseStatus = Literal[
-    "new",
-    "awaiting_approval",
-    "queued",
-    "building",
-    "deploying",
-    "paused",
-    "cancelling",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "rejected",
-]
+ReleaseStatus = Status  # the aggregate's statuses (ferry.domain.release), written once
 
 
 class ReleaseIn(Input):
