@@ -151,3 +151,13 @@ def test_enumerations_are_the_vocabulary_everywhere() -> None:
         assert checks == [v.sql_in(column, words)], table
         made = re.search(rf'"{column} IN \(([^)]*)\)", name=op\.f\("ck_{table.__tablename__}_', migrations)
         assert made is not None and set(re.findall(r"'(\w+)'", made[1])) == set(words), table
+
+
+def test_patterns_are_read_as_json_schema_reads_them() -> None:
+    """``$`` ends the text: a value with a final newline fails ``^…$`` as it does in the document."""
+    base = {"name": "p", "repo_url": "https://example.com/r.git", "deploy_path": "/srv/p"}
+    for target in ("http://127.0.0.1:8080/health\n", "http://[86]/health"):
+        health = {"kind": "http", "target": target}
+        assert _errors(ProjectIn, {**base, "health": health})["field"] == "health.target"
+    ok = {"kind": "http", "target": "http://[fe80::1]:8080/health"}
+    assert ProjectIn.model_validate({**base, "health": ok}).health.target == ok["target"]

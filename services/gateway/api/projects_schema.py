@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
 
@@ -22,7 +21,13 @@ from services.gateway.api.fields import (
     Slug,
     http_url,
 )
-from services.gateway.api.schemarules import COMMAND_PATTERN, HEALTH_URL_PATTERN, ferry_error, when
+from services.gateway.api.schemarules import (
+    COMMAND_PATTERN,
+    HEALTH_URL_PATTERN,
+    compiled,
+    ferry_error,
+    when,
+)
 
 
 class HealthIn(Input):
@@ -50,7 +55,7 @@ class HealthIn(Input):
                 http_url(self.target)
             except ValueError as exc:
                 raise ferry_error(str(exc), loc="target") from None
-            if re.search(HEALTH_URL_PATTERN, self.target) is None:
+            if compiled(HEALTH_URL_PATTERN).search(self.target) is None:
                 raise ferry_error(f"the URL must match {HEALTH_URL_PATTERN}", loc="target")
         return self
 

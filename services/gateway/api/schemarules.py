@@ -88,13 +88,19 @@ def ferry_check(check: Callable[[Any], T]) -> Callable[[Any], T]:
     return run
 
 
+def compiled(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as JSON Schema (ECMA-262) reads it: ``$`` is the end of the text, where
+    Python's ``$`` also matches before a final newline ("a\\n" would pass ``^a$``)."""
+    return re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern))
+
+
 def stated(pattern: str, what: str, code: str = "INVALID_INPUT") -> tuple[Any, Any]:
     """Metadata for an ``Annotated`` string: ``pattern`` in the schema, and a check holding the
     value to it (Python ``re``, after ferry's own validators so their messages come first)."""
-    compiled = re.compile(pattern)
+    rule = compiled(pattern)
 
     def check(value: str) -> str:
-        if compiled.search(value) is None:
+        if rule.search(value) is None:
             raise ferry_error(f"must be {what} (pattern {pattern})", code)
         return value
 
