@@ -59,3 +59,18 @@ async def test_document_covers_every_route(api: Api) -> None:
         for name in re.findall(r"{(\w+)}", path):
             for op in doc["paths"][path].values():
                 assert any(p["name"] == name and p["in"] == "path" for p in op["parameters"])
+
+
+async def test_every_refusal_of_the_guard_and_the_store_is_documented(api: Api) -> None:
+    doc = (await api.get("/api/openapi.json")).json()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            documented = set(op["responses"])
+            assert {"400", "413", "421"} <= documented, (method, path)  # any request
+            if method not in ("get", "head"):
+                assert {"403", "415"} <= documented, (method, path)
+            assert ("503" in documented) == (path != "/api/openapi.json"), (method, path)
+    r = await api.client.get("/api/hosts", headers={"Host": "evil.example"})
+    assert r.status_code == 421 and "421" in doc["paths"]["/api/hosts"]["get"]["responses"]
+    r = await api.client.get("/api/hosts", headers={"Content-Length": "x"})
+    assert r.status_code == 400, r.text

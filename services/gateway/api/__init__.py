@@ -93,7 +93,7 @@ async def openapi(request: Request) -> Response:
 
 
 _cache: dict[str, Any] = {}
-OPENAPI = Operation("GET", "/openapi.json", openapi, "This document", "meta", errors=())
+OPENAPI = Operation("GET", "/openapi.json", openapi, "This document", "meta", errors=(), store=False)
 routes: list[Route] = routes_for(operations())
 
 __all__ = ["operations", "routes"]

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from services.gateway.api.bodies import ErrorResponse, Input
@@ -25,19 +25,23 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
 _ERRORS = {
-    400: "the body is not JSON",
+    400: "the body is not JSON (or Content-Length is not a number)",
     403: "refused: a page elsewhere (Origin), or a rule such as four-eyes approval",
     404: "not found",
     409: "conflicts with the current state",
     413: "the body is larger than FERRY_MAX_BODY",
     415: "the body is not Content-Type: application/json",
+    421: "the Host header names another server (FERRY_ALLOWED_HOSTS)",
     422: "invalid input; the error names the field",
     502: "a service the request needs (the builder, a git remote) answered with an error",
     503: "a backing service is unavailable (NATS, the database, or no builder or agent is running)",
     504: "a service the request needs did not answer in time",
 }
+GUARD_ERRORS = (400, 413, 421)
+"""What the gateway's guard may answer to any request (services/gateway/guard.py): a foreign
+Host, a Content-Length that is not a number or above FERRY_MAX_BODY."""
 UNSAFE_ERRORS = (403, 413, 415)
-"""What the gateway's guard may answer to any state-changing request (services/gateway/guard.py)."""
+"""What the guard may answer to any state-changing request: a foreign Origin, a body not JSON."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class Operation:
     errors: tuple[int, ...] = (404, 422)
     path_params: dict[str, str] = field(default_factory=dict)
     """Pattern per path parameter, where one applies."""
+    store: bool = True
+    """Reads or writes the database or NATS: a 503 names which one is away."""
 
 
 def _dispatch(table: dict[str, Endpoint]) -> Endpoint:
@@ -188,9 +194,11 @@ def document(
             links = _links(op, operations)
             if links:
                 item["responses"][str(op.ok)]["links"] = links
-        codes = set(op.errors) | ({400, 422} if op.body is not None else set())
+        codes = set(op.errors) | set(GUARD_ERRORS) | ({400, 422} if op.body is not None else set())
         if op.method.upper() not in ("GET", "HEAD", "OPTIONS"):
             codes |= set(UNSAFE_ERRORS)
+        if op.store:
+            codes.add(503)
         for code in sorted(codes):
             item["responses"][str(code)] = {
                 "description": _ERRORS.get(code, "error"),
@@ -208,15 +216,3 @@ def document(
         "paths": paths,
         "components": {"schemas": schemas},
     }
-
-
-def openapi_operation(operations: Callable[[], Sequence[Operation]]) -> Operation:
-    """``GET /openapi.json`` serving the document for ``operations()`` (itself included)."""
-    cache: dict[str, Any] = {}
-
-    async def openapi(request: Request) -> Response:
-        if "doc" not in cache:
-            cache["doc"] = document(operations())
-        return JSONResponse(cache["doc"])
-
-    return Operation("GET", "/openapi.json", openapi, "This document", "meta", errors=())
