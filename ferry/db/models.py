@@ -40,6 +40,7 @@ from ferry.domain.vocabulary import (
     WEBHOOK_KINDS,
     sql_in,
 )
+from ferry.domain.webhooks.routing import MAX_URL as MAX_WEBHOOK_URL
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -213,7 +214,7 @@ class Webhook(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    url: Mapped[str] = mapped_column(String(2000))
+    url: Mapped[str] = mapped_column(String(MAX_WEBHOOK_URL))
     kind: Mapped[str] = mapped_column(String(20))
     secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     project: Mapped[str | None] = mapped_column(String(100))
