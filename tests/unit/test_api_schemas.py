@@ -161,3 +161,10 @@ def test_patterns_are_read_as_json_schema_reads_them() -> None:
         assert _errors(ProjectIn, {**base, "health": health})["field"] == "health.target"
     ok = {"kind": "http", "target": "http://[fe80::1]:8080/health"}
     assert ProjectIn.model_validate({**base, "health": ok}).health.target == ok["target"]
+
+
+def test_a_command_or_http_health_check_needs_its_target_in_the_schema_too() -> None:
+    base = {"name": "p", "repo_url": "https://example.com/r.git", "deploy_path": "/srv/p"}
+    assert _errors(ProjectIn, {**base, "health": {"kind": "command"}})["field"] == "health.target"
+    conditions = ProjectIn.model_json_schema()["$defs"]["HealthIn"]["allOf"]
+    assert all(c["then"]["required"] == ["target"] for c in conditions)

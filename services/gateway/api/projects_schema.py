@@ -33,9 +33,18 @@ from services.gateway.api.schemarules import (
 class HealthIn(Input):
     model_config = ConfigDict(
         json_schema_extra={
+            # A command or http check needs its target (the default "" is neither).
             "allOf": [
-                when("kind", "command", {"properties": {"target": {"pattern": COMMAND_PATTERN}}}),
-                when("kind", "http", {"properties": {"target": {"pattern": HEALTH_URL_PATTERN}}}),
+                when(
+                    "kind",
+                    "command",
+                    {"required": ["target"], "properties": {"target": {"pattern": COMMAND_PATTERN}}},
+                ),
+                when(
+                    "kind",
+                    "http",
+                    {"required": ["target"], "properties": {"target": {"pattern": HEALTH_URL_PATTERN}}},
+                ),
             ]
         }
     )

@@ -101,7 +101,8 @@ def stated(pattern: str, what: str, code: str = "INVALID_INPUT") -> tuple[Any, A
 
     def check(value: str) -> str:
         if rule.search(value) is None:
-            raise ferry_error(f"must be {what} (pattern {pattern})", code)
+            where = "the document's pattern" if len(pattern) > 120 else f"pattern {pattern}"
+            raise ferry_error(f"must be {what} ({where})", code)
         return value
 
     return AfterValidator(check), Field(json_schema_extra={"pattern": pattern})
