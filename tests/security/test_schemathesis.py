@@ -1,28 +1,28 @@
 """schemathesis against the gateway's own OpenAPI document, every check on, on the real app.
 
-The gateway runs for real (uvicorn on a free port, lifespan with the projector and the
-orchestrator, a real nats-server, SQLite) and ``st run`` (schemathesis 4) reads
-``/api/openapi.json`` from it and runs every phase: the schema's examples, coverage (values at
-and past every bound), fuzzing, and stateful sequences that follow the document's OpenAPI links
-(create a project, then read, change and delete it...). ``--checks all`` includes: no 5xx,
-every status and header documented, answers matching their schemas, schema-valid input
-accepted and schema-invalid input refused, a created resource readable, a deleted one gone,
-and (with auth on) no operation answering without a token.
+The gateway runs as deployed (``python -m services.gateway``: the API, the projector and the
+orchestrator, on a real nats-server and a SQLite file) and ``st run`` (schemathesis 4) reads
+``/api/openapi.json`` from it. ``--checks all``: no 5xx, every status and header documented,
+answers matching their schemas, schema-valid input accepted and schema-invalid input refused,
+a created resource readable and a deleted one gone, and (auth on) nothing answered without a
+token. Phases: coverage (values at and past every bound the schema states), fuzzing, and
+stateful sequences that follow the document's OpenAPI links (create a project, then read,
+change and delete it, add an environment to it…).
 
-Twice: with authentication off (the single-user default) and on (``FERRY_AUTH=token``, an
-admin token from the database). Where the schema cannot state a rule, the document names it
-as a ``format`` and this module (also the run's ``SCHEMATHESIS_HOOKS``) gives schemathesis a
-generator of valid values: ``ssh-public-key`` and ``ssh-private-key``.
+Two runs at once, one gateway each: authentication off (the single-user default) with every
+phase, and on (``FERRY_AUTH=token``, an admin token from the database) with fuzzing and
+sequences. The seed is fixed, so a failure reproduces; the report prints its statistics.
 
-One operation answers a 5xx by design here: ``GET /api/projects/{name}/refs`` asks a builder,
-and none runs, so it answers the documented 503 (502/504 when a builder answers with an error
-or too late); the run is told that those documented statuses are expected there.
+Where JSON Schema cannot state a rule, the document names it as a ``format`` and this module
+(also the run's ``SCHEMATHESIS_HOOKS``) gives schemathesis a generator of valid values:
+``ssh-public-key`` and ``ssh-private-key``. One operation answers a 5xx by design here:
+``GET /api/projects/{name}/refs`` asks a builder and none runs, so it answers the documented
+503 (502/504 when a builder answers with an error or too late); the run is told so.
 
-By hand, against a gateway of your own::
+By hand, against a gateway of your own (``CONFIG`` below in a file)::
 
-    SCHEMATHESIS_HOOKS=tests.security.test_schemathesis st run \\
-        http://127.0.0.1:8000/api/openapi.json --checks all --max-examples 10 \\
-        --config-file <the CONFIG below in a file>
+    SCHEMATHESIS_HOOKS=tests.security.test_schemathesis st --config-file st.toml run \\
+        http://127.0.0.1:8000/api/openapi.json --checks all
 """
 
 from __future__ import annotations
