@@ -19,11 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ferry.domain.auth import SAFE_METHODS
 from ferry.infra import webguard
 from ferry.infra.settings import Settings
+from services.gateway.api.text import text_problem
 from services.gateway.errors import PayloadTooLarge, error_body
 
 log = logging.getLogger("ferry.gateway")
 
 JSON_TYPES = ("application/json",)
+USER_HEADER = "X-Ferry-User"
 BROWSER_FOREIGN_SITES = ("cross-site", "same-site")
 
 
@@ -52,6 +54,10 @@ def check(scope: Scope, settings: Settings, allowed: frozenset[str] | None) -> R
             "add it to FERRY_ALLOWED_HOSTS (or set FERRY_PUBLIC_URL) if it is really this server",
             "host",
         )
+    user = headers.get(USER_HEADER)
+    if user is not None and (problem := text_problem(user)) is not None:
+        # who the caller says it is (auth off) ends up in events and on screens: the text policy
+        return _refuse(scope, 400, "INVALID_HEADER", f"{USER_HEADER} {problem}", USER_HEADER)
     if scope["type"] != "http" or str(scope.get("method", "GET")).upper() in SAFE_METHODS:
         return None
     origin = headers.get("origin")

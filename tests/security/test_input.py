@@ -197,6 +197,15 @@ async def test_bidi_controls_in_names_and_headers_are_refused(api: Api) -> None:
     body = {"project": s["project"], "environment": "prod", "ref": "main", "requested_by": "eve\u202e"}
     r = await api.post("/api/releases", body)
     assert r.status_code == 422 and error_of(r)["field"] == "requested_by", r.text
+    # With auth off the caller names itself in X-Ferry-User: the same text policy holds there
+    # (a C1 control sent as a raw latin-1 byte, and a DEL), on every request, by the guard.
+    for raw in (b"eve\x9b31m", b"eve\x7f"):
+        del body["requested_by"]
+        r = await api.post("/api/releases", body, headers={"X-Ferry-User": raw})
+        assert r.status_code == 400 and error_of(r)["field"] == "X-Ferry-User", r.text
+        body["requested_by"] = "eve"
+    listed = await api.ok("GET", f"/api/releases?project={s['project']}")
+    assert listed["releases"] == [], "nothing was created by the refused requests"
 
 
 async def test_an_admin_cannot_revoke_its_own_token_nor_the_last_admin_one(

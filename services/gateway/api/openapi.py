@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.gateway.api.bodies import ErrorResponse, Input
-from services.gateway.api.text import documented
+from services.gateway.api.text import TEXT_PATTERN, documented
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 REF = "#/components/schemas/{model}"
@@ -171,7 +171,7 @@ def document(
                 "in": "header",
                 "required": False,
                 "description": "who is calling (until API tokens land)",
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "pattern": TEXT_PATTERN},
             }
         )
         if op.body is not None:
