@@ -17,7 +17,7 @@ from ferry.infra import orchestrator
 from ferry.infra.bus import Bus
 from ferry.infra.commands import Loaded
 from ferry.infra.envlock import EnvLock, joined
-from tests.unit.test_rollout import Release
+from tests.unit.rollout_builders import Release
 
 
 @dataclass
