@@ -1,29 +1,15 @@
-"""The release page in real Chromium: the GoJS diagram follows the release live over the WebSocket.
-
-Real nats-server, the real gateway and notifier under uvicorn, a migrated SQLite database.
-Nothing schedules work (``background=False``), so the test appends the events a builder and
-agents would append, decided by the release aggregate, and reads the diagram's model through
-the page.
+"""The release page in real Chromium: the GoJS diagram follows the release live over the WebSocket, and
+rides out a notifier restart (the stack: portal_stack).
 """
+
+# ruff: noqa: F401, F811  (the `stack` fixture is imported by name)
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
-from cryptography.fernet import Fernet
 
-from ferry.db.engine import upgrade
 from ferry.domain.events import HOST_STEPS
 from ferry.domain.release import (
     Fail,
@@ -36,16 +22,7 @@ from ferry.domain.release import (
     StartBuild,
     StartHostStep,
     Succeed,
-    decide,
-    evolve,
-    replay,
 )
-from ferry.infra.bus import Bus, open_bus
-from ferry.infra.settings import Settings
-from ferry.local.natsserver import NatsServer, free_port
-from services.gateway.app import create_app as create_gateway
-from services.notifier.app import create_app as create_notifier
-from services.notifier.bootstrap import server_config
 from tests.e2e.portal_helpers import (
     click_node,
     flow_keys,
@@ -61,155 +38,9 @@ from tests.e2e.portal_helpers import (
     wait_loaded,
     wait_nodes,
 )
-from tests.harness.history import append_next
-from tests.integration.api_harness import project_body, ssh_keypair
+from tests.e2e.portal_stack import COMMIT, DIGEST, Stack, pulsing, stack, step_nodes
 
 pytestmark = pytest.mark.browser
-
-COMMIT = "3f2a9c1e" * 5
-DIGEST = "ab" * 32
-
-
-class ServerThread:
-    """uvicorn serving an app in a thread until ``stop()``."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    async def start(self, within: float = 30.0) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + within
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            await asyncio.sleep(0.02)
-        return self
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await asyncio.to_thread(self.thread.join, 15)
-
-
-@dataclass
-class Stack:
-    url: str
-    api: httpx.AsyncClient
-    bus: Bus
-    settings: Settings
-    notifier: ServerThread
-
-    async def restart_notifier(self) -> None:
-        self.notifier = await ServerThread(
-            server_config(self.settings, create_notifier(self.settings))
-        ).start()
-
-    async def seed(self, hosts: int, project: str = "shop", approval: bool = False) -> list[str]:
-        private, public = ssh_keypair()
-        await self.ok("/api/credentials", {"name": "key", "kind": "ssh_key", "secret": private}, 201)
-        names = [f"web{i:02d}" if hosts > 9 else f"web{i}" for i in range(hosts)]
-        for i, name in enumerate(names):
-            body = {"name": name, "address": f"127.0.1.{i + 2}", "credential": "key", "host_key": public}
-            await self.ok("/api/hosts", body, 201)
-        await self.ok("/api/projects", project_body(project, build_hooks=["make build"]), 201)
-        env = {"name": "prod", "hosts": names, "concurrency": 4, "require_approval": approval}
-        await self.ok(f"/api/projects/{project}/environments", env, 201)
-        return names
-
-    async def ok(self, path: str, body: dict[str, Any], status: int) -> Any:
-        r = await self.api.post(path, json=body)
-        assert r.status_code == status, f"POST {path}: {r.status_code} {r.text}"
-        return r.json()
-
-    async def release(self, project: str = "shop", ref: str = "main") -> str:
-        body = await self.ok(
-            "/api/releases",
-            {"project": project, "environment": "prod", "ref": ref, "requested_by": "dev"},
-            202,
-        )
-        return str(body["id"])
-
-    async def do(self, release_id: str, *commands: Any) -> int:
-        """Append what the aggregate decides for each command; returns the last stream sequence."""
-        history = await self.bus.events.load(release_id)
-        state = replay(release_id, [s.event for s in history])
-        seq = history[-1].seq
-        for command in commands:
-            events = decide(state, command, datetime.now(UTC))
-            seq = await append_next(self.bus.events, events)
-            for e in events:
-                state = evolve(state, e)
-        return seq
-
-    async def store_log(self, text: str) -> str:
-        return (await self.bus.artifacts.put_bytes(text.encode())).digest
-
-    async def build(self, release_id: str) -> int:
-        log = await self.store_log("$ make build\ncompiling 42 files\nbuild ok\n")
-        return await self.do(
-            release_id,
-            StartBuild("builder-1"),
-            RecordSource(COMMIT, 0.35),
-            RecordHook(0, "make build", 0, 1.5, "compiling 42 files\nbuild ok\n"),
-            RecordArtifact(DIGEST, 3_456_789, "zst", log_digest=log, duration=0.8),
-        )
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Stack]:
-    db_url = f"sqlite:///{tmp_path / 'ferry.db'}"
-    await asyncio.to_thread(upgrade, db_url)
-    settings = Settings(
-        home=tmp_path / "home",
-        nats_url=nats_server.url,
-        database_url=db_url,
-        http_port=free_port(),
-        ws_port=free_port(),
-        secret_key=Fernet.generate_key().decode(),
-    )
-    gateway = ServerThread(
-        uvicorn.Config(
-            create_gateway(settings, background=False),
-            host="127.0.0.1",
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    notifier = ServerThread(server_config(settings, create_notifier(settings)))
-    await gateway.start()
-    stack: Stack | None = None
-    try:
-        await notifier.start()
-        bus = await open_bus(nats_server.url, name="e2e-driver")
-        url = f"http://127.0.0.1:{settings.http_port}"
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                stack = Stack(url, client, bus, settings, notifier)
-                yield stack
-        finally:
-            await bus.close()
-    finally:
-        await (stack.notifier if stack else notifier).stop()
-        await gateway.stop()
-
-
-def step_nodes(host: str, step: str) -> str:
-    return f"host:{host}:{step}"
-
-
-async def pulsing(page: Any, key: str) -> bool:
-    """Whether the node's outline changes colour over a second (the running pulse)."""
-    seen = set()
-    for _ in range(10):
-        seen.add(
-            await page.evaluate(
-                "(k) => window.ferryDiagram.findPartForKey(k).findObject('SHAPE').stroke", key
-            )
-        )
-        await asyncio.sleep(0.1)
-    return len(seen) > 2
 
 
 async def test_release_turns_green_live_and_survives_a_reload(stack: Stack, page: Any) -> None:
@@ -385,69 +216,6 @@ async def test_twenty_hosts_render_every_lane_readably(stack: Stack, page: Any) 
     box = await page.locator("#diagram").bounding_box()
     assert box is not None and box["height"] >= 20 * 56 * lanes["scale"]
     await save_diagram(page, "release-diagram-20-hosts.png")
-
-
-async def test_new_release_form_picks_a_ref_and_opens_the_release(stack: Stack, page: Any) -> None:
-    await stack.seed(2)
-    branches = [{"name": "develop", "commit": "1" * 40}, {"name": "main", "commit": COMMIT}]
-    tags = [{"name": "v1.0.0", "commit": "2" * 40}]
-
-    async def builder_refs(msg: Any) -> None:  # stands in for the builder's refs responder
-        await msg.respond(json.dumps({"ok": True, "branches": branches, "tags": tags}).encode())
-
-    sub = await stack.bus.nc.subscribe("ferry.builder.refs", cb=builder_refs)
-    try:
-        await page.goto(f"{stack.url}/projects/shop/release")
-        await page.wait_for_function(
-            "() => document.getElementById('ref-status').textContent.includes('2 branches')"
-        )
-        assert await page.locator("#ref-branch").input_value() == "main"
-        await page.get_by_role("radio", name="Tag").check()
-        assert await page.locator("#ref-tag").is_visible()
-        assert await page.locator("#ref-tag option").all_inner_texts() == [f"v1.0.0 — {'2' * 10}"]
-        await page.get_by_role("button", name="Release").click()
-        await page.wait_for_url("**/releases/r*")
-        await wait_loaded(page)
-    finally:
-        await sub.unsubscribe()
-    rid = page.url.rsplit("/", 1)[1]
-    release = (await stack.api.get(f"/api/releases/{rid}")).json()
-    assert (release["project"], release["environment"], release["ref"]) == ("shop", "prod", "v1.0.0")
-    assert await page.locator("#f-ref").inner_text() == "v1.0.0"
-    assert await page.locator("#project-link").inner_text() == "shop"
-
-    # Bad input comes back as a message naming the field, on the form.
-    await page.goto(f"{stack.url}/projects/shop/release")
-    await page.wait_for_function(
-        "() => document.getElementById('ref-status').textContent !== 'Loading branches and tags…'"
-    )
-    await page.get_by_role("radio", name="Commit").check()
-    await page.locator("#ref-commit").fill("--upload-pack=x")
-    await page.get_by_role("button", name="Release").click()
-    assert "hexadecimal" in await page.locator("#form-error").inner_text()
-
-
-async def test_approval_from_the_release_page(stack: Stack, page: Any) -> None:
-    await stack.seed(2, approval=True)
-    rid = await stack.release()
-    await open_release(page, stack.url, rid)
-    await wait_nodes(page, {"start": "running", "build:fetch": "waiting"})
-    assert await page.locator("#status-badge").inner_text() == "awaiting approval"
-    assert await page.locator("#btn-reject").is_visible()
-    await page.get_by_role("button", name="Approve").click()
-    await wait_nodes(page, {"start": "succeeded"})
-    assert await page.locator("#status-badge").inner_text() == "queued"
-    assert not await page.locator("#btn-approve").is_visible()
-    assert not await page.locator("#replay").is_visible(), "replay is for finished releases"
-    events = (await stack.api.get(f"/api/releases/{rid}/events")).json()["events"]
-    assert [e["event"]["type"] for e in events] == ["release.requested", "release.approved"]
-
-    # Cancel asks for a reason; the release ends cancelled and every node says so.
-    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("wrong branch")))
-    await page.get_by_role("button", name="Cancel").click()
-    await wait_nodes(page, {"end": "skipped", "build:fetch": "skipped"})
-    assert await page.locator("#status-badge").inner_text() == "cancelled"
-    assert "wrong branch" in await page.locator("#f-reason").inner_text()
 
 
 async def test_page_rides_out_a_notifier_restart(stack: Stack, page: Any) -> None:
