@@ -1,132 +1,32 @@
-"""services.agent.remote and services.agent.health against real OpenSSH hosts with private /srv."""
+"""services.agent.remote against real OpenSSH hosts with private /srv: upload, shared files, hooks,
+activate, rollback, prune.
+"""
+
+# ruff: noqa: F401, F811  (the `big_files`, `host`, `session` fixtures are imported by name)
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import os
-import random
 import shlex
-import socket
-import tarfile
-import time
-from pathlib import Path
 
-import httpx
 import pytest
-import zstandard
 
 from ferry.domain.errors import InvalidInput, InvalidPath
 from services.agent import remote
-from services.agent.health import health_check
-from services.agent.ssh import HostSession, SSHTarget
-from tests.harness.sampleapp import health_url, make_sample_repo, restart_command
-from tests.harness.sshd import SshdHost
+from tests.integration.remote_harness import (
+    DP,
+    Artifact,
+    assert_tree,
+    big_files,
+    host,
+    release,
+    session,
+    small,
+    srv,
+    wait_until,
+)
 
 pytestmark = pytest.mark.sshd
-
-DP = "/srv/app"
-
-
-# --- artifacts -----------------------------------------------------------------
-def build_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, body in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            info.mode = 0o644
-            info.uid = info.gid = 4242  # extraction must not keep foreign owners
-            tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
-
-
-def compress(tar: bytes, fmt: str) -> bytes:
-    if fmt == "zst":
-        return zstandard.ZstdCompressor(level=1).compress(tar)
-    if fmt == "gz":
-        return gzip.compress(tar, compresslevel=1, mtime=0)
-    return tar
-
-
-class Artifact:
-    def __init__(self, files: dict[str, bytes], fmt: str, data: bytes | None = None) -> None:
-        self.files = files
-        self.fmt = fmt
-        self.data = compress(build_tar(files), fmt) if data is None else data
-        self.digest = hashlib.sha256(self.data).hexdigest()
-        self.opened = 0
-
-    def open_stream(self) -> io.BytesIO:
-        self.opened += 1
-        return io.BytesIO(self.data)
-
-
-@pytest.fixture(scope="module")
-def big_files() -> dict[str, bytes]:
-    """~20 MB: half incompressible, half text, in a few dirs."""
-    rng = random.Random(1234)
-    files = {f"lib/blob{i}.bin": rng.randbytes(2_500_000) for i in range(4)}
-    line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
-    files.update({f"static/page{i}.txt": line * (180_000 + i) for i in range(1, 5)})
-    files["VERSION"] = b"big\n"
-    files["bin/run.sh"] = b"#!/bin/sh\necho hi\n"
-    return files
-
-
-def small(version: str, fmt: str = "none") -> Artifact:
-    return Artifact({"VERSION": f"{version}\n".encode(), "app.txt": b"x" * 100}, fmt)
-
-
-def assert_tree(root: Path, files: dict[str, bytes]) -> None:
-    for name, body in files.items():
-        path = root / name
-        assert path.read_bytes() == body, name
-        assert path.stat().st_uid == 0, name
-    on_disk = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-    assert on_disk == set(files) | {remote.MARKER}
-
-
-# --- fixtures ------------------------------------------------------------------
-@pytest.fixture
-def host(sshd_hosts) -> SshdHost:
-    return sshd_hosts(1)[0]
-
-
-@pytest.fixture
-def session(host):
-    target = SSHTarget(
-        name="web-1",
-        address=host.address,
-        port=host.port,
-        private_key=host.client_key_pem,
-        host_key=host.host_key_line,
-    )
-    with HostSession.connect(target) as s:
-        assert remote.prepare(s, DP).ok
-        yield s
-
-
-def srv(host: SshdHost) -> Path:
-    return host.srv_path / "app"
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def release(session, release_id: str, artifact: Artifact, **options) -> remote.StepResult:
-    result = remote.upload_artifact(
-        session, DP, release_id, artifact.digest, artifact.fmt, artifact.open_stream, **options
-    )
-    assert result.ok, result.output
-    return result
 
 
 # --- upload --------------------------------------------------------------------
@@ -344,77 +244,3 @@ def test_prune_keeps_the_newest_the_live_and_the_protected(host, session):
     assert again.detail["live"] == "r2"
     with pytest.raises(InvalidInput):
         remote.prune(session, DP, keep=0, protect=set())
-
-
-# --- restart and health, with the sample app ------------------------------------------
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-def test_release_the_sample_app_check_health_and_roll_back(host, session, tmp_path):
-    repo = make_sample_repo(tmp_path / "repo")
-    v1, v2 = repo.commit("1.0.0"), repo.commit("2.0.0", fail_health=True)
-    artifacts = {rid: Artifact({}, "none", data=repo.archive(sha)) for rid, sha in (("r1", v1), ("r2", v2))}
-    good = artifacts["r1"]
-    port = free_port(host.address)
-    page = f"http://{host.address}:{port}/"
-
-    release(session, "r1", good)
-    assert remote.link_shared(session, DP, "r1", [], ["log"]).ok
-    assert remote.activate(session, DP, "r1").ok
-    restarted = remote.restart(session, DP, restart_command(port), timeout=20)
-    assert restarted.ok, restarted.output
-    healthy = health_check(session, DP, url=health_url(port), timeout=2, retries=50, delay=0.1)
-    assert healthy.ok, healthy.output + (srv(host) / "shared/sampleapp.log").read_text()
-    assert healthy.detail["attempts"][-1]["passed"] is True
-    assert httpx.get(page, trust_env=False).text == "1.0.0\n"
-    pid_v1 = int((srv(host) / "shared/sampleapp.pid").read_text())
-
-    release(session, "r2", artifacts["r2"])
-    assert remote.activate(session, DP, "r2").detail["previous"] == "r1"
-    assert remote.restart(session, DP, restart_command(port), timeout=20).ok
-    sick = health_check(session, DP, url=health_url(port), timeout=2, retries=3, delay=0.1)
-    assert sick.exit_code != 0
-    assert "HTTP 500" in sick.output and "failed after" in sick.output
-    assert all(not a["passed"] for a in sick.detail["attempts"])
-    # The restart stopped the previous instance (a zombie has no namespace links left).
-    assert wait_until(lambda: not os.path.exists(f"/proc/{pid_v1}/ns/mnt"))
-
-    back = remote.rollback(session, DP, "r1")
-    assert back.detail["previous"] == "r2"
-    assert remote.restart(session, DP, restart_command(port), timeout=20).ok
-    assert health_check(session, DP, url=health_url(port), timeout=2, retries=50, delay=0.1).ok
-    assert httpx.get(page, trust_env=False).text == "1.0.0\n"
-
-    by_command = health_check(session, DP, command='grep -q 1.0.0 VERSION && test -n "$FERRY_RELEASE_ID"')
-    assert by_command.ok, by_command.output
-    failing = health_check(session, DP, command="echo not yet; exit 7", retries=2, delay=0.05, timeout=5)
-    assert failing.exit_code == 1
-    assert "attempt 3/3" in failing.output and "exit 7: not yet" in failing.output
-
-    app_pid = int((srv(host) / "shared/sampleapp.pid").read_text())
-    assert app_pid in host.leftover_pids()
-    host.stop()
-    assert host.leftover_pids() == []
-    assert wait_until(lambda: not os.path.exists(f"/proc/{app_pid}/ns/mnt"))
-
-
-def test_health_check_against_nothing_listening_exhausts_retries(host, session):
-    port = free_port(host.address)
-    started = time.monotonic()
-    result = health_check(session, DP, url=health_url(port), timeout=1, retries=3, delay=0.05)
-    assert result.exit_code == 1
-    assert len(result.detail["attempts"]) == 4
-    assert "ConnectError" in result.output
-    assert time.monotonic() - started < 5
-    with pytest.raises(InvalidInput):
-        health_check(session, DP, url="ftp://{address}/", retries=0)
-    with pytest.raises(InvalidInput):
-        health_check(session, DP)
-
-
-def test_restart_without_a_live_release_fails_clearly(session):
-    result = remote.restart(session, DP, "true", timeout=10)
-    assert result.exit_code != 0 and "nothing to restart" in result.output
