@@ -35,7 +35,7 @@ from ferry.infra.projector import rebuild
 from ferry.infra.settings import Settings
 from ferry.local.natsserver import NatsServer, free_port
 from tests.harness.history import append_next
-from tests.integration.test_api_auth import Secured, secured  # noqa: F401
+from tests.integration.auth_harness import Secured, secured  # noqa: F401
 from tests.integration.test_cli_release import LiveGateway
 from tests.integration.test_retention import T0, history
 

@@ -22,7 +22,7 @@ from ferry.domain import auth
 from ferry.local.natsserver import NatsServer
 from services.gateway.app import create_app
 from tests.integration.api_harness import Api, api, error_of, project_body
-from tests.integration.test_api_auth import secured_settings
+from tests.integration.auth_harness import secured_settings
 
 
 async def _raw(api: Api, method: str, path: str, text: str, **headers: str) -> Any:
