@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paramiko  # noqa: E402
 
 from bench.common import SshClientFiles, Timings, make_big_tree, make_small_tree, sshd_hosts, tree_stats  # noqa: E402
+from bench.release_baselines import find_ansible  # noqa: E402
 from bench.upload_methods import DEPLOY_PATH, GCM, SCP, SCP_GCM, Bench, FerryRun, Payload  # noqa: E402
 from bench.upload_probe import transfer_probe  # noqa: E402
 from bench.upload_report import print_ferry_notes, print_table  # noqa: E402
@@ -52,18 +53,6 @@ from services.builder.package import make_archive  # noqa: E402
 
 
 # --- set-up ------------------------------------------------------------------
-def find_ansible(install: bool) -> str | None:
-    """ansible-playbook from this venv; installed with pip only when asked to."""
-    found = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
-    if found or not install:
-        return found
-    print("installing ansible-core into this venv (--with-ansible) ...", flush=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "ansible-core"], check=True, timeout=600
-    )
-    return shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
-
-
 def package(name: str, tree: Path, files: int, size: int, out: Path) -> Payload:
     started = time.perf_counter()
     archive = make_archive(tree, out, excludes=[], fmt="zst")
