@@ -5,12 +5,14 @@ The `big_files`, `host` and `session` fixtures are imported by name by the test 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import random
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,8 +90,9 @@ def host(sshd_hosts) -> SshdHost:
     return sshd_hosts(1)[0]
 
 
-@pytest.fixture
-def session(host):
+@contextlib.contextmanager
+def prepared_session(host: SshdHost, deploy_path: str = DP) -> Iterator[HostSession]:
+    """An agent's SSH session to ``host`` (pinned key), with the deploy path prepared."""
     target = SSHTarget(
         name="web-1",
         address=host.address,
@@ -98,7 +101,13 @@ def session(host):
         host_key=host.host_key_line,
     )
     with HostSession.connect(target) as s:
-        assert remote.prepare(s, DP).ok
+        assert remote.prepare(s, deploy_path).ok
+        yield s
+
+
+@pytest.fixture
+def session(host):
+    with prepared_session(host) as s:
         yield s
 
 

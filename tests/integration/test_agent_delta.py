@@ -14,8 +14,8 @@ import pytest
 import zstandard
 
 from services.agent import manifest, remote
-from services.agent.ssh import HostSession, SSHTarget
 from tests.harness.sshd import SshdHost
+from tests.integration.remote_harness import prepared_session
 
 pytestmark = pytest.mark.sshd
 
@@ -103,15 +103,7 @@ def host(sshd_hosts) -> SshdHost:
 @pytest.fixture
 def session(host):
     manifest.CACHE = manifest.ManifestCache()  # a fresh agent: nothing remembered from other tests
-    target = SSHTarget(
-        name="web-1",
-        address=host.address,
-        port=host.port,
-        private_key=host.client_key_pem,
-        host_key=host.host_key_line,
-    )
-    with HostSession.connect(target) as s:
-        assert remote.prepare(s, DP).ok
+    with prepared_session(host, DP) as s:
         yield s
 
 

@@ -21,9 +21,10 @@ import pytest
 
 from services.agent import remote
 from services.agent.layout import REFUSED_EXIT
-from services.agent.ssh import HostSession, SSHTarget
+from services.agent.ssh import HostSession
 from services.builder.package import make_archive
 from tests.harness.sshd import SshdHost
+from tests.integration.remote_harness import prepared_session
 
 pytestmark = pytest.mark.sshd
 
@@ -105,15 +106,7 @@ def host(sshd_hosts: Callable[..., list[SshdHost]]) -> SshdHost:
 
 @pytest.fixture
 def session(host: SshdHost) -> Iterator[HostSession]:
-    target = SSHTarget(
-        name="web-1",
-        address=host.address,
-        port=host.port,
-        private_key=host.client_key_pem,
-        host_key=host.host_key_line,
-    )
-    with HostSession.connect(target) as s:
-        assert remote.prepare(s, DP).ok
+    with prepared_session(host, DP) as s:
         yield s
 
 
