@@ -307,9 +307,13 @@ class SshdHost:
         self._stop_sshd()
         ns = self._namespace
         if ns is not None:
+            # The namespace holder (``_machine``) dies last: while it lives the namespace does too,
+            # so its inode number cannot be reused by another host's new namespace, whose
+            # processes a later scan would otherwise find and kill.
+            holder = self._machine.pid if self._machine is not None and self._machine.poll() is None else None
             deadline = time.monotonic() + 10.0
             while time.monotonic() < deadline:
-                pids = pids_in_mount_namespace(ns)
+                pids = [pid for pid in pids_in_mount_namespace(ns) if pid != holder]
                 if not pids:
                     break
                 for pid in pids:
@@ -319,7 +323,7 @@ class SshdHost:
                         pass
                 time.sleep(0.02)  # poll until the kernel reaped them, bounded by the deadline
             else:
-                raise RuntimeError(f"{self!r}: processes survived teardown: {pids_in_mount_namespace(ns)}")
+                raise RuntimeError(f"{self!r}: processes survived teardown: {pids}")
         if self._machine is not None:
             if self._machine.poll() is None:
                 self._machine.kill()
