@@ -90,11 +90,17 @@ def pod_environment(
         "FERRY_STREAM_REPLICAS": "1",
         "FERRY_HOME": str(tmp / "home" / name),
         "FERRY_HTTP_HOST": "127.0.0.1",
+        "FERRY_METRICS_HOST": "127.0.0.1",
     }
     assert "FERRY_HOME" in env, name  # a read-only root: the manifest must point it at a volume
     env.update({k: v for k, v in machine.items() if k in env})
     env.pop("FERRY_NATS_CA", None)
-    for setting in ("FERRY_HTTP_PORT", "FERRY_WS_PORT"):
+    for setting in (
+        "FERRY_HTTP_PORT",
+        "FERRY_WS_PORT",
+        "FERRY_BUILDER_METRICS_PORT",
+        "FERRY_AGENT_METRICS_PORT",
+    ):
         if setting in env and int(env[setting]) in ports:
             env[setting] = str(ports[int(env[setting])])
     return env, ports
@@ -119,6 +125,18 @@ def probe_ok(probe: Obj, ports: dict[int, int], container: Obj) -> bool:
     except httpx.HTTPError:
         return False
     return answer.status_code == 200
+
+
+PORT_SETTINGS = ("FERRY_HTTP_PORT", "FERRY_WS_PORT", "FERRY_BUILDER_METRICS_PORT", "FERRY_AGENT_METRICS_PORT")
+
+
+def serves_metrics(port: int) -> bool:
+    """Whether ``port`` answers ``/metrics`` with ferry's Prometheus families."""
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and "ferry_" in answer.text
 
 
 def health_replies(url: str, services: set[str]) -> dict[str, list[dict[str, Any]]]:
@@ -152,8 +170,11 @@ Running = tuple[Obj, Obj, dict[int, int], subprocess.Popen[bytes], Path]
 
 
 def healthy(pod: Obj, ports: dict[int, int], workers: dict[str, list[dict[str, Any]]], name: str) -> bool:
-    """The pod's probes pass; builder and agents, which serve no HTTP, answered over NATS."""
+    """The pod's probes pass; builder and agents answered over NATS and serve their metrics port."""
     container = pod["spec"]["containers"][0]
+    metrics = {p["name"]: p["containerPort"] for p in container.get("ports", [])}.get("metrics")
+    if metrics is not None and not serves_metrics(ports[metrics]):
+        return False
     probes = [container[k] for k in ("readinessProbe", "livenessProbe") if k in container]
     if probes:
         return all(probe_ok(p, ports, container) for p in probes)
