@@ -39,10 +39,13 @@ class Loaded:
     """Events folded into ``state``."""
     layout_seq: int = 0
     """The last sequence on the current layout's subjects (what a whole-release append is checked against)."""
+    counts: Mapping[str, int] = field(default_factory=dict)
+    """Events folded per subject of the current layout (what the stream's subject index says when
+    nothing was appended since)."""
 
     def fold(self, stored: Iterable[StoredEvent]) -> Loaded:
         state, last, heads, count = self.state, self.last_seq, dict(self.heads), self.count
-        layout = self.layout_seq
+        layout, counts = self.layout_seq, dict(self.counts)
         for s in stored:
             if s.seq <= last:
                 continue  # already folded
@@ -52,8 +55,9 @@ class Loaded:
             heads[subject] = s.seq
             if subject != legacy_subject(state.release_id):
                 layout = s.seq
+                counts[subject] = counts.get(subject, 0) + 1
             count += 1
-        return Loaded(state, last, heads, count, layout)
+        return Loaded(state, last, heads, count, layout, counts)
 
     @property
     def events(self) -> int:
@@ -98,6 +102,10 @@ class Histories:
                 if cached is None:
                     stored = await self.store.load(release_id)
                     loaded = Loaded(ReleaseState(release_id)).fold(stored)
+                elif cached.state.terminal and await self.store.subject_counts(release_id) == cached.counts:
+                    # a finished release nobody appended to: asking "what is new after N" would make
+                    # the server walk everything appended after N; its subject index answers at once
+                    loaded = cached
                 else:
                     # only the current layout grows; the legacy subject was read on the first load
                     stored = await self.store.load(release_id, after=cached.last_seq, legacy=False)

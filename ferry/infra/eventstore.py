@@ -198,6 +198,15 @@ class EventStore:
             return current
         return sorted(old + current, key=lambda s: s.seq)
 
+    async def subject_counts(self, release_id: str) -> dict[str, int]:
+        """How many events each of a release's subjects (this layout) holds: one lookup in the
+        stream's subject index, whatever the length of the history around it."""
+        try:
+            info = await self.js.stream_info(self.stream, subjects_filter=release_filter(release_id))
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise StoreUnavailable("event store did not answer") from exc
+        return {subject: int(n) for subject, n in (info.state.subjects or {}).items()}
+
     async def read(self, subject: str, from_seq: int = 1) -> AsyncIterator[StoredEvent]:
         """Every event on ``subject`` (wildcards allowed) from ``from_seq`` up to now, then stop."""
         async for msg in directget.messages(

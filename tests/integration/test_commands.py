@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from ferry.domain.errors import InvariantViolation
-from ferry.domain.events import Plan, Recipe
+from ferry.domain.events import HostStepStarted, Plan, Recipe, utcnow
 from ferry.domain.release import (
     Cancel,
     FinishHostStep,
@@ -159,3 +159,35 @@ async def test_the_cache_is_bounded_by_the_events_its_states_hold(bus):
     assert list(histories._cache) == ["m2", "m3"]  # the least recently used went first
     assert (await histories.get("m1")).state.status == "deploying"  # read back whole
     assert list(histories._cache) == ["m3", "m1"]
+
+
+async def test_a_finished_release_is_read_from_the_subject_index_until_something_is_appended(bus):
+    """A cached finished release costs one subject-index lookup, not a walk of the stream after it;
+    an event appended to it anyway (another writer) is still read."""
+    await execute(
+        bus.histories,
+        "c9",
+        RequestRelease(project="p", environment="e", ref="main", requested_by="a", plan=PLAN),
+    )
+    await execute(bus.histories, "c9", Cancel(by="a"))
+    other = Histories(bus.events)
+    first = await other.get("c9")
+    assert first.state.terminal and sum(first.counts.values()) == first.count == 2
+
+    reads: list[int] = []
+    load = bus.events.load
+
+    async def spying(release_id: str, after: int = 0, **kw):  # type: ignore[no-untyped-def]
+        got = await load(release_id, after, **kw)
+        reads.append(len(got))
+        return got
+
+    bus.events.load = spying
+    for _ in range(5):
+        assert await other.get("c9") is first
+    assert reads == [], "nothing was appended: no read of the stream"
+
+    late = HostStepStarted(release_id="c9", version=1, at=utcnow(), host="h1", step="upload")
+    await bus.events.append([late], expected_seq=0, whole_release=False)
+    again = await other.get("c9")
+    assert reads == [1] and again.count == 3 and again.state.hosts["h1"].status == "running"
