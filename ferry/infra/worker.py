@@ -140,7 +140,7 @@ async def run_consumer(
             # Lost NATS mid-step (nats-server restarting): again as soon as it is back; the nak is
             # sent when nats-py reconnects. Anything else waits a little longer.
             away = isinstance(exc, (nats.errors.Error, StoreUnavailable, OSError, TimeoutError))
-            if away:
+            if isinstance(exc, (nats.errors.Error, StoreUnavailable)):  # NATS itself: no traceback to read
                 log.warning("NATS away; will be redelivered", extra={"subject": msg.subject, "why": str(exc)})
             else:
                 log.exception("handler crashed; will be redelivered", extra={"subject": msg.subject})
